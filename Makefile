@@ -1,0 +1,30 @@
+# The two commands a newcomer needs: `make dev` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+# One shared target dir across checkouts and CI runs keeps rebuilds cheap.
+export CARGO_TARGET_DIR ?= /tmp/flowpilot-target
+STATE := $(or $(FLOWPILOT_STATE_DIR),$(CURDIR)/.local)
+BIN := $(CARGO_TARGET_DIR)/debug/flowpilot
+
+.PHONY: dev test services stop
+
+## dev: start PostgreSQL + Redis (local ones unless DATABASE_URL / REDIS_URL are set), migrate, run everything
+dev: services
+	cargo build --bin flowpilot
+	@source "$(STATE)/env"; tests/support/next-steps.sh
+	@source "$(STATE)/env"; exec "$(BIN)" dev
+
+## test: format and lint checks, then every test against real PostgreSQL, Redis and Python arq
+test: services
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	@source "$(STATE)/env"; \
+	  export FLOWPILOT_TEST_PYTHON="$$(tests/support/python.sh)"; \
+	  cargo test --all-targets -- --test-threads 8
+
+services:
+	@tests/support/services.sh start
+
+## stop: stop the local PostgreSQL and Redis
+stop:
+	@tests/support/services.sh stop

@@ -1,0 +1,32 @@
+//! flowpilot: durable workflow execution for marketing and CRM automation.
+//!
+//! A contact enters a versioned workflow (send email, wait two days, call a
+//! webhook, branch, update the contact); every step commits a checkpoint in
+//! PostgreSQL, so a killed worker loses nothing and the next one resumes at
+//! the last completed step. Work moves through Redis queues that speak
+//! Python arq's wire protocol, so Python applications and arq workers are
+//! first-class peers.
+//!
+//! # Layout
+//!
+//! - [`config`]: command line and environment, the only reader of either;
+//! - [`telemetry`]: tracing subscriber (text or JSON lines), reloadable filter;
+//! - [`shutdown`]: the root cancellation token and signal handling;
+//! - [`store`]: PostgreSQL: pool, migrations, every SQL statement;
+//! - [`queue`]: the ARQ wire protocol (keys, pickle/JSON/msgpack, client);
+//! - [`worker`]: claims ARQ jobs and runs registered functions;
+//! - [`app`]: wires the subsystems for each subcommand.
+//!
+//! Dependencies point one way: `app` -> `worker` -> `queue`; `app` -> `store`.
+//! The engine, API and controller join as `engine`, `api` and `controller`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod queue;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

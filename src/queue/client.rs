@@ -1,0 +1,624 @@
+//! `Client`: every Redis command of the ARQ protocol, producer and worker side.
+//!
+//! Each operation keeps the checks arq makes (`PROTOCOL.md` §2-§8). Where
+//! arq uses WATCH/MULTI/EXEC on a dedicated connection we use a Lua script
+//! doing the same checks atomically, which lets every call share one
+//! multiplexed connection; Python's WATCH-based clients interoperate with
+//! either. The worker loop in `crate::worker` decides *when* to call these.
+
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+use super::codec::{self, Job, JobResult, Serializer};
+use super::keys;
+use super::value::Value;
+
+/// Lifetime of a job key past its run time when no `expires` is given
+/// (arq's `expires_extra_ms`, one day).
+pub const JOB_TTL_EXTRA_MS: i64 = 86_400_000;
+/// Expiry of the retry counter, in **seconds** (arq writes 88 400, sic).
+pub const RETRY_COUNTER_TTL_S: i64 = 88_400;
+
+/// Enqueue with arq's dedupe: nothing is written while the job or its
+/// result exists.
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: job, result, queue   ARGV: ttl ms, payload, score, id
+if redis.call('EXISTS', KEYS[1], KEYS[2]) ~= 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
+",
+    )
+});
+
+/// Claim as arq 0.27+ does: skip when in progress, gone from the queue,
+/// scored 0, or not yet due.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: in-progress, queue   ARGV: id, now ms, in-progress ttl ms
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score then return 0 end
+score = tonumber(score)
+if score == 0 or score > tonumber(ARGV[2]) then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+return 1
+",
+    )
+});
+
+/// Abort as `Job.abort()` does: a deferred job is rescored to 1 so a worker
+/// picks it up at once and fails it, then the id joins the abort set.
+static ABORT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: queue, abort set   ARGV: id, now ms
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) > tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], 1, ARGV[1])
+end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+",
+    )
+});
+
+/// Errors of the queue layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Redis refused or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A payload could not be encoded or decoded.
+    #[error(transparent)]
+    Codec(#[from] codec::Error),
+    /// An enqueue option is out of range.
+    #[error("invalid enqueue option `{field}`: {problem}")]
+    Option {
+        /// The option (`defer_until`, `expires`, ...).
+        field: &'static str,
+        /// Why it is refused.
+        problem: &'static str,
+    },
+}
+
+/// Local result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// When an enqueued job becomes runnable.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Defer {
+    /// Now.
+    #[default]
+    No,
+    /// This long after enqueue (`_defer_by`).
+    By(Duration),
+    /// At this Unix time in ms (`_defer_until`).
+    UntilMs(i64),
+}
+
+/// Options of [`Client::enqueue`], arq's underscore arguments.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueOptions {
+    /// `_job_id`: a fixed id makes the enqueue idempotent; default a uuid4 hex.
+    pub job_id: Option<String>,
+    /// `_queue_name`: default [`keys::DEFAULT_QUEUE`].
+    pub queue: Option<String>,
+    /// `_defer_by` / `_defer_until`.
+    pub defer: Defer,
+    /// `_expires`: job key lifetime; default run time + one day.
+    pub expires: Option<Duration>,
+    /// `_job_try`: start the try counter here.
+    pub job_try: Option<i64>,
+}
+
+/// What [`Client::start`] read when a claimed job begins.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The job payload; `None` when the job key expired.
+    pub payload: Option<Vec<u8>>,
+    /// This run's try number (the retry counter after INCR).
+    pub job_try: i64,
+    /// Whether an abort was requested before the start.
+    pub aborted: bool,
+}
+
+/// `Job.status()` of arq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    /// A result exists.
+    Complete,
+    /// A worker holds it.
+    InProgress,
+    /// Queued with a run time in the future.
+    Deferred,
+    /// Queued and due.
+    Queued,
+    /// Unknown id, or its result expired.
+    NotFound,
+}
+
+impl JobStatus {
+    /// arq's spelling (`complete`, `in_progress`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Complete => "complete",
+            JobStatus::InProgress => "in_progress",
+            JobStatus::Deferred => "deferred",
+            JobStatus::Queued => "queued",
+            JobStatus::NotFound => "not_found",
+        }
+    }
+}
+
+/// `Job.info()` of arq: the result if there is one, else the job payload,
+/// plus the current queue score.
+#[derive(Debug, Clone)]
+pub struct JobInfo {
+    /// The job as enqueued (or as it ran, when finished).
+    pub job: Job,
+    /// The result, once there is one.
+    pub result: Option<JobResult>,
+    /// Queue score (run time in ms) while queued.
+    pub score: Option<i64>,
+}
+
+/// How a finished run leaves the job (arq's `finish_job` branches).
+#[derive(Debug, Clone)]
+pub enum Finish {
+    /// Done, successfully or not: store the result (if any) for `keep`
+    /// (`None` = forever) and remove the job.
+    Done {
+        /// Serialized result; `None` when the function keeps no result.
+        result: Option<Vec<u8>>,
+        /// Result lifetime.
+        keep: Option<Duration>,
+    },
+    /// `Retry`: keep the job; move its score by `incr_ms` (none: unchanged).
+    Retry {
+        /// Added to the score: `defer + (now - score)`.
+        incr_ms: Option<i64>,
+    },
+    /// Cut off by shutdown: only release the in-progress key, so the job
+    /// runs again at its old score.
+    Release,
+}
+
+/// The current Unix time in ms, as arq's `timestamp_ms()`.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A handle on one Redis database speaking ARQ. Cheap to clone: clones share
+/// one multiplexed, self-reconnecting connection.
+#[derive(Clone)]
+pub struct Client {
+    conn: ConnectionManager,
+    /// What enqueue and results are written with; reads accept all three.
+    serializer: Serializer,
+}
+
+impl Client {
+    /// Connects to `url` (`redis://host:port/db`).
+    ///
+    /// # Errors
+    /// When the URL is invalid or Redis is unreachable.
+    pub async fn connect(url: &str, serializer: Serializer) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Client { conn, serializer })
+    }
+
+    /// The serializer payloads are written with.
+    pub fn serializer(&self) -> Serializer {
+        self.serializer
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// `PING`, for readiness checks.
+    ///
+    /// # Errors
+    /// When Redis does not answer.
+    pub async fn ping(&self) -> Result<()> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Enqueues `function(*args, **kwargs)` as `enqueue_job` does. Returns
+    /// the job id, or `None` when a job or result with that id already
+    /// exists (nothing is written then).
+    ///
+    /// # Errors
+    /// [`Error::Option`] for a run time more than a day in the past or a
+    /// zero expiry (arq would write a queue entry with no job), codec and
+    /// Redis errors.
+    pub async fn enqueue(
+        &self,
+        function: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+        opts: EnqueueOptions,
+    ) -> Result<Option<String>> {
+        let id = opts
+            .job_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let queue = opts.queue.as_deref().unwrap_or(keys::DEFAULT_QUEUE);
+        let now = now_ms();
+        let score = match opts.defer {
+            Defer::No => now,
+            Defer::By(d) => now + d.as_millis() as i64,
+            Defer::UntilMs(ms) => ms,
+        };
+        if score <= 0 {
+            return Err(Error::Option {
+                field: "defer_until",
+                problem: "must be after the Unix epoch",
+            });
+        }
+        let ttl = match opts.expires {
+            Some(e) => e.as_millis() as i64,
+            None => score - now + JOB_TTL_EXTRA_MS,
+        };
+        if ttl <= 0 {
+            return Err(Error::Option {
+                field: if opts.expires.is_some() {
+                    "expires"
+                } else {
+                    "defer_until"
+                },
+                problem: "the job would expire before it could run",
+            });
+        }
+        let payload = Job {
+            function: function.to_owned(),
+            args,
+            kwargs,
+            job_try: opts.job_try,
+            enqueue_time_ms: now,
+        }
+        .encode(self.serializer)?;
+        let added: i64 = ENQUEUE
+            .key(keys::job(&id))
+            .key(keys::result(&id))
+            .key(queue)
+            .arg(ttl)
+            .arg(payload)
+            .arg(score)
+            .arg(&id)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok((added == 1).then_some(id))
+    }
+
+    /// Up to `limit` due job ids of `queue` with their scores, earliest first.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn ready(
+        &self,
+        queue: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>> {
+        let rows: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(queue)
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(rows.into_iter().map(|(id, s)| (id, s as i64)).collect())
+    }
+
+    /// Ready depth: jobs due now (`ZCOUNT queue -inf now`), what autoscaling reads.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn ready_depth(&self, queue: &str, now_ms: i64) -> Result<u64> {
+        Ok(redis::cmd("ZCOUNT")
+            .arg(queue)
+            .arg("-inf")
+            .arg(now_ms)
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Takes the in-progress key for `id` for `ttl`. `false` when another
+    /// worker holds it or the job is no longer due.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn claim(&self, queue: &str, id: &str, now_ms: i64, ttl: Duration) -> Result<bool> {
+        let claimed: i64 = CLAIM
+            .key(keys::in_progress(id))
+            .key(queue)
+            .arg(id)
+            .arg(now_ms)
+            .arg(ttl.as_millis() as i64)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(claimed == 1)
+    }
+
+    /// Reads the payload and advances the try counter of a claimed job, and
+    /// consumes a pending abort request, in one transaction.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn start(&self, id: &str) -> Result<Started> {
+        let (payload, job_try, _, aborted): (Option<Vec<u8>>, i64, i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("GET")
+            .arg(keys::job(id))
+            .cmd("INCR")
+            .arg(keys::retry(id))
+            .cmd("EXPIRE")
+            .arg(keys::retry(id))
+            .arg(RETRY_COUNTER_TTL_S)
+            .cmd("ZREM")
+            .arg(keys::ABORT_SET)
+            .arg(id)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(Started {
+            payload,
+            job_try,
+            aborted: aborted > 0,
+        })
+    }
+
+    /// Overwrites the try counter with the payload's `_job_try`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn set_try(&self, id: &str, job_try: i64) -> Result<()> {
+        redis::cmd("SETEX")
+            .arg(keys::retry(id))
+            .arg(RETRY_COUNTER_TTL_S)
+            .arg(job_try.to_string())
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a run (arq's `finish_job` / `finish_failed_job`) in one transaction.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn finish(&self, queue: &str, id: &str, how: Finish) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match how {
+            Finish::Done { result, keep } => {
+                if let Some(bytes) = result {
+                    pipe.cmd("SET").arg(keys::result(id)).arg(bytes);
+                    if let Some(keep) = keep {
+                        pipe.arg("PX").arg(keep.as_millis().max(1) as u64);
+                    }
+                    pipe.ignore();
+                }
+                pipe.cmd("ZREM").arg(keys::ABORT_SET).arg(id).ignore();
+                pipe.cmd("ZREM").arg(queue).arg(id).ignore();
+                pipe.cmd("DEL")
+                    .arg(keys::in_progress(id))
+                    .arg(keys::retry(id))
+                    .arg(keys::job(id))
+                    .ignore();
+            }
+            Finish::Retry { incr_ms } => {
+                if let Some(incr) = incr_ms.filter(|i| *i != 0) {
+                    pipe.cmd("ZINCRBY").arg(queue).arg(incr).arg(id).ignore();
+                }
+                pipe.cmd("DEL").arg(keys::in_progress(id)).ignore();
+            }
+            Finish::Release => {
+                pipe.cmd("DEL").arg(keys::in_progress(id)).ignore();
+            }
+        }
+        pipe.query_async::<()>(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Ids whose abort was requested (the worker cancels those it runs).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn abort_requests(&self) -> Result<Vec<String>> {
+        Ok(redis::cmd("ZRANGE")
+            .arg(keys::ABORT_SET)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Forgets abort requests for ids the worker has handled.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn clear_abort(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        redis::cmd("ZREM")
+            .arg(keys::ABORT_SET)
+            .arg(ids)
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Requests an abort as `Job.abort()` does (without waiting for the result).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn abort(&self, queue: &str, id: &str) -> Result<()> {
+        ABORT
+            .key(queue)
+            .key(keys::ABORT_SET)
+            .arg(id)
+            .arg(now_ms())
+            .invoke_async::<i64>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// `Job.status()`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn status(&self, queue: &str, id: &str) -> Result<JobStatus> {
+        let (has_result, in_progress, score): (bool, bool, Option<f64>) = redis::pipe()
+            .atomic()
+            .cmd("EXISTS")
+            .arg(keys::result(id))
+            .cmd("EXISTS")
+            .arg(keys::in_progress(id))
+            .cmd("ZSCORE")
+            .arg(queue)
+            .arg(id)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(match (has_result, in_progress, score) {
+            (true, _, _) => JobStatus::Complete,
+            (_, true, _) => JobStatus::InProgress,
+            (_, _, Some(s)) if s != 0.0 && s as i64 > now_ms() => JobStatus::Deferred,
+            (_, _, Some(s)) if s != 0.0 => JobStatus::Queued,
+            _ => JobStatus::NotFound,
+        })
+    }
+
+    /// The stored result of `id`, if any (`Job.result()` without the polling).
+    ///
+    /// # Errors
+    /// Redis errors; [`Error::Codec`] when the stored bytes are not a result.
+    pub async fn result(&self, id: &str) -> Result<Option<JobResult>> {
+        let bytes: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(keys::result(id))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(bytes.map(|b| JobResult::decode(&b)).transpose()?)
+    }
+
+    /// Waits for the result of `id`, polling every `poll`, as `Job.result()`
+    /// does; `None` when the job is neither finished nor queued any more,
+    /// or `timeout` passes.
+    ///
+    /// # Errors
+    /// Redis and codec errors.
+    pub async fn wait_result(
+        &self,
+        queue: &str,
+        id: &str,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<Option<JobResult>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (bytes, score): (Option<Vec<u8>>, Option<f64>) = redis::pipe()
+                .atomic()
+                .cmd("GET")
+                .arg(keys::result(id))
+                .cmd("ZSCORE")
+                .arg(queue)
+                .arg(id)
+                .query_async(&mut self.conn())
+                .await?;
+            if let Some(b) = bytes {
+                return Ok(Some(JobResult::decode(&b)?));
+            }
+            if score.is_none() || tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// `Job.info()`.
+    ///
+    /// # Errors
+    /// Redis and codec errors.
+    pub async fn info(&self, queue: &str, id: &str) -> Result<Option<JobInfo>> {
+        let (result, job, score): (Option<Vec<u8>>, Option<Vec<u8>>, Option<f64>) = redis::pipe()
+            .atomic()
+            .cmd("GET")
+            .arg(keys::result(id))
+            .cmd("GET")
+            .arg(keys::job(id))
+            .cmd("ZSCORE")
+            .arg(queue)
+            .arg(id)
+            .query_async(&mut self.conn())
+            .await?;
+        let score = score.map(|s| s as i64);
+        if let Some(r) = result {
+            let r = JobResult::decode(&r)?;
+            return Ok(Some(JobInfo {
+                job: r.job.clone(),
+                result: Some(r),
+                score,
+            }));
+        }
+        Ok(match job {
+            Some(j) => Some(JobInfo {
+                job: Job::decode(&j)?,
+                result: None,
+                score,
+            }),
+            None => None,
+        })
+    }
+
+    /// Writes the health-check line of `queue` for `ttl`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn write_health(&self, queue: &str, line: &str, ttl: Duration) -> Result<()> {
+        redis::cmd("PSETEX")
+            .arg(keys::health_check(queue))
+            .arg(ttl.as_millis() as u64)
+            .arg(line)
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the health-check key, as arq does on a clean close.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn clear_health(&self, queue: &str) -> Result<()> {
+        redis::cmd("DEL")
+            .arg(keys::health_check(queue))
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Total entries of `queue` (`ZCARD`), deferred ones included.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn queued(&self, queue: &str) -> Result<u64> {
+        Ok(redis::cmd("ZCARD")
+            .arg(queue)
+            .query_async(&mut self.conn())
+            .await?)
+    }
+}

@@ -1,0 +1,24 @@
+//! The ARQ wire protocol as a library (`../shared/arq-vectors/PROTOCOL.md`).
+//!
+//! - [`keys`]: Redis key names, the only place they are spelled;
+//! - [`value`]: the Python value model payloads carry;
+//! - [`pickle`]: a purpose-built pickle reader and writer;
+//! - [`codec`]: job / result payloads in pickle, JSON and msgpack;
+//! - [`client`]: enqueue, claim, start, finish, retry, abort, status, info,
+//!   result and the health-check key.
+//!
+//! This module knows nothing of workflows: `crate::worker` drives the
+//! worker-side calls, and producers (the engine, the API) call
+//! [`Client::enqueue`].
+
+pub mod client;
+pub mod codec;
+pub mod keys;
+pub mod pickle;
+pub mod value;
+
+pub use client::{
+    Client, Defer, EnqueueOptions, Error, Finish, JobInfo, JobStatus, Result, Started, now_ms,
+};
+pub use codec::{Job, JobResult, Serializer};
+pub use value::Value;

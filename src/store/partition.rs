@@ -1,0 +1,132 @@
+//! Monthly partitions of `execution_logs`: `execution_logs_yYYYYmMM` holds
+//! rows with `created_at` in that UTC month.
+//!
+//! Created ahead (this month plus [`MONTHS_AHEAD`]) by `migrate` and by the
+//! maintenance loop, so an insert never finds its month missing; dropped
+//! whole once past retention, which is why logs are partitioned at all.
+//! Both run under a transaction-scoped advisory lock, so several processes
+//! starting at once do not race on the DDL.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use sqlx::{AssertSqlSafe, PgPool};
+
+use super::Result;
+
+/// Months created beyond the current one (DESIGN.md: current month + 2).
+pub const MONTHS_AHEAD: u32 = 2;
+
+/// Advisory lock key serialising partition DDL (arbitrary, fixed).
+const PARTITION_LOCK: i64 = 0x666c_6f77_0001;
+
+/// First day of the month `offset` months after the month of `t`.
+fn month_start(t: DateTime<Utc>, offset: i32) -> NaiveDate {
+    let months = t.year() * 12 + t.month0() as i32 + offset;
+    NaiveDate::from_ymd_opt(months.div_euclid(12), months.rem_euclid(12) as u32 + 1, 1)
+        .expect("day 1 of a month in chrono's range always exists")
+}
+
+/// Partition table name for the month starting at `start`.
+pub fn name(start: NaiveDate) -> String {
+    format!("execution_logs_y{:04}m{:02}", start.year(), start.month())
+}
+
+/// Creates missing partitions from the month of `now` through
+/// [`MONTHS_AHEAD`] months later. Returns the names it created.
+///
+/// # Errors
+/// Database errors.
+pub async fn ensure_ahead(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<String>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PARTITION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let existing = list_in(&mut tx).await?;
+    let mut created = Vec::new();
+    for offset in 0..=MONTHS_AHEAD as i32 {
+        let from = month_start(now, offset);
+        let to = month_start(now, offset + 1);
+        let table = name(from);
+        if existing.contains(&table) {
+            continue;
+        }
+        // Identifiers and dates come from our own formatting, not input.
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {table} PARTITION OF execution_logs \
+             FOR VALUES FROM ('{from}') TO ('{to}')"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        created.push(table);
+    }
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Drops partitions whose whole month ended more than `retention_months`
+/// before the month of `now`. Returns the names it dropped.
+///
+/// # Errors
+/// Database errors.
+pub async fn drop_expired(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    retention_months: u32,
+) -> Result<Vec<String>> {
+    let oldest_kept = name(month_start(now, -(retention_months as i32)));
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PARTITION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let mut dropped = Vec::new();
+    // Names sort by month because the year and month are zero-padded.
+    for table in list_in(&mut tx).await? {
+        if table < oldest_kept {
+            // `table` matched our own name pattern in `list_in`.
+            sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+                .execute(&mut *tx)
+                .await?;
+            dropped.push(table);
+        }
+    }
+    tx.commit().await?;
+    Ok(dropped)
+}
+
+/// Existing partitions, sorted by month.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(pool: &PgPool) -> Result<Vec<String>> {
+    let mut conn = pool.acquire().await?;
+    list_in(&mut conn).await
+}
+
+async fn list_in(conn: &mut sqlx::PgConnection) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT c.relname::text FROM pg_inherits i \
+         JOIN pg_class c ON c.oid = i.inhrelid \
+         JOIN pg_class p ON p.oid = i.inhparent \
+         WHERE p.relname = 'execution_logs' AND c.relname ~ '^execution_logs_y[0-9]{4}m[0-9]{2}$' \
+         ORDER BY 1",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn month_arithmetic_crosses_year_boundaries() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
+        assert_eq!(name(month_start(t, 0)), "execution_logs_y2026m11");
+        assert_eq!(name(month_start(t, 2)), "execution_logs_y2027m01");
+        assert_eq!(name(month_start(t, -11)), "execution_logs_y2025m12");
+        assert_eq!(name(month_start(t, -23)), "execution_logs_y2024m12");
+    }
+}

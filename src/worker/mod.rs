@@ -1,0 +1,564 @@
+//! The ARQ-compatible worker: claims jobs, runs registered functions, records
+//! their outcome exactly as Python arq does.
+//!
+//! ```text
+//!  poll ──> ready ids per queue ──> share_slots ──> claim (in-progress key)
+//!                                                      │
+//!     finish: result / Retry / release  <── run ◄── start (GET job, INCR try)
+//! ```
+//!
+//! - Several queues, highest priority first, lower ones never starved
+//!   ([`priority`]).
+//! - At most `max_jobs` run at once (a semaphore); each under its timeout.
+//! - Shutdown (the token) stops claiming; running jobs get `drain_timeout`
+//!   to finish, then are cut off and released exactly as arq leaves a
+//!   cancelled job: only the in-progress key is deleted, so the job runs
+//!   again at its old score (its try counter already advanced).
+//! - Failures before the function runs (expired job key, undecodable
+//!   payload, abort, unknown function, tries exhausted) store a failed
+//!   result with arq's exception, and touch no other key.
+//!
+//! Who drives it: `main` (`flowpilot worker`, `flowpilot dev`) with the
+//! functions the engine registers; tests with their own.
+
+pub mod diagnostic;
+pub mod function;
+pub mod priority;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+pub use function::{Args, Function, JobContext, JobError, Registry};
+
+use crate::queue::{self, Client, Finish, Job, JobResult, Serializer, Value, now_ms};
+
+/// Extra life of the in-progress key beyond the longest timeout (arq: 10 s),
+/// so a live worker always finishes before its claim lapses.
+const IN_PROGRESS_GRACE: Duration = Duration::from_secs(10);
+/// Longest pause between polls after Redis errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Worker settings, arq's `Worker` arguments.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Queues to serve, highest priority first.
+    pub queues: Vec<String>,
+    /// Jobs run at once (arq `max_jobs`, default 10).
+    pub max_jobs: usize,
+    /// Default per-job timeout (arq `job_timeout`, 300 s).
+    pub job_timeout: Duration,
+    /// Pause between polls (arq `poll_delay`, 0.5 s).
+    pub poll_delay: Duration,
+    /// How long results are kept: `None` forever, zero not at all
+    /// (arq `keep_result`, 3600 s).
+    pub keep_result: Option<Duration>,
+    /// Runs before a job fails as "max N retries exceeded" (arq 5).
+    pub max_tries: i64,
+    /// How often the health-check key is written (arq 3600 s).
+    pub health_check_interval: Duration,
+    /// How long running jobs may finish after shutdown starts.
+    pub drain_timeout: Duration,
+    /// Whether abort requests cancel running jobs (arq `allow_abort_jobs`).
+    pub allow_abort: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            queues: vec![queue::keys::DEFAULT_QUEUE.to_owned()],
+            max_jobs: 10,
+            job_timeout: Duration::from_secs(300),
+            poll_delay: Duration::from_millis(500),
+            keep_result: Some(Duration::from_secs(3600)),
+            max_tries: 5,
+            health_check_interval: Duration::from_secs(3600),
+            drain_timeout: Duration::from_secs(300),
+            allow_abort: true,
+        }
+    }
+}
+
+/// Counters in the health-check line (arq's `j_complete`, ...).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Jobs that returned.
+    pub complete: AtomicU64,
+    /// Jobs that failed (including before running).
+    pub failed: AtomicU64,
+    /// Runs ended by `Retry` or cut off by shutdown.
+    pub retried: AtomicU64,
+    /// Jobs running now.
+    pub ongoing: AtomicU64,
+}
+
+/// How one run ended, for counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Complete,
+    Failed,
+    Retried,
+}
+
+/// What a worker's job tasks share.
+struct Shared {
+    client: Client,
+    registry: Registry,
+    settings: Settings,
+    counters: Counters,
+    /// Abort tokens of running jobs, by id.
+    running: Mutex<HashMap<String, CancellationToken>>,
+    /// Cancelled when the drain deadline passes: running jobs are released.
+    cut_off: CancellationToken,
+}
+
+/// A worker over one Redis database.
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    /// A worker running `registry`'s functions with `settings`.
+    pub fn new(client: Client, registry: Registry, settings: Settings) -> Self {
+        Worker {
+            shared: Arc::new(Shared {
+                client,
+                registry,
+                settings,
+                counters: Counters::default(),
+                running: Mutex::new(HashMap::new()),
+                cut_off: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Counters so far (for tests and metrics).
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// Polls and runs jobs until `shutdown`, then drains.
+    ///
+    /// # Errors
+    /// None at present: Redis errors while polling are logged and retried
+    /// with backoff, since Redis coming back is the normal way out.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let s = &self.shared.settings;
+        let in_progress_ttl =
+            self.shared.registry.longest_timeout(s.job_timeout) + IN_PROGRESS_GRACE;
+        let slots = Arc::new(Semaphore::new(s.max_jobs));
+        let tasks = TaskTracker::new();
+        let mut tick: u64 = 0;
+        let mut backoff = Duration::ZERO;
+        let mut last_health: Option<tokio::time::Instant> = None;
+        info!(queues = ?s.queues, max_jobs = s.max_jobs, functions = ?self.shared.registry.names(), "worker started");
+
+        while !shutdown.is_cancelled() {
+            let started = tokio::time::Instant::now();
+            match self.poll(&slots, &tasks, tick, in_progress_ttl).await {
+                Ok(()) => backoff = Duration::ZERO,
+                Err(e) => {
+                    backoff = (backoff * 2).clamp(s.poll_delay, MAX_BACKOFF);
+                    warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "worker poll failed");
+                }
+            }
+            if last_health.is_none_or(|t| t.elapsed() >= s.health_check_interval) {
+                match self.write_health().await {
+                    Ok(()) => last_health = Some(tokio::time::Instant::now()),
+                    Err(e) => warn!(error = %e, "health check write failed"),
+                }
+            }
+            tick += 1;
+            let pause = (s.poll_delay + backoff).saturating_sub(started.elapsed());
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+
+        info!(running = tasks.len(), "worker draining");
+        tasks.close();
+        if tokio::time::timeout(s.drain_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                running = tasks.len(),
+                "drain timeout passed; releasing running jobs"
+            );
+            self.shared.cut_off.cancel();
+            tasks.wait().await;
+        }
+        for q in &s.queues {
+            if let Err(e) = self.shared.client.clear_health(q).await {
+                warn!(error = %e, queue = %q, "health check delete failed");
+            }
+        }
+        info!("worker stopped");
+        Ok(())
+    }
+
+    /// One poll: read ready ids, share the free slots, claim and spawn.
+    async fn poll(
+        &self,
+        slots: &Arc<Semaphore>,
+        tasks: &TaskTracker,
+        tick: u64,
+        in_progress_ttl: Duration,
+    ) -> queue::Result<()> {
+        let shared = &self.shared;
+        if shared.settings.allow_abort {
+            self.cancel_aborted().await?;
+        }
+        let free = slots.available_permits();
+        if free == 0 {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut ready = Vec::with_capacity(shared.settings.queues.len());
+        for q in &shared.settings.queues {
+            ready.push(shared.client.ready(q, now, free).await?);
+        }
+        let counts: Vec<usize> = ready.iter().map(Vec::len).collect();
+        let take = priority::share_slots(free, &counts, tick);
+        for ((queue, ids), n) in shared.settings.queues.iter().zip(ready).zip(take) {
+            for (id, score) in ids.into_iter().take(n) {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    return Ok(());
+                };
+                if !shared
+                    .client
+                    .claim(queue, &id, now_ms(), in_progress_ttl)
+                    .await?
+                {
+                    continue;
+                }
+                let abort = CancellationToken::new();
+                lock(&shared.running).insert(id.clone(), abort.clone());
+                shared.counters.ongoing.fetch_add(1, Ordering::Relaxed);
+                let span = info_span!("job", job_id = %id, queue = %queue);
+                let shared = Arc::clone(shared);
+                let queue = queue.clone();
+                tasks.spawn(
+                    async move {
+                        let outcome = run_job(&shared, &queue, &id, score, &abort).await;
+                        lock(&shared.running).remove(&id);
+                        shared.counters.ongoing.fetch_sub(1, Ordering::Relaxed);
+                        let counter = match outcome {
+                            Outcome::Complete => &shared.counters.complete,
+                            Outcome::Failed => &shared.counters.failed,
+                            Outcome::Retried => &shared.counters.retried,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels running jobs whose abort was requested.
+    async fn cancel_aborted(&self) -> queue::Result<()> {
+        let requested = self.shared.client.abort_requests().await?;
+        if requested.is_empty() {
+            return Ok(());
+        }
+        let mut handled = Vec::new();
+        {
+            let running = lock(&self.shared.running);
+            for id in requested {
+                if let Some(token) = running.get(&id) {
+                    token.cancel();
+                    handled.push(id);
+                }
+            }
+        }
+        self.shared.client.clear_abort(&handled).await
+    }
+
+    async fn write_health(&self) -> queue::Result<()> {
+        let c = &self.shared.counters;
+        let s = &self.shared.settings;
+        let stamp = chrono::Local::now().format("%b-%d %H:%M:%S");
+        let ttl = s.health_check_interval + Duration::from_secs(1);
+        for q in &s.queues {
+            let queued = self.shared.client.queued(q).await?;
+            let line = format!(
+                "{stamp} j_complete={} j_failed={} j_retried={} j_ongoing={} queued={queued}",
+                c.complete.load(Ordering::Relaxed),
+                c.failed.load(Ordering::Relaxed),
+                c.retried.load(Ordering::Relaxed),
+                c.ongoing.load(Ordering::Relaxed),
+            );
+            self.shared.client.write_health(q, &line, ttl).await?;
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock leaves a plain map consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What a run is recorded as when the result is written.
+struct Record {
+    job: Job,
+    job_try: i64,
+    start_ms: i64,
+    /// The serializer of the job payload, so that the producer, which reads
+    /// the result with its own deserializer, can read it; the configured one
+    /// when the payload is missing or unreadable.
+    serializer: Serializer,
+}
+
+/// Runs one claimed job to its end; never fails: Redis errors are logged and
+/// leave the job to be re-claimed when its in-progress key expires.
+async fn run_job(
+    shared: &Shared,
+    queue: &str,
+    id: &str,
+    score: i64,
+    abort: &CancellationToken,
+) -> Outcome {
+    match try_run_job(shared, queue, id, score, abort).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            warn!(error = %e, "job bookkeeping failed; it will be re-claimed");
+            Outcome::Retried
+        }
+    }
+}
+
+async fn try_run_job(
+    shared: &Shared,
+    queue: &str,
+    id: &str,
+    score: i64,
+    abort: &CancellationToken,
+) -> queue::Result<Outcome> {
+    let client = &shared.client;
+    let settings = &shared.settings;
+    let start_ms = now_ms();
+    let started = client.start(id).await?;
+    let mut rec = Record {
+        job: Job {
+            function: "<unknown>".into(),
+            args: Vec::new(),
+            kwargs: Vec::new(),
+            job_try: None,
+            enqueue_time_ms: 0,
+        },
+        job_try: started.job_try,
+        start_ms,
+        serializer: client.serializer(),
+    };
+    let fail_before_run = |rec: Record, exc: Value| async move {
+        debug!(function = %rec.job.function, "job failed before running");
+        finish(shared, queue, id, rec, false, exc, settings.keep_result).await?;
+        Ok(Outcome::Failed)
+    };
+
+    let Some(payload) = started.payload else {
+        warn!("job expired");
+        return fail_before_run(
+            rec,
+            Value::exception(function::JOB_EXECUTION_FAILED, "job expired"),
+        )
+        .await;
+    };
+    rec.job = match Job::decode(&payload) {
+        Ok(job) => {
+            rec.serializer = Serializer::detect(&payload);
+            job
+        }
+        Err(e) => {
+            warn!(error = %e, "undecodable job payload");
+            let exc =
+                Value::exception("arq.jobs.DeserializationError", "unable to deserialize job");
+            return fail_before_run(rec, exc).await;
+        }
+    };
+    if started.aborted {
+        info!("job aborted before start");
+        return fail_before_run(rec, cancelled_error()).await;
+    }
+    let Some(function) = shared.registry.get(&rec.job.function) else {
+        warn!(function = %rec.job.function, "function not found");
+        let msg = format!("function {} not found", python_repr(&rec.job.function));
+        return fail_before_run(rec, Value::exception(function::JOB_EXECUTION_FAILED, msg)).await;
+    };
+    if let Some(t) = rec.job.job_try.filter(|t| *t > rec.job_try) {
+        rec.job_try = t;
+        client.set_try(id, t).await?;
+    }
+    let max_tries = function.max_tries.unwrap_or(settings.max_tries);
+    if rec.job_try > max_tries {
+        warn!(max_tries, "max retries exceeded");
+        let msg = format!("max {max_tries} retries exceeded");
+        return fail_before_run(rec, Value::exception(function::JOB_EXECUTION_FAILED, msg)).await;
+    }
+
+    let ctx = JobContext {
+        job_id: id.to_owned(),
+        job_try: rec.job_try,
+        enqueue_time_ms: rec.job.enqueue_time_ms,
+        score,
+        queue: queue.to_owned(),
+    };
+    let args = Args {
+        args: rec.job.args.clone(),
+        kwargs: rec.job.kwargs.clone(),
+    };
+    let timeout = function.timeout.unwrap_or(settings.job_timeout);
+    let keep = function.keep_result.unwrap_or(settings.keep_result);
+    rec.start_ms = now_ms();
+    debug!(function = %rec.job.function, job_try = rec.job_try, "job started");
+    // The function runs in its own task so that a panic fails the job
+    // instead of the worker, and so that dropping it cancels it.
+    let mut call = tokio::spawn(function.call(ctx, args));
+    let ran = tokio::select! {
+        r = tokio::time::timeout(timeout, &mut call) => r,
+        () = abort.cancelled() => {
+            call.abort();
+            info!("job aborted while running");
+            finish(shared, queue, id, rec, false, cancelled_error(), keep).await?;
+            return Ok(Outcome::Failed);
+        }
+        () = shared.cut_off.cancelled() => {
+            call.abort();
+            info!("job cut off by shutdown; released for re-run");
+            client.finish(queue, id, Finish::Release).await?;
+            return Ok(Outcome::Retried);
+        }
+    };
+    match ran {
+        Ok(Ok(Ok(value))) => {
+            debug!("job complete");
+            finish(shared, queue, id, rec, true, value, keep).await?;
+            Ok(Outcome::Complete)
+        }
+        Ok(Ok(Err(JobError::Retry { defer }))) => {
+            let incr_ms = defer.map(|d| d.as_millis() as i64 + (now_ms() - score));
+            debug!(
+                defer_ms = defer.map(|d| d.as_millis() as u64),
+                "job retry requested"
+            );
+            client.finish(queue, id, Finish::Retry { incr_ms }).await?;
+            Ok(Outcome::Retried)
+        }
+        Ok(Ok(Err(JobError::Failed { class, message }))) => {
+            debug!(%class, %message, "job failed");
+            finish(
+                shared,
+                queue,
+                id,
+                rec,
+                false,
+                Value::exception(class, message),
+                keep,
+            )
+            .await?;
+            Ok(Outcome::Failed)
+        }
+        Ok(Err(join)) => {
+            warn!(error = %join, "job panicked");
+            let exc = Value::exception(function::RUNTIME_ERROR, "job panicked");
+            finish(shared, queue, id, rec, false, exc, keep).await?;
+            Ok(Outcome::Failed)
+        }
+        Err(_elapsed) => {
+            call.abort();
+            warn!(timeout_s = timeout.as_secs_f64(), "job timed out");
+            let exc = Value::Object {
+                class: "builtins.TimeoutError".into(),
+                args: Vec::new(),
+                state: None,
+            };
+            finish(shared, queue, id, rec, false, exc, keep).await?;
+            Ok(Outcome::Failed)
+        }
+    }
+}
+
+/// Stores the result (unless results are not kept) and removes the job.
+async fn finish(
+    shared: &Shared,
+    queue: &str,
+    id: &str,
+    rec: Record,
+    success: bool,
+    result: Value,
+    keep: Option<Duration>,
+) -> queue::Result<()> {
+    let stored = keep.is_none_or(|k| !k.is_zero());
+    let bytes = if stored {
+        let mut job = rec.job;
+        job.job_try = Some(rec.job_try);
+        let mut r = JobResult {
+            job,
+            success,
+            result,
+            start_ms: rec.start_ms,
+            finish_ms: now_ms(),
+            queue: Some(queue.to_owned()),
+            job_id: Some(id.to_owned()),
+        };
+        // Arguments that only pickle carries cannot be echoed in another
+        // format; the result still records the outcome without them.
+        Some(r.encode(rec.serializer).or_else(|_| {
+            r.job.args.clear();
+            r.job.kwargs.clear();
+            r.encode(rec.serializer)
+        })?)
+    } else {
+        None
+    };
+    shared
+        .client
+        .finish(
+            queue,
+            id,
+            Finish::Done {
+                result: bytes,
+                keep,
+            },
+        )
+        .await
+}
+
+fn cancelled_error() -> Value {
+    Value::Object {
+        class: "asyncio.exceptions.CancelledError".into(),
+        args: Vec::new(),
+        state: None,
+    }
+}
+
+/// Python's `repr()` of a str, as arq's `{function_name!r}` prints it.
+fn python_repr(s: &str) -> String {
+    if s.contains('\'') && !s.contains('"') {
+        format!("\"{s}\"")
+    } else {
+        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names_are_quoted_as_python_repr_quotes_them() {
+        assert_eq!(python_repr("not_registered"), "'not_registered'");
+        assert_eq!(python_repr("it's"), "\"it's\"");
+    }
+}
