@@ -11,8 +11,8 @@ BIN := $(CARGO_TARGET_DIR)/debug/flowpilot
 ## dev: start PostgreSQL + Redis (local ones unless DATABASE_URL / REDIS_URL are set), migrate, run everything
 dev: services
 	cargo build --bin flowpilot
-	@source "$(STATE)/env"; tests/support/next-steps.sh
-	@source "$(STATE)/env"; exec "$(BIN)" dev
+	@source "$(STATE)/env"; export PYTHON="$$(tests/support/python.sh)"; \
+	  tests/support/next-steps.sh; exec "$(BIN)" dev
 
 ## test: format and lint checks, then every test against real PostgreSQL, Redis and Python arq
 test: services

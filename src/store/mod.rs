@@ -56,3 +56,113 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
     partition::ensure_ahead(pool, chrono::Utc::now()).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::PgPool;
+    use uuid::Uuid;
+
+    /// Seeds an account, a contact and a workflow with version 1; returns their ids.
+    async fn seed(pool: &PgPool) -> (Uuid, Uuid, Uuid) {
+        let (account,): (Uuid,) =
+            sqlx::query_as("INSERT INTO accounts (name) VALUES ('acme') RETURNING id")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        let (contact,): (Uuid,) = sqlx::query_as(
+            "INSERT INTO contacts (account_id, email) VALUES ($1, 'a@example.com') RETURNING id",
+        )
+        .bind(account)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let (workflow,): (Uuid,) = sqlx::query_as(
+            "INSERT INTO workflows (account_id, name, latest_version) VALUES ($1, 'welcome', 1) RETURNING id",
+        )
+        .bind(account)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO workflow_versions (workflow_id, version, account_id, definition) \
+             VALUES ($1, 1, $2, '{\"steps\": []}')",
+        )
+        .bind(workflow)
+        .bind(account)
+        .execute(pool)
+        .await
+        .unwrap();
+        (account, contact, workflow)
+    }
+
+    async fn execute(pool: &PgPool, ids: (Uuid, Uuid, Uuid), key: Option<&str>) -> sqlx::Result<Uuid> {
+        let (account, contact, workflow) = ids;
+        sqlx::query_as::<_, (Uuid,)>(
+            "INSERT INTO workflow_executions (account_id, workflow_id, workflow_version, contact_id, idempotency_key) \
+             VALUES ($1, $2, 1, $3, $4) RETURNING id",
+        )
+        .bind(account)
+        .bind(workflow)
+        .bind(contact)
+        .bind(key)
+        .fetch_one(pool)
+        .await
+        .map(|(id,)| id)
+    }
+
+    #[sqlx::test]
+    async fn the_schema_holds_an_execution_with_its_logs_in_a_monthly_partition(pool: PgPool) {
+        super::partition::ensure_ahead(&pool, chrono::Utc::now()).await.unwrap();
+        let ids = seed(&pool).await;
+        let execution = execute(&pool, ids, None).await.unwrap();
+        sqlx::query(
+            "INSERT INTO execution_logs (execution_id, account_id, step_index, step_id, action_type, attempt, status, started_at) \
+             VALUES ($1, $2, 0, 'welcome', 'send_email', 1, 'SUCCEEDED', now())",
+        )
+        .bind(execution)
+        .bind(ids.0)
+        .execute(&pool)
+        .await
+        .unwrap();
+        let (partition,): (String,) =
+            sqlx::query_as("SELECT tableoid::regclass::text FROM execution_logs WHERE execution_id = $1")
+                .bind(execution)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(partition.starts_with("execution_logs_y"), "{partition}");
+    }
+
+    #[sqlx::test]
+    async fn an_idempotency_key_starts_one_execution_per_account(pool: PgPool) {
+        let ids = seed(&pool).await;
+        execute(&pool, ids, Some("signup-42")).await.unwrap();
+        let err = execute(&pool, ids, Some("signup-42")).await.unwrap_err();
+        assert_eq!(
+            err.as_database_error().and_then(|e| e.constraint()),
+            Some("workflow_executions_account_id_idempotency_key_key")
+        );
+        // Another account may use the same key.
+        let other = seed(&pool).await;
+        execute(&pool, other, Some("signup-42")).await.unwrap();
+    }
+
+    #[sqlx::test]
+    async fn workflow_versions_cannot_be_changed_once_written(pool: PgPool) {
+        let (_, _, workflow) = seed(&pool).await;
+        let err = sqlx::query("UPDATE workflow_versions SET definition = '{}' WHERE workflow_id = $1")
+            .bind(workflow)
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("immutable"), "{err}");
+    }
+
+    #[sqlx::test]
+    async fn an_execution_cannot_reference_another_accounts_contact(pool: PgPool) {
+        let (account, _, workflow) = seed(&pool).await;
+        let (_, foreign_contact, _) = seed(&pool).await;
+        let err = execute(&pool, (account, foreign_contact, workflow), None).await.unwrap_err();
+        assert!(err.as_database_error().is_some_and(|e| e.is_foreign_key_violation()), "{err}");
+    }
+}

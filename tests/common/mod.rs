@@ -1,0 +1,149 @@
+//! Shared harness of the integration tests: real Redis from `REDIS_URL`,
+//! Python arq from `FLOWPILOT_TEST_PYTHON` (both set up by `make test`),
+//! unique names so parallel tests never see each other's keys.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flowpilot::queue::{Client, Serializer, Value};
+use flowpilot::worker::{Registry, Settings, Worker};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// `REDIS_URL`, which `make test` points at a real Redis.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").expect("REDIS_URL must point at a Redis server: run `make test`")
+}
+
+/// A client on the test Redis.
+pub async fn client(serializer: Serializer) -> Client {
+    Client::connect(&redis_url(), serializer)
+        .await
+        .expect("connect to REDIS_URL")
+}
+
+/// A raw connection for assertions on keys.
+pub async fn raw() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A name no other test uses: `<prefix>-<uuid>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Worker settings for tests: one queue, fast polling.
+pub fn settings(queue: &str) -> Settings {
+    Settings {
+        queues: vec![queue.to_owned()],
+        poll_delay: Duration::from_millis(50),
+        job_timeout: Duration::from_secs(10),
+        drain_timeout: Duration::from_secs(10),
+        ..Settings::default()
+    }
+}
+
+/// A worker running in this process until the returned token is cancelled.
+pub struct RunningWorker {
+    pub stop: CancellationToken,
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningWorker {
+    pub async fn start(registry: Registry, settings: Settings, serializer: Serializer) -> Self {
+        let worker = Worker::new(client(serializer).await, registry, settings);
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(worker.run(stop.clone()));
+        RunningWorker { stop, handle }
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// Runs `tests/support/arq_peer.py` with the real Python arq; returns its
+/// JSON report.
+pub async fn python_peer(args: &[&str]) -> serde_json::Value {
+    let python = std::env::var("FLOWPILOT_TEST_PYTHON").expect(
+        "FLOWPILOT_TEST_PYTHON must name a Python with arq installed: run `make test`",
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/arq_peer.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .args(["--redis-url", &redis_url()])
+        .output()
+        .await
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "arq_peer.py {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "arq_peer.py printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The tagged-JSON form of a value, as the vectors and arq_peer.py write it.
+pub fn tagged(v: &Value) -> serde_json::Value {
+    use base64::Engine;
+    use serde_json::json;
+    match v {
+        Value::None => json!(null),
+        Value::Bool(b) => json!(b),
+        Value::Int(i) if i.unsigned_abs() < (1 << 53) => json!(i),
+        Value::Int(i) => json!({ "$bigint": i.to_string() }),
+        Value::BigInt(b) => json!({ "$bigint": b.to_string() }),
+        Value::Float(f) => json!(f),
+        Value::Str(s) => json!(s),
+        Value::Bytes(b) => {
+            json!({ "$bytes_b64": base64::engine::general_purpose::STANDARD.encode(b) })
+        }
+        Value::List(items) => json!(items.iter().map(tagged).collect::<Vec<_>>()),
+        Value::Tuple(items) => json!({ "$tuple": items.iter().map(tagged).collect::<Vec<_>>() }),
+        Value::Dict(pairs) if pairs.iter().all(|(k, _)| matches!(k, Value::Str(_))) => {
+            serde_json::Value::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.as_str().unwrap().to_owned(), tagged(v)))
+                    .collect(),
+            )
+        }
+        Value::Dict(pairs) => json!({
+            "$dict_pairs": pairs.iter().map(|(k, v)| json!([tagged(k), tagged(v)])).collect::<Vec<_>>()
+        }),
+        Value::Object { class, args, .. } => match flowpilot::queue::value::datetime_iso(v) {
+            Some(iso) => json!({ "$datetime": iso }),
+            None => json!({ "$exception": class, "args": args.iter().map(tagged).collect::<Vec<_>>() }),
+        },
+        other => json!({ "$repr": format!("{other:?}") }),
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
