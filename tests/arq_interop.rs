@@ -21,15 +21,25 @@ fn our_functions() -> Registry {
     r.register(
         "add",
         Function::new(|_, args| async move {
-            let a = args.get(0, "a").and_then(Value::as_i64).ok_or_else(|| JobError::failed("a"))?;
-            let b = args.get(1, "b").and_then(Value::as_i64).ok_or_else(|| JobError::failed("b"))?;
+            let a = args
+                .get(0, "a")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| JobError::failed("a"))?;
+            let b = args
+                .get(1, "b")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| JobError::failed("b"))?;
             Ok(Value::Int(a + b))
         }),
     );
     r.register(
         "fail",
         Function::new(|_, args| async move {
-            let msg = args.get(0, "message").and_then(Value::as_str).unwrap_or("").to_owned();
+            let msg = args
+                .get(0, "message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
             Err::<Value, _>(JobError::Failed {
                 class: "builtins.ValueError".into(),
                 message: msg,
@@ -130,16 +140,30 @@ async fn our_jobs_run_on_a_python_worker(serializer: Serializer) {
         common::unique("deferred"),
     );
     client
-        .enqueue("py_mul", vec![Value::Int(6), Value::Int(7)], vec![], opts(&mul))
+        .enqueue(
+            "py_mul",
+            vec![Value::Int(6), Value::Int(7)],
+            vec![],
+            opts(&mul),
+        )
         .await
         .unwrap()
         .expect("fresh id is enqueued");
     client
-        .enqueue("py_fail", vec![], vec![("message".into(), Value::str("kaput"))], opts(&fail))
+        .enqueue(
+            "py_fail",
+            vec![],
+            vec![("message".into(), Value::str("kaput"))],
+            opts(&fail),
+        )
         .await
         .unwrap()
         .unwrap();
-    client.enqueue("py_retry_once", vec![], vec![], opts(&retry)).await.unwrap().unwrap();
+    client
+        .enqueue("py_retry_once", vec![], vec![], opts(&retry))
+        .await
+        .unwrap()
+        .unwrap();
     let enqueued_at = now_ms();
     client
         .enqueue(
@@ -154,9 +178,18 @@ async fn our_jobs_run_on_a_python_worker(serializer: Serializer) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(client.status(&queue, &deferred).await.unwrap(), JobStatus::Deferred);
+    assert_eq!(
+        client.status(&queue, &deferred).await.unwrap(),
+        JobStatus::Deferred
+    );
     // A second enqueue of a queued id writes nothing.
-    assert_eq!(client.enqueue("py_mul", vec![], vec![], opts(&mul)).await.unwrap(), None);
+    assert_eq!(
+        client
+            .enqueue("py_mul", vec![], vec![], opts(&mul))
+            .await
+            .unwrap(),
+        None
+    );
 
     let counters = common::python_peer(&[
         "consume",
@@ -175,7 +208,10 @@ async fn our_jobs_run_on_a_python_worker(serializer: Serializer) {
     assert!(r.success);
     assert_eq!(r.result, Value::Int(42));
     assert_eq!(r.job.job_try, Some(1));
-    assert_eq!(client.status(&queue, &mul).await.unwrap(), JobStatus::Complete);
+    assert_eq!(
+        client.status(&queue, &mul).await.unwrap(),
+        JobStatus::Complete
+    );
 
     let r = client.result(&fail).await.unwrap().unwrap();
     assert!(!r.success);
@@ -186,12 +222,19 @@ async fn our_jobs_run_on_a_python_worker(serializer: Serializer) {
     }
 
     let r = client.result(&retry).await.unwrap().unwrap();
-    assert_eq!((r.success, r.result, r.job.job_try), (true, Value::Int(2), Some(2)));
+    assert_eq!(
+        (r.success, r.result, r.job.job_try),
+        (true, Value::Int(2), Some(2))
+    );
 
     // (d) the Python worker did not start it before its time.
     let r = client.result(&deferred).await.unwrap().unwrap();
     let started = r.result.as_i64().expect("py_started_at returns ms");
-    assert!(started >= enqueued_at + 1500, "ran {} ms early", enqueued_at + 1500 - started);
+    assert!(
+        started >= enqueued_at + 1500,
+        "ran {} ms early",
+        enqueued_at + 1500 - started
+    );
 }
 
 #[tokio::test]

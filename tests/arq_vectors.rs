@@ -96,10 +96,22 @@ fn all_payloads() -> Vec<Payload> {
 #[test]
 fn every_recorded_payload_decodes_to_the_values_python_recorded() {
     let payloads = all_payloads();
-    assert!(payloads.len() > 100, "only {} payloads found", payloads.len());
+    assert!(
+        payloads.len() > 100,
+        "only {} payloads found",
+        payloads.len()
+    );
     for p in &payloads {
-        assert_eq!(codec::Serializer::detect(&p.bytes), p.serializer, "{}", p.name);
-        let value = p.serializer.decode(&p.bytes).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        assert_eq!(
+            codec::Serializer::detect(&p.bytes),
+            p.serializer,
+            "{}",
+            p.name
+        );
+        let value = p
+            .serializer
+            .decode(&p.bytes)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.name));
         assert_eq!(common::tagged(&value), p.decoded, "{}", p.name);
     }
 }
@@ -141,7 +153,10 @@ async fn our_re_encoding_of_every_payload_reads_back_equal_in_python() {
     let mut cases = Vec::new();
     for p in all_payloads() {
         let value = p.serializer.decode(&p.bytes).unwrap();
-        let ours = p.serializer.encode(&value).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        let ours = p
+            .serializer
+            .encode(&value)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.name));
         cases.push(json!({
             "name": p.name,
             "serializer": p.serializer.to_string(),
@@ -150,7 +165,10 @@ async fn our_re_encoding_of_every_payload_reads_back_equal_in_python() {
         }));
         // Re-encoding through the typed payloads must give the same values.
         let typed = if p.decoded.get("s").is_some() {
-            JobResult::decode(&p.bytes).unwrap().encode(p.serializer).unwrap()
+            JobResult::decode(&p.bytes)
+                .unwrap()
+                .encode(p.serializer)
+                .unwrap()
         } else {
             Job::decode(&p.bytes).unwrap().encode(p.serializer).unwrap()
         };
@@ -166,5 +184,9 @@ async fn our_re_encoding_of_every_payload_reads_back_equal_in_python() {
     let report = common::python_peer(&["check", "--file", file.to_str().unwrap()]).await;
     std::fs::remove_file(&file).ok();
     assert_eq!(report["checked"], json!(cases.len()));
-    assert_eq!(report["mismatches"], json!([]), "Python read back different values");
+    assert_eq!(
+        report["mismatches"],
+        json!([]),
+        "Python read back different values"
+    );
 }

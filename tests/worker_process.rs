@@ -14,7 +14,15 @@ use tokio::process::{Child, Command};
 /// Starts the real binary on `queue` with `extra` flags.
 fn spawn_worker(queue: &str, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_flowpilot"))
-        .args(["worker", "--queues", queue, "--poll-delay", "50ms", "--log", "warn"])
+        .args([
+            "worker",
+            "--queues",
+            queue,
+            "--poll-delay",
+            "50ms",
+            "--log",
+            "warn",
+        ])
         .args(extra)
         .env("REDIS_URL", common::redis_url())
         .stdout(Stdio::null())
@@ -81,16 +89,19 @@ async fn a_sigkilled_workers_job_is_rerun_by_another_after_its_in_progress_key_e
     assert!(pttl > 10_000 && pttl <= 14_000, "in-progress pttl {pttl}");
     let score: Option<f64> = r.zscore(&queue, &id).await.unwrap();
     assert!(score.is_some(), "queue entry kept");
-    assert!(r.exists::<_, bool>(keys::job(&id)).await.unwrap(), "job key kept");
-    assert_eq!(r.get::<_, Option<i64>>(keys::retry(&id)).await.unwrap(), Some(1));
+    assert!(
+        r.exists::<_, bool>(keys::job(&id)).await.unwrap(),
+        "job key kept"
+    );
+    assert_eq!(
+        r.get::<_, Option<i64>>(keys::retry(&id)).await.unwrap(),
+        Some(1)
+    );
     assert!(!r.exists::<_, bool>(keys::result(&id)).await.unwrap());
 
-    let second = common::RunningWorker::start(
-        diagnostics(),
-        common::settings(&queue),
-        Serializer::Pickle,
-    )
-    .await;
+    let second =
+        common::RunningWorker::start(diagnostics(), common::settings(&queue), Serializer::Pickle)
+            .await;
     let client = common::client(Serializer::Pickle).await;
     let result = common::eventually(Duration::from_secs(30), "the re-run result", || {
         let client = client.clone();
@@ -128,10 +139,19 @@ async fn sigterm_lets_a_running_job_finish_then_the_worker_exits_cleanly() {
     assert!(status.success(), "{status}");
 
     let client = common::client(Serializer::Pickle).await;
-    let result = client.result(&id).await.unwrap().expect("finished before exit");
+    let result = client
+        .result(&id)
+        .await
+        .unwrap()
+        .expect("finished before exit");
     assert!(result.success);
     let mut r = common::raw().await;
-    assert!(!r.exists::<_, bool>(keys::health_check(&queue)).await.unwrap(), "health key removed");
+    assert!(
+        !r.exists::<_, bool>(keys::health_check(&queue))
+            .await
+            .unwrap(),
+        "health key removed"
+    );
 }
 
 #[tokio::test]
@@ -140,7 +160,11 @@ async fn a_job_still_running_at_the_drain_deadline_is_released_as_arq_leaves_it(
     let id = enqueue_sleep(&queue, 30.0).await;
     let mut worker = spawn_worker(&queue, &["--drain-timeout", "500ms"]);
     wait_running(&id).await;
-    let before = common::raw().await.zscore::<_, _, Option<f64>>(&queue, &id).await.unwrap();
+    let before = common::raw()
+        .await
+        .zscore::<_, _, Option<f64>>(&queue, &id)
+        .await
+        .unwrap();
     sigterm(&worker);
     let status = tokio::time::timeout(Duration::from_secs(10), worker.wait())
         .await
@@ -152,9 +176,15 @@ async fn a_job_still_running_at_the_drain_deadline_is_released_as_arq_leaves_it(
     // with its try counter already advanced (arq's CancelledError path).
     let mut r = common::raw().await;
     assert!(!r.exists::<_, bool>(keys::in_progress(&id)).await.unwrap());
-    assert_eq!(r.zscore::<_, _, Option<f64>>(&queue, &id).await.unwrap(), before);
+    assert_eq!(
+        r.zscore::<_, _, Option<f64>>(&queue, &id).await.unwrap(),
+        before
+    );
     assert!(r.exists::<_, bool>(keys::job(&id)).await.unwrap());
-    assert_eq!(r.get::<_, Option<i64>>(keys::retry(&id)).await.unwrap(), Some(1));
+    assert_eq!(
+        r.get::<_, Option<i64>>(keys::retry(&id)).await.unwrap(),
+        Some(1)
+    );
     assert!(!r.exists::<_, bool>(keys::result(&id)).await.unwrap());
     let _: () = r.del(&[keys::job(&id), keys::retry(&id)]).await.unwrap();
     let _: () = r.del(&queue).await.unwrap();

@@ -34,7 +34,11 @@ async fn snapshot(pattern: &str) -> BTreeMap<String, String> {
     let found: Vec<String> = r.keys(pattern).await.unwrap();
     let mut out = BTreeMap::new();
     for k in found {
-        let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(&k).query_async(&mut r).await.unwrap();
+        let dump: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(&k)
+            .query_async(&mut r)
+            .await
+            .unwrap();
         let ttl: i64 = r.ttl(&k).await.unwrap();
         out.insert(k, format!("{dump:?} ttl>0:{}", ttl > 0));
     }
@@ -51,7 +55,12 @@ async fn bad_input_ends_as_failed_results_the_way_arq_records_them_and_touches_n
     // Sentinels: another queue with a job, and unrelated keys of every type.
     let other_queue = format!("{tag}:queue");
     client
-        .enqueue("ping", vec![], vec![], opts(&other_queue, &format!("{tag}-job")))
+        .enqueue(
+            "ping",
+            vec![],
+            vec![],
+            opts(&other_queue, &format!("{tag}-job")),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -67,35 +76,71 @@ async fn bad_input_ends_as_failed_results_the_way_arq_records_them_and_touches_n
         common::unique("unknown"),
         common::unique("expired"),
     );
-    let _: () = r.set(keys::job(&garbage), b"\x80\x04not a pickle".as_slice()).await.unwrap();
-    let _: () = r.zadd(&queue, &garbage, flowpilot::queue::now_ms()).await.unwrap();
+    let _: () = r
+        .set(keys::job(&garbage), b"\x80\x04not a pickle".as_slice())
+        .await
+        .unwrap();
+    let _: () = r
+        .zadd(&queue, &garbage, flowpilot::queue::now_ms())
+        .await
+        .unwrap();
     client
-        .enqueue("not_registered", vec![Value::Int(1)], vec![], opts(&queue, &unknown))
+        .enqueue(
+            "not_registered",
+            vec![Value::Int(1)],
+            vec![],
+            opts(&queue, &unknown),
+        )
         .await
         .unwrap()
         .unwrap();
-    let _: () = r.zadd(&queue, &expired, flowpilot::queue::now_ms()).await.unwrap();
+    let _: () = r
+        .zadd(&queue, &expired, flowpilot::queue::now_ms())
+        .await
+        .unwrap();
 
     let mut registry = Registry::new();
     flowpilot::worker::diagnostic::register(&mut registry);
-    let worker = common::RunningWorker::start(registry, common::settings(&queue), Serializer::Pickle).await;
+    let worker =
+        common::RunningWorker::start(registry, common::settings(&queue), Serializer::Pickle).await;
 
     let exc = |class: &str, msg: &str| Value::exception(class, msg);
     let r1 = wait_result(&client, &garbage).await;
     assert_eq!(
-        (r1.success, r1.result.clone(), r1.job.function.as_str(), r1.job.enqueue_time_ms),
-        (false, exc("arq.jobs.DeserializationError", "unable to deserialize job"), "<unknown>", 0)
+        (
+            r1.success,
+            r1.result.clone(),
+            r1.job.function.as_str(),
+            r1.job.enqueue_time_ms
+        ),
+        (
+            false,
+            exc("arq.jobs.DeserializationError", "unable to deserialize job"),
+            "<unknown>",
+            0
+        )
     );
     let r2 = wait_result(&client, &unknown).await;
     assert_eq!(
         (r2.success, r2.result.clone(), r2.job.function.as_str()),
-        (false, exc("arq.worker.JobExecutionFailed", "function 'not_registered' not found"), "not_registered")
+        (
+            false,
+            exc(
+                "arq.worker.JobExecutionFailed",
+                "function 'not_registered' not found"
+            ),
+            "not_registered"
+        )
     );
     assert_eq!(r2.job.args, vec![Value::Int(1)]);
     let r3 = wait_result(&client, &expired).await;
     assert_eq!(
         (r3.success, r3.result.clone(), r3.job.function.as_str()),
-        (false, exc("arq.worker.JobExecutionFailed", "job expired"), "<unknown>")
+        (
+            false,
+            exc("arq.worker.JobExecutionFailed", "job expired"),
+            "<unknown>"
+        )
     );
     for r in [&r1, &r2, &r3] {
         assert_eq!(r.job.job_try, Some(1));
@@ -104,7 +149,11 @@ async fn bad_input_ends_as_failed_results_the_way_arq_records_them_and_touches_n
 
     // The worker keeps running: a good job after the bad ones completes.
     let ping = common::unique("ping");
-    client.enqueue("ping", vec![], vec![], opts(&queue, &ping)).await.unwrap().unwrap();
+    client
+        .enqueue("ping", vec![], vec![], opts(&queue, &ping))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(wait_result(&client, &ping).await.result, Value::str("pong"));
     worker.shutdown().await;
 
@@ -133,7 +182,10 @@ async fn bad_input_ends_as_failed_results_the_way_arq_records_them_and_touches_n
     let mut r = common::raw().await;
     for id in [&garbage, &unknown, &expired] {
         for key in [keys::job(id), keys::retry(id), keys::in_progress(id)] {
-            assert!(!r.exists::<_, bool>(&key).await.unwrap(), "{key} left behind");
+            assert!(
+                !r.exists::<_, bool>(&key).await.unwrap(),
+                "{key} left behind"
+            );
         }
     }
     assert_eq!(r.zcard::<_, u64>(&queue).await.unwrap(), 0);
@@ -193,10 +245,18 @@ fn scripted() -> Registry {
 async fn retries_timeouts_tries_aborts_and_panics_end_as_arq_ends_them() {
     let queue = common::unique("outcomes");
     let client = common::client(Serializer::Pickle).await;
-    let ids: BTreeMap<&str, String> = ["retry_then_ok", "always_retry", "too_slow", "discard", "panics", "try_number", "slow"]
-        .into_iter()
-        .map(|f| (f, common::unique(f)))
-        .collect();
+    let ids: BTreeMap<&str, String> = [
+        "retry_then_ok",
+        "always_retry",
+        "too_slow",
+        "discard",
+        "panics",
+        "try_number",
+        "slow",
+    ]
+    .into_iter()
+    .map(|f| (f, common::unique(f)))
+    .collect();
     for (f, id) in &ids {
         let mut o = opts(&queue, id);
         if *f == "try_number" {
@@ -229,23 +289,42 @@ async fn retries_timeouts_tries_aborts_and_panics_end_as_arq_ends_them() {
     .await;
 
     let r = wait_result(&client, &ids["retry_then_ok"]).await;
-    assert_eq!((r.success, r.result, r.job.job_try), (true, Value::Int(3), Some(3)));
+    assert_eq!(
+        (r.success, r.result, r.job.job_try),
+        (true, Value::Int(3), Some(3))
+    );
 
     let r = wait_result(&client, &ids["always_retry"]).await;
     assert_eq!(
         (r.success, r.result, r.job.job_try),
-        (false, Value::exception("arq.worker.JobExecutionFailed", "max 2 retries exceeded"), Some(3))
+        (
+            false,
+            Value::exception("arq.worker.JobExecutionFailed", "max 2 retries exceeded"),
+            Some(3)
+        )
     );
 
     let r = wait_result(&client, &ids["too_slow"]).await;
     assert!(!r.success);
-    assert!(matches!(r.result, Value::Object { ref class, .. } if class == "builtins.TimeoutError"));
+    assert!(
+        matches!(r.result, Value::Object { ref class, .. } if class == "builtins.TimeoutError")
+    );
 
     let r = wait_result(&client, &ids["panics"]).await;
-    assert_eq!((r.success, r.result), (false, Value::exception("builtins.RuntimeError", "job panicked")));
+    assert_eq!(
+        (r.success, r.result),
+        (
+            false,
+            Value::exception("builtins.RuntimeError", "job panicked")
+        )
+    );
 
     let r = wait_result(&client, &ids["try_number"]).await;
-    assert_eq!((r.result, r.job.job_try), (Value::Int(3), Some(3)), "_job_try overrides the counter");
+    assert_eq!(
+        (r.result, r.job.job_try),
+        (Value::Int(3), Some(3)),
+        "_job_try overrides the counter"
+    );
 
     // keep_result 0: no result, and the id is free again at once.
     let discard = &ids["discard"];
@@ -280,5 +359,9 @@ async fn retries_timeouts_tries_aborts_and_panics_end_as_arq_ends_them() {
     worker.shutdown().await;
 
     let mut r = common::raw().await;
-    assert_eq!(r.zcard::<_, u64>(&queue).await.unwrap(), 0, "every job left the queue");
+    assert_eq!(
+        r.zcard::<_, u64>(&queue).await.unwrap(),
+        0,
+        "every job left the queue"
+    );
 }

@@ -95,7 +95,11 @@ mod tests {
         (account, contact, workflow)
     }
 
-    async fn execute(pool: &PgPool, ids: (Uuid, Uuid, Uuid), key: Option<&str>) -> sqlx::Result<Uuid> {
+    async fn execute(
+        pool: &PgPool,
+        ids: (Uuid, Uuid, Uuid),
+        key: Option<&str>,
+    ) -> sqlx::Result<Uuid> {
         let (account, contact, workflow) = ids;
         sqlx::query_as::<_, (Uuid,)>(
             "INSERT INTO workflow_executions (account_id, workflow_id, workflow_version, contact_id, idempotency_key) \
@@ -112,7 +116,9 @@ mod tests {
 
     #[sqlx::test]
     async fn the_schema_holds_an_execution_with_its_logs_in_a_monthly_partition(pool: PgPool) {
-        super::partition::ensure_ahead(&pool, chrono::Utc::now()).await.unwrap();
+        super::partition::ensure_ahead(&pool, chrono::Utc::now())
+            .await
+            .unwrap();
         let ids = seed(&pool).await;
         let execution = execute(&pool, ids, None).await.unwrap();
         sqlx::query(
@@ -124,12 +130,13 @@ mod tests {
         .execute(&pool)
         .await
         .unwrap();
-        let (partition,): (String,) =
-            sqlx::query_as("SELECT tableoid::regclass::text FROM execution_logs WHERE execution_id = $1")
-                .bind(execution)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let (partition,): (String,) = sqlx::query_as(
+            "SELECT tableoid::regclass::text FROM execution_logs WHERE execution_id = $1",
+        )
+        .bind(execution)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         assert!(partition.starts_with("execution_logs_y"), "{partition}");
     }
 
@@ -150,11 +157,12 @@ mod tests {
     #[sqlx::test]
     async fn workflow_versions_cannot_be_changed_once_written(pool: PgPool) {
         let (_, _, workflow) = seed(&pool).await;
-        let err = sqlx::query("UPDATE workflow_versions SET definition = '{}' WHERE workflow_id = $1")
-            .bind(workflow)
-            .execute(&pool)
-            .await
-            .unwrap_err();
+        let err =
+            sqlx::query("UPDATE workflow_versions SET definition = '{}' WHERE workflow_id = $1")
+                .bind(workflow)
+                .execute(&pool)
+                .await
+                .unwrap_err();
         assert!(err.to_string().contains("immutable"), "{err}");
     }
 
@@ -162,7 +170,13 @@ mod tests {
     async fn an_execution_cannot_reference_another_accounts_contact(pool: PgPool) {
         let (account, _, workflow) = seed(&pool).await;
         let (_, foreign_contact, _) = seed(&pool).await;
-        let err = execute(&pool, (account, foreign_contact, workflow), None).await.unwrap_err();
-        assert!(err.as_database_error().is_some_and(|e| e.is_foreign_key_violation()), "{err}");
+        let err = execute(&pool, (account, foreign_contact, workflow), None)
+            .await
+            .unwrap_err();
+        assert!(
+            err.as_database_error()
+                .is_some_and(|e| e.is_foreign_key_violation()),
+            "{err}"
+        );
     }
 }

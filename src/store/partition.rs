@@ -142,17 +142,30 @@ mod db_tests {
         let created = ensure_ahead(&pool, now).await.unwrap();
         assert_eq!(
             created,
-            ["execution_logs_y2026m11", "execution_logs_y2026m12", "execution_logs_y2027m01"]
+            [
+                "execution_logs_y2026m11",
+                "execution_logs_y2026m12",
+                "execution_logs_y2027m01"
+            ]
         );
-        assert!(ensure_ahead(&pool, now).await.unwrap().is_empty(), "idempotent");
+        assert!(
+            ensure_ahead(&pool, now).await.unwrap().is_empty(),
+            "idempotent"
+        );
 
         // A month later one more appears; a year on, the old ones go.
         let later = Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap();
-        assert_eq!(ensure_ahead(&pool, later).await.unwrap(), ["execution_logs_y2027m02"]);
+        assert_eq!(
+            ensure_ahead(&pool, later).await.unwrap(),
+            ["execution_logs_y2027m02"]
+        );
         let year_on = Utc.with_ymd_and_hms(2027, 12, 15, 0, 0, 0).unwrap();
         ensure_ahead(&pool, year_on).await.unwrap();
         let dropped = drop_expired(&pool, year_on, 12).await.unwrap();
         assert_eq!(dropped, ["execution_logs_y2026m11"]);
-        assert_eq!(list(&pool).await.unwrap().first().unwrap(), "execution_logs_y2026m12");
+        assert_eq!(
+            list(&pool).await.unwrap().first().unwrap(),
+            "execution_logs_y2026m12"
+        );
     }
 }

@@ -72,9 +72,8 @@ impl RunningWorker {
 /// Runs `tests/support/arq_peer.py` with the real Python arq; returns its
 /// JSON report.
 pub async fn python_peer(args: &[&str]) -> serde_json::Value {
-    let python = std::env::var("FLOWPILOT_TEST_PYTHON").expect(
-        "FLOWPILOT_TEST_PYTHON must name a Python with arq installed: run `make test`",
-    );
+    let python = std::env::var("FLOWPILOT_TEST_PYTHON")
+        .expect("FLOWPILOT_TEST_PYTHON must name a Python with arq installed: run `make test`");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/arq_peer.py");
     let out = Command::new(python)
         .arg(script)
@@ -126,7 +125,9 @@ pub fn tagged(v: &Value) -> serde_json::Value {
         }),
         Value::Object { class, args, .. } => match flowpilot::queue::value::datetime_iso(v) {
             Some(iso) => json!({ "$datetime": iso }),
-            None => json!({ "$exception": class, "args": args.iter().map(tagged).collect::<Vec<_>>() }),
+            None => {
+                json!({ "$exception": class, "args": args.iter().map(tagged).collect::<Vec<_>>() })
+            }
         },
         other => json!({ "$repr": format!("{other:?}") }),
     }
@@ -143,7 +144,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
