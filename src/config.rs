@@ -66,7 +66,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct TelemetryConfig {
     /// Log filter in `tracing` EnvFilter syntax, e.g. `info,flowpilot=debug`.
-    /// Default `info`: lifecycle events, not one line per job.
+    /// Default `info,sqlx=warn`: lifecycle events, not one line per job or query.
     #[arg(
         long = "log",
         env = "FLOWPILOT_LOG",
