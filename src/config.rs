@@ -70,7 +70,7 @@ pub struct TelemetryConfig {
     #[arg(
         long = "log",
         env = "FLOWPILOT_LOG",
-        default_value = "info",
+        default_value = "info,sqlx=warn",
         global = true
     )]
     pub log_filter: String,
