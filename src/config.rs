@@ -32,17 +32,24 @@ pub enum Command {
         #[command(flatten)]
         db: DbConfig,
     },
-    /// Run an ARQ-compatible worker on the configured queues.
+    /// Run an ARQ-compatible worker: the engine's functions
+    /// (`execute_workflow`, `run_execution`) and the maintenance loop.
     Worker {
+        /// PostgreSQL.
+        #[command(flatten)]
+        db: DbConfig,
         /// Redis.
         #[command(flatten)]
         redis: RedisConfig,
         /// Worker.
         #[command(flatten)]
         worker: WorkerConfig,
+        /// Engine.
+        #[command(flatten)]
+        engine: EngineConfig,
     },
-    /// Local development: migrate, then run the worker (and, as they land,
-    /// the API and the maintenance loop) in one process.
+    /// Local development: migrate, then run the worker and the maintenance
+    /// loop (and the API once it lands) in one process.
     Dev {
         /// PostgreSQL.
         #[command(flatten)]
@@ -53,6 +60,13 @@ pub enum Command {
         /// Worker.
         #[command(flatten)]
         worker: WorkerConfig,
+        /// Engine.
+        #[command(flatten)]
+        engine: EngineConfig,
+        /// Create a demo account, contact and workflow if missing, and print
+        /// how to run them.
+        #[arg(long, env = "FLOWPILOT_SEED_DEMO")]
+        seed_demo: bool,
     },
     /// Serve the HTTP API (not available yet: issue "HTTP API v1").
     Api,
@@ -114,15 +128,22 @@ pub struct RedisConfig {
     /// accepts all three. Default `pickle`.
     #[arg(long, env = "FLOWPILOT_SERIALIZER", default_value = "pickle")]
     pub serializer: Serializer,
+    /// Prefix of the priority queues the engine uses: `<prefix>:high`,
+    /// `<prefix>` and `<prefix>:low`, plus the dead set `<prefix>:dead`.
+    /// Default `arq:queue`, arq's default queue. Give separate flowpilot
+    /// installations sharing one Redis database their own prefix.
+    #[arg(long, env = "FLOWPILOT_QUEUE_PREFIX", default_value = keys::DEFAULT_QUEUE)]
+    pub queue_prefix: String,
 }
 
 /// The worker.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerConfig {
     /// Queues to serve, highest priority first, comma-separated. Default the
-    /// three priority queues: `arq:queue:high,arq:queue,arq:queue:low`.
-    #[arg(long, env = "FLOWPILOT_QUEUES", value_delimiter = ',', default_values_t = default_queues())]
-    pub queues: Vec<String>,
+    /// three priority queues of `--queue-prefix`:
+    /// `arq:queue:high,arq:queue,arq:queue:low`.
+    #[arg(long, env = "FLOWPILOT_QUEUES", value_delimiter = ',')]
+    pub queues: Option<Vec<String>>,
     /// Jobs run at once. Default 10, as arq.
     #[arg(long, env = "FLOWPILOT_MAX_JOBS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_jobs: u32,
@@ -148,10 +169,108 @@ pub struct WorkerConfig {
     pub drain_timeout: Option<Duration>,
 }
 
-fn default_queues() -> Vec<String> {
-    [keys::HIGH_QUEUE, keys::DEFAULT_QUEUE, keys::LOW_QUEUE]
-        .map(String::from)
-        .to_vec()
+/// Email delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmailProviderKind {
+    /// Record messages in the `outbox` table.
+    Outbox,
+    /// Send over SMTP (`--smtp-url`).
+    Smtp,
+}
+
+/// SMS delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SmsProviderKind {
+    /// Record messages in the `outbox` table.
+    Outbox,
+    /// POST to a Twilio-style HTTP API (`--sms-base-url`).
+    Http,
+}
+
+/// The engine: providers, safety, retries, maintenance.
+#[derive(Debug, Clone, Args)]
+pub struct EngineConfig {
+    /// Internal addresses webhooks may call anyway, comma-separated IPs,
+    /// CIDR networks or host names (e.g. `10.1.0.0/16,hooks.internal`).
+    /// Default none: loopback, private, link-local and metadata addresses
+    /// are refused.
+    #[arg(long, env = "FLOWPILOT_WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub webhook_allow: Vec<crate::action::webhook::Allowed>,
+    /// Email provider. Default `outbox`: messages land in the `outbox`
+    /// table for your relay, so nothing is sent by accident.
+    #[arg(long, env = "FLOWPILOT_EMAIL_PROVIDER", value_enum, default_value_t = EmailProviderKind::Outbox)]
+    pub email_provider: EmailProviderKind,
+    /// SMTP server for `--email-provider smtp`: `smtp://user:pass@host:587`
+    /// (STARTTLS), `smtps://...` (TLS) or `smtp://host:25?tls=none`.
+    #[arg(long, env = "FLOWPILOT_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Default sender of emails. Default `flowpilot@localhost`.
+    #[arg(
+        long,
+        env = "FLOWPILOT_EMAIL_FROM",
+        default_value = "flowpilot@localhost"
+    )]
+    pub email_from: String,
+    /// SMS provider. Default `outbox`.
+    #[arg(long, env = "FLOWPILOT_SMS_PROVIDER", value_enum, default_value_t = SmsProviderKind::Outbox)]
+    pub sms_provider: SmsProviderKind,
+    /// Base URL of the HTTP SMS API, e.g. `https://api.twilio.com`.
+    #[arg(long, env = "FLOWPILOT_SMS_BASE_URL")]
+    pub sms_base_url: Option<String>,
+    /// Account SID (basic-auth user) of the HTTP SMS API.
+    #[arg(long, env = "FLOWPILOT_SMS_ACCOUNT_SID")]
+    pub sms_account_sid: Option<String>,
+    /// Auth token (basic-auth password) of the HTTP SMS API.
+    #[arg(long, env = "FLOWPILOT_SMS_AUTH_TOKEN", hide_env_values = true)]
+    pub sms_auth_token: Option<String>,
+    /// Sender number of the HTTP SMS API.
+    #[arg(long, env = "FLOWPILOT_SMS_FROM")]
+    pub sms_from: Option<String>,
+    /// Attempts of a step with transient errors, the first included. Default 5.
+    #[arg(long, env = "FLOWPILOT_RETRY_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=50))]
+    pub retry_max_attempts: i32,
+    /// Backoff before the first retry (doubling, with jitter). Default 10s.
+    #[arg(long, env = "FLOWPILOT_RETRY_BACKOFF", default_value = "10s", value_parser = positive_duration)]
+    pub retry_backoff: Duration,
+    /// Longest backoff between retries. Default 1h.
+    #[arg(long, env = "FLOWPILOT_RETRY_MAX_BACKOFF", default_value = "1h", value_parser = positive_duration)]
+    pub retry_max_backoff: Duration,
+    /// How often the maintenance loop looks for due and lost executions.
+    /// Default 1s.
+    #[arg(long, env = "FLOWPILOT_MAINTENANCE_INTERVAL", default_value = "1s", value_parser = positive_duration)]
+    pub maintenance_interval: Duration,
+    /// Drop execution log partitions older than this many months; 0 keeps
+    /// them forever. Default 0.
+    #[arg(long, env = "FLOWPILOT_LOG_RETENTION_MONTHS", default_value_t = 0)]
+    pub log_retention_months: u32,
+}
+
+impl EngineConfig {
+    /// Cross-field checks.
+    ///
+    /// # Errors
+    /// A message naming the missing flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.email_provider == EmailProviderKind::Smtp && self.smtp_url.is_none() {
+            return Err("--email-provider smtp needs --smtp-url".into());
+        }
+        if self.sms_provider == SmsProviderKind::Http {
+            for (flag, v) in [
+                ("--sms-base-url", &self.sms_base_url),
+                ("--sms-account-sid", &self.sms_account_sid),
+                ("--sms-auth-token", &self.sms_auth_token),
+                ("--sms-from", &self.sms_from),
+            ] {
+                if v.is_none() {
+                    return Err(format!("--sms-provider http needs {flag}"));
+                }
+            }
+        }
+        if self.retry_max_backoff < self.retry_backoff {
+            return Err("--retry-max-backoff must not be below --retry-backoff".into());
+        }
+        Ok(())
+    }
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {
@@ -168,18 +287,21 @@ impl WorkerConfig {
     /// # Errors
     /// A message naming the flag at fault.
     pub fn validate(&self) -> Result<(), String> {
-        if self.queues.is_empty() || self.queues.iter().any(|q| q.trim().is_empty()) {
+        let Some(queues) = &self.queues else {
+            return Ok(());
+        };
+        if queues.is_empty() || queues.iter().any(|q| q.trim().is_empty()) {
             return Err("--queues: give at least one non-empty queue name".into());
         }
         let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = self.queues.iter().find(|q| !seen.insert(q.as_str())) {
+        if let Some(dup) = queues.iter().find(|q| !seen.insert(q.as_str())) {
             return Err(format!("--queues: `{dup}` is listed twice"));
         }
         Ok(())
     }
 
-    /// The worker's settings.
-    pub fn settings(&self) -> crate::worker::Settings {
+    /// The worker's settings; queues default to the priority queues of `prefix`.
+    pub fn settings(&self, prefix: &str) -> crate::worker::Settings {
         let WorkerConfig {
             queues,
             max_jobs,
@@ -191,7 +313,13 @@ impl WorkerConfig {
             drain_timeout,
         } = self.clone();
         crate::worker::Settings {
-            queues,
+            queues: queues.unwrap_or_else(|| {
+                vec![
+                    keys::high_queue(prefix),
+                    prefix.to_owned(),
+                    keys::low_queue(prefix),
+                ]
+            }),
             max_jobs: max_jobs as usize,
             job_timeout,
             poll_delay,
@@ -214,11 +342,11 @@ mod tests {
 
     #[test]
     fn worker_defaults_follow_arq_and_serve_three_priority_queues() {
-        let cli = parse(&["worker"]).unwrap();
-        let Command::Worker { worker, redis } = cli.command else {
+        let cli = parse(&["worker", "--database-url", "postgres://x"]).unwrap();
+        let Command::Worker { worker, redis, .. } = cli.command else {
             panic!("not worker")
         };
-        let s = worker.settings();
+        let s = worker.settings(&redis.queue_prefix);
         assert_eq!(s.queues, ["arq:queue:high", "arq:queue", "arq:queue:low"]);
         assert_eq!(s.max_jobs, 10);
         assert_eq!(s.job_timeout, Duration::from_secs(300));
@@ -240,10 +368,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown serializer"), "{err}");
-        let cli = parse(&["worker", "--queues", "a,a"]).unwrap();
+        let cli = parse(&[
+            "worker",
+            "--database-url",
+            "postgres://x",
+            "--queues",
+            "a,a",
+        ])
+        .unwrap();
         let Command::Worker { worker, .. } = cli.command else {
             panic!("not worker")
         };
         assert!(worker.validate().unwrap_err().contains("listed twice"));
+        let cli = parse(&[
+            "worker",
+            "--database-url",
+            "p://x",
+            "--sms-provider",
+            "http",
+        ])
+        .unwrap();
+        let Command::Worker { engine, .. } = cli.command else {
+            panic!("not worker")
+        };
+        assert!(engine.validate().unwrap_err().contains("--sms-base-url"));
+        let err = parse(&["worker", "--webhook-allow", "not a host!"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--webhook-allow"), "{err}");
     }
 }

@@ -15,18 +15,26 @@
 //! - [`store`]: PostgreSQL: pool, migrations, every SQL statement;
 //! - [`queue`]: the ARQ wire protocol (keys, pickle/JSON/msgpack, client);
 //! - [`worker`]: claims ARQ jobs and runs registered functions;
+//! - [`engine`]: durable executions: state machine, definitions, executor,
+//!   maintenance;
+//! - [`action`]: the built-in actions, one file per kind;
+//! - [`tls`]: the process-wide TLS crypto provider;
 //! - [`app`]: wires the subsystems for each subcommand.
 //!
-//! Dependencies point one way: `app` -> `worker` -> `queue`; `app` -> `store`.
-//! The engine, API and controller join as `engine`, `api` and `controller`.
+//! Dependencies point one way: `app` -> `engine` -> `store`, `queue`,
+//! `action`; `engine` registers its functions on a `worker`. (`store` reads
+//! the engine's `Status` type, a plain enum.)
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod action;
 pub mod app;
 pub mod config;
+pub mod engine;
 pub mod queue;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod worker;

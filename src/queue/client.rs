@@ -611,6 +611,21 @@ impl Client {
         Ok(())
     }
 
+    /// Adds `member` to the dead-letter sorted set `dead_set`
+    /// (`arq:queue:dead`), scored by the time it died.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn mark_dead(&self, dead_set: &str, member: &str, at_ms: i64) -> Result<()> {
+        redis::cmd("ZADD")
+            .arg(dead_set)
+            .arg(at_ms)
+            .arg(member)
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
     /// Total entries of `queue` (`ZCARD`), deferred ones included.
     ///
     /// # Errors

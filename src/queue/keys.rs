@@ -5,14 +5,9 @@
 //! unique across every queue sharing the Redis database. Only the queue key
 //! and its health-check key depend on the queue name.
 
-/// arq's default queue (`arq.constants.default_queue_name`); our normal priority.
+/// arq's default queue (`arq.constants.default_queue_name`); our normal
+/// priority, and the prefix of the others.
 pub const DEFAULT_QUEUE: &str = "arq:queue";
-/// High priority queue: real-time triggers.
-pub const HIGH_QUEUE: &str = "arq:queue:high";
-/// Low priority queue: bulk work.
-pub const LOW_QUEUE: &str = "arq:queue:low";
-/// Sorted set of executions that exhausted their retries (DESIGN.md).
-pub const DEAD_QUEUE: &str = "arq:queue:dead";
 /// Sorted set of job ids whose abort was requested, scored by request time.
 pub const ABORT_SET: &str = "arq:abort";
 
@@ -21,6 +16,22 @@ const IN_PROGRESS_PREFIX: &str = "arq:in-progress:";
 const RESULT_PREFIX: &str = "arq:result:";
 const RETRY_PREFIX: &str = "arq:retry:";
 const HEALTH_CHECK_SUFFIX: &str = ":health-check";
+
+/// `<prefix>:high`: real-time triggers (`arq:queue:high` by default).
+pub fn high_queue(prefix: &str) -> String {
+    format!("{prefix}:high")
+}
+
+/// `<prefix>:low`: bulk work (`arq:queue:low` by default).
+pub fn low_queue(prefix: &str) -> String {
+    format!("{prefix}:low")
+}
+
+/// `<prefix>:dead`: executions that failed for good, scored by when
+/// (`arq:queue:dead` by default, DESIGN.md).
+pub fn dead_queue(prefix: &str) -> String {
+    format!("{prefix}:dead")
+}
 
 /// `arq:job:<id>`: the serialized job payload.
 pub fn job(id: &str) -> String {

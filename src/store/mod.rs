@@ -1,13 +1,18 @@
 //! Every SQL statement of flowpilot lives under this module (STYLE.md §1).
 //!
 //! - this file: the pool, migrations, and the store's error type;
+//! - one file per aggregate: [`account`], [`contact`], [`workflow`],
+//!   [`execution`] (with its logs, dead letters and the maintenance lock),
+//!   [`outbox`];
 //! - [`partition`]: monthly `execution_logs` partitions, created ahead and
 //!   dropped past retention.
-//!
-//! Aggregates (executions, workflows, contacts, ...) get one file each as
-//! the engine and API arrive.
 
+pub mod account;
+pub mod contact;
+pub mod execution;
+pub mod outbox;
 pub mod partition;
+pub mod workflow;
 
 use std::time::Duration;
 

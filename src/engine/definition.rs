@@ -1,0 +1,366 @@
+//! Workflow definitions: immutable, versioned JSON, validated when written.
+//!
+//! ```json
+//! {"steps": [
+//!   {"id": "welcome", "type": "send_email", "subject": "Welcome", "body": "Hi {{contact.attributes.first_name}}"},
+//!   {"id": "pause", "type": "wait", "duration": "2d"},
+//!   {"id": "pro?", "type": "condition", "if": {"tag": "pro"}, "then": "upsell", "else": "done"},
+//!   {"id": "upsell", "type": "send_sms", "body": "20% off today", "retry": {"max_attempts": 3}},
+//!   {"id": "done", "type": "end"}
+//! ]}
+//! ```
+//!
+//! Every step has a unique `id` and a `type`; `next` (any step) and
+//! condition targets name later steps only, so every execution ends.
+//! `retry` overrides the engine's retry policy for transient errors.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value as Json};
+
+use crate::action::{Action, FieldError, Next};
+
+/// Most steps a definition may have.
+pub const MAX_STEPS: usize = 500;
+
+/// A validation failure, naming the step and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{field}: {message}", step.as_ref().map(|s| format!("step `{s}`: ")).unwrap_or_default())]
+pub struct ValidationError {
+    /// The step's id (or its position when it has none).
+    pub step: Option<String>,
+    /// Path of the field from the definition root, e.g. `steps[2].url`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Retries of transient errors: exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: i32,
+    /// Backoff cap before the first retry.
+    pub initial: Duration,
+    /// Backoff cap overall.
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `attempt + 1`: uniform in
+    /// `[cap/2, cap]` where `cap = min(max, initial * 2^(attempt-1))`, so
+    /// retries of many executions spread out but never come back at once.
+    pub fn backoff(&self, attempt: i32, unit: f64) -> Duration {
+        let exp = 2f64.powi((attempt - 1).clamp(0, 30));
+        let cap = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
+        Duration::from_secs_f64(cap * (0.5 + 0.5 * unit.clamp(0.0, 1.0)))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryConfig {
+    #[serde(default)]
+    max_attempts: Option<i32>,
+    #[serde(default)]
+    backoff: Option<String>,
+    #[serde(default)]
+    max_backoff: Option<String>,
+}
+
+/// One step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Stable id.
+    pub id: String,
+    /// What it does.
+    pub action: Action,
+    /// Explicit next step id.
+    pub next: Option<String>,
+    /// Its retry policy, if it overrides the engine's.
+    pub retry: Option<RetryPolicy>,
+    /// The step as written, for logs (templates, not rendered values).
+    pub raw: Json,
+}
+
+/// A parsed, valid definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    /// Steps in order.
+    pub steps: Vec<Step>,
+}
+
+fn err(
+    step: Option<&str>,
+    field: impl Into<String>,
+    message: impl Into<String>,
+) -> ValidationError {
+    ValidationError {
+        step: step.map(str::to_owned),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '?' | '.'))
+}
+
+impl Definition {
+    /// Parses and validates a definition.
+    ///
+    /// # Errors
+    /// The first problem found, naming the step and field.
+    pub fn parse(doc: &Json) -> Result<Definition, ValidationError> {
+        let Json::Object(root) = doc else {
+            return Err(err(
+                None,
+                "definition",
+                "must be a JSON object with a `steps` array",
+            ));
+        };
+        if let Some(k) = root
+            .keys()
+            .find(|k| !matches!(k.as_str(), "steps" | "description"))
+        {
+            return Err(err(
+                None,
+                k.clone(),
+                "unknown field (expected `steps`, `description`)",
+            ));
+        }
+        let Some(Json::Array(raw_steps)) = root.get("steps") else {
+            return Err(err(None, "steps", "must be an array of steps"));
+        };
+        if raw_steps.is_empty() || raw_steps.len() > MAX_STEPS {
+            return Err(err(
+                None,
+                "steps",
+                format!("must have 1 to {MAX_STEPS} steps"),
+            ));
+        }
+        let mut steps: Vec<Step> = Vec::with_capacity(raw_steps.len());
+        for (i, raw) in raw_steps.iter().enumerate() {
+            let at = |f: &str| format!("steps[{i}].{f}");
+            let Json::Object(obj) = raw else {
+                return Err(err(None, format!("steps[{i}]"), "must be an object"));
+            };
+            let id = match obj.get("id") {
+                Some(Json::String(id)) if valid_id(id) => id.clone(),
+                Some(_) => {
+                    return Err(err(
+                        None,
+                        at("id"),
+                        "must be 1-64 letters, digits, `_`, `-`, `.` or `?`",
+                    ));
+                }
+                None => return Err(err(None, at("id"), "missing")),
+            };
+            let step = Some(id.as_str());
+            if steps.iter().any(|s| s.id == id) {
+                return Err(err(step, at("id"), format!("duplicate step id `{id}`")));
+            }
+            let kind = match obj.get("type") {
+                Some(Json::String(k)) => k.clone(),
+                _ => return Err(err(step, at("type"), "missing (one of the action types)")),
+            };
+            let next = match obj.get("next") {
+                None | Some(Json::Null) => None,
+                Some(Json::String(n)) => Some(n.clone()),
+                Some(_) => return Err(err(step, at("next"), "must be a step id")),
+            };
+            let retry = obj
+                .get("retry")
+                .map(|r| parse_retry(r).map_err(|(f, m)| err(step, at(&format!("retry.{f}")), m)))
+                .transpose()?;
+            let config: Map<String, Json> = obj
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "id" | "type" | "next" | "retry"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let action = Action::parse(&kind, Json::Object(config))
+                .map_err(|FieldError { field, message }| err(step, at(&field), message))?;
+            steps.push(Step {
+                id,
+                action,
+                next,
+                retry,
+                raw: raw.clone(),
+            });
+        }
+        let def = Definition { steps };
+        def.check_targets()?;
+        Ok(def)
+    }
+
+    fn check_targets(&self) -> Result<(), ValidationError> {
+        for (i, step) in self.steps.iter().enumerate() {
+            let mut targets: Vec<(String, &str)> = step
+                .action
+                .targets()
+                .into_iter()
+                .map(|(f, t)| (format!("steps[{i}].{f}"), t))
+                .collect();
+            if let Some(n) = &step.next {
+                targets.push((format!("steps[{i}].next"), n));
+            }
+            for (field, target) in targets {
+                match self.index_of(target) {
+                    None => {
+                        return Err(err(
+                            Some(&step.id),
+                            field,
+                            format!("no step has the id `{target}`"),
+                        ));
+                    }
+                    Some(t) if t <= i => {
+                        return Err(err(
+                            Some(&step.id),
+                            field,
+                            format!("`{target}` is not after this step (loops are not allowed)"),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Position of the step `id`.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id == id)
+    }
+
+    /// The step after `current` given the action's choice; `None` completes.
+    pub fn next_index(&self, current: usize, next: &Next) -> Option<usize> {
+        match next {
+            Next::End => None,
+            Next::Step(id) => self.index_of(id),
+            Next::Following => match &self.steps[current].next {
+                Some(id) => self.index_of(id),
+                None => (current + 1 < self.steps.len()).then_some(current + 1),
+            },
+        }
+    }
+}
+
+fn parse_retry(v: &Json) -> Result<RetryPolicy, (String, String)> {
+    let cfg: RetryConfig =
+        serde_json::from_value(v.clone()).map_err(|e| ("(retry)".to_owned(), e.to_string()))?;
+    let mut p = RetryPolicy::default();
+    if let Some(n) = cfg.max_attempts {
+        if !(1..=50).contains(&n) {
+            return Err(("max_attempts".into(), "must be 1 to 50".into()));
+        }
+        p.max_attempts = n;
+    }
+    let dur =
+        |field: &str, s: &Option<String>, into: &mut Duration| -> Result<(), (String, String)> {
+            if let Some(s) = s {
+                *into =
+                    humantime::parse_duration(s).map_err(|e| (field.to_owned(), e.to_string()))?;
+            }
+            Ok(())
+        };
+    dur("backoff", &cfg.backoff, &mut p.initial)?;
+    dur("max_backoff", &cfg.max_backoff, &mut p.max)?;
+    if p.max < p.initial {
+        return Err(("max_backoff".into(), "must not be below backoff".into()));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse_err(v: Json) -> ValidationError {
+        Definition::parse(&v).unwrap_err()
+    }
+
+    #[test]
+    fn a_full_definition_parses_with_branches_and_overrides() {
+        let d = Definition::parse(&json!({"steps": [
+            {"id": "a", "type": "send_email", "subject": "s", "body": "b"},
+            {"id": "b", "type": "condition", "if": {"tag": "x"}, "then": "d"},
+            {"id": "c", "type": "wait", "duration": "1s", "retry": {"max_attempts": 2, "backoff": "1s"}},
+            {"id": "d", "type": "end"},
+        ]}))
+        .unwrap();
+        assert_eq!(d.steps.len(), 4);
+        assert_eq!(d.steps[2].retry.unwrap().max_attempts, 2);
+        assert_eq!(d.next_index(0, &Next::Following), Some(1));
+        assert_eq!(d.next_index(1, &Next::Step("d".into())), Some(3));
+        assert_eq!(d.next_index(3, &Next::Following), None);
+    }
+
+    #[test]
+    fn errors_name_the_step_and_the_field() {
+        let e = parse_err(json!({"steps": [{"id": "hook", "type": "webhook", "url": "ftp://x"}]}));
+        assert_eq!(
+            (e.step.as_deref(), e.field.as_str()),
+            (Some("hook"), "steps[0].url")
+        );
+        let e = parse_err(json!({"steps": [{"id": "x", "type": "teleport"}]}));
+        assert_eq!(e.field, "steps[0].type");
+        let e =
+            parse_err(json!({"steps": [{"id": "a", "type": "end"}, {"id": "a", "type": "end"}]}));
+        assert_eq!(e.field, "steps[1].id");
+        let e = parse_err(json!({"steps": [{"id": "a", "type": "send_sms"}]}));
+        assert_eq!(e.field, "steps[0].body", "{e}");
+        let e = parse_err(json!({"steps": [{"type": "end"}]}));
+        assert_eq!(e.field, "steps[0].id");
+        let e = parse_err(json!({"steps": []}));
+        assert_eq!(e.field, "steps");
+        let e = parse_err(json!({"steps": [{"id": "a", "type": "end"}], "colour": "red"}));
+        assert_eq!(e.field, "colour");
+        let e =
+            parse_err(json!({"steps": [{"id": "a", "type": "end", "retry": {"max_attempts": 0}}]}));
+        assert_eq!(e.field, "steps[0].retry.max_attempts");
+    }
+
+    #[test]
+    fn targets_must_exist_and_lie_ahead() {
+        let e = parse_err(
+            json!({"steps": [{"id": "a", "type": "condition", "if": {"tag": "t"}, "then": "zz"}]}),
+        );
+        assert_eq!(e.field, "steps[0].then");
+        let e = parse_err(json!({"steps": [
+            {"id": "a", "type": "end"},
+            {"id": "b", "type": "condition", "if": {"tag": "t"}, "else": "a"}
+        ]}));
+        assert!(e.message.contains("loops"), "{e}");
+        let e = parse_err(json!({"steps": [{"id": "a", "type": "end", "next": "a"}]}));
+        assert_eq!(e.field, "steps[0].next");
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_within_jitter_and_cap() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(60),
+        };
+        assert_eq!(p.backoff(1, 1.0), Duration::from_secs(10));
+        assert_eq!(p.backoff(1, 0.0), Duration::from_secs(5));
+        assert_eq!(p.backoff(3, 1.0), Duration::from_secs(40));
+        assert_eq!(p.backoff(9, 1.0), Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,409 @@
+//! `run_execution`: the effectful half of the engine.
+//!
+//! One run claims the execution row (optimistically, by revision), then
+//! runs consecutive steps. After each action it commits a checkpoint in one
+//! transaction: the log row, the contact change if any, and the execution
+//! row moved to the next step. A crash anywhere loses at most the action in
+//! flight, which the next run repeats with the same idempotency key.
+//!
+//! A run ends when the execution completes or fails, parks (a wait, an
+//! external job, a retry backoff: WAITING / RETRYING with a deferred job),
+//! or spends its time budget (QUEUED with a fresh job). Every row that is
+//! not moving says why (`waiting_reason`) and until when.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value as Json, json};
+use tracing::{debug, info, instrument, warn};
+use uuid::Uuid;
+
+use super::{Engine, Error, Result, plan};
+use crate::action::{self, ActionError, Input, Outcome};
+use crate::engine::plan::{Event, Status};
+use crate::queue::{keys, now_ms};
+use crate::store::{self, contact::Contact, execution::Execution};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// The row does not exist.
+    Missing,
+    /// Nothing to do now: final, not due, or held by another worker.
+    Skipped,
+    /// All steps done.
+    Completed,
+    /// Parked on a wait or an external job.
+    Waiting,
+    /// Parked after a transient error.
+    Retrying,
+    /// Failed for good.
+    Failed,
+    /// Handed the rest to a fresh job.
+    Yielded,
+    /// Another writer (a cancel) changed the row mid-run.
+    Interrupted,
+}
+
+impl Run {
+    /// Lower-case name, the `run_execution` job's result.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Run::Missing => "missing",
+            Run::Skipped => "skipped",
+            Run::Completed => "completed",
+            Run::Waiting => "waiting",
+            Run::Retrying => "retrying",
+            Run::Failed => "failed",
+            Run::Yielded => "yielded",
+            Run::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The events that take `e` to RUNNING now, if it may be claimed.
+pub fn claim_path(e: &Execution, now: DateTime<Utc>) -> Option<Vec<Event>> {
+    let due = |t: Option<DateTime<Utc>>| t.is_some_and(|t| t <= now);
+    match e.status {
+        Status::Queued => Some(vec![Event::Claim]),
+        Status::Waiting if due(e.resume_at) => Some(vec![Event::Due, Event::Claim]),
+        Status::Retrying if due(e.next_attempt_at) => Some(vec![Event::Due, Event::Claim]),
+        Status::Running if e.lease_expires_at.is_none_or(|t| t < now) => {
+            Some(vec![Event::LeaseExpired, Event::Claim])
+        }
+        _ => None,
+    }
+}
+
+/// Applies `events` to `e.status` through the state machine.
+fn apply(e: &mut Execution, events: &[Event]) -> Result<()> {
+    for ev in events {
+        e.status = plan::transition(e.status, *ev)?;
+    }
+    Ok(())
+}
+
+/// The template scope of a step.
+fn scope(e: &Execution, c: &Contact) -> Json {
+    json!({
+        "contact": {
+            "id": c.id, "external_id": c.external_id, "email": c.email, "phone": c.phone,
+            "timezone": c.timezone, "attributes": c.attributes.0, "tags": c.tags,
+        },
+        "execution": {"id": e.id, "workflow_id": e.workflow_id, "metadata": e.metadata.0, "attempt": e.attempt},
+        "steps": e.context.0,
+    })
+}
+
+fn release(e: &mut Execution) {
+    e.lease_owner = None;
+    e.lease_expires_at = None;
+}
+
+impl Engine {
+    /// Runs execution `id` from its last checkpoint until it completes,
+    /// fails, parks or spends its budget.
+    ///
+    /// # Errors
+    /// Store and queue errors (the job is retried; the row is unchanged
+    /// since the last checkpoint); an invalid stored definition.
+    #[instrument(skip_all, fields(execution_id = %id), err)]
+    pub async fn run_execution(&self, id: Uuid) -> Result<Run> {
+        let Some(mut e) = store::execution::get(&self.pool, id).await? else {
+            warn!("execution not found");
+            return Ok(Run::Missing);
+        };
+        let now = Utc::now();
+        let Some(path) = claim_path(&e, now) else {
+            debug!(status = %e.status, "nothing to run");
+            return Ok(Run::Skipped);
+        };
+        apply(&mut e, &path)?;
+        e.lease_owner = Some(self.settings.owner.clone());
+        e.lease_expires_at = Some(now + self.settings.lease);
+        e.started_at.get_or_insert(now);
+        e.waiting_reason = None;
+        e.resume_at = None;
+        e.next_attempt_at = None;
+        if !self.save(&mut e).await? {
+            debug!("claimed by another worker");
+            return Ok(Run::Skipped);
+        }
+        let def = match self.definition(e.workflow_id, e.workflow_version).await {
+            Ok(d) => d,
+            Err(err @ Error::Invalid { .. }) => {
+                // A stored definition that no longer validates cannot run.
+                return self
+                    .fail(&mut e, "definition", &err.to_string(), None)
+                    .await;
+            }
+            Err(err) => return Err(err),
+        };
+        let mut contact = store::contact::get(&self.pool, e.account_id, e.contact_id)
+            .await?
+            .ok_or(Error::NotFound {
+                what: "contact",
+                field: "contact_id",
+            })?;
+        let began = tokio::time::Instant::now();
+        loop {
+            let index = e.current_step_index as usize;
+            let Some(step) = def.steps.get(index) else {
+                return self.complete(&mut e).await;
+            };
+            e.current_step_id = Some(step.id.clone());
+            let started_at = Utc::now();
+            let scope = scope(&e, &contact);
+            let state = e.step_state.as_ref().map(|s| s.0.clone());
+            let input = Input {
+                account_id: e.account_id,
+                execution_id: e.id,
+                step_id: &step.id,
+                step_index: index,
+                attempt: e.attempt,
+                state: state.as_ref(),
+                scope: &scope,
+                timezone: &contact.timezone,
+                tags: &contact.tags,
+                opted_out: contact.opted_out,
+                now: started_at,
+            };
+            let outcome = action::run(&step.action, &input, &self.providers).await;
+            let kind = step.action.kind();
+            match outcome {
+                Ok(Outcome::Done {
+                    response,
+                    next,
+                    change,
+                }) => {
+                    let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
+                    if let Some(change) = &change {
+                        store::contact::apply(&mut tx, e.account_id, e.contact_id, change).await?;
+                    }
+                    self.log(
+                        &mut tx,
+                        &e,
+                        step,
+                        "SUCCEEDED",
+                        Some(&response),
+                        None,
+                        started_at,
+                    )
+                    .await?;
+                    if let Json::Object(ctx) = &mut e.context.0 {
+                        ctx.insert(step.id.clone(), response);
+                    } else {
+                        e.context.0 = Json::Object(Map::from_iter([(step.id.clone(), response)]));
+                    }
+                    e.attempt = 1;
+                    e.step_state = None;
+                    e.error = None;
+                    let finished = match def.next_index(index, &next) {
+                        Some(n) => {
+                            apply(&mut e, &[Event::Step])?;
+                            e.current_step_index = n as i32;
+                            e.current_step_id = Some(def.steps[n].id.clone());
+                            false
+                        }
+                        None => {
+                            apply(&mut e, &[Event::Finish])?;
+                            e.completed_at = Some(Utc::now());
+                            e.waiting_reason = None;
+                            release(&mut e);
+                            true
+                        }
+                    };
+                    if !store::execution::save(&mut tx, &mut e).await? {
+                        return Ok(Run::Interrupted);
+                    }
+                    tx.commit().await.map_err(store::Error::from)?;
+                    debug!(step = %step.id, action = kind, "step done");
+                    if finished {
+                        info!("execution completed");
+                        return Ok(Run::Completed);
+                    }
+                    if change.is_some() {
+                        contact = store::contact::get(&self.pool, e.account_id, e.contact_id)
+                            .await?
+                            .ok_or(Error::NotFound {
+                                what: "contact",
+                                field: "contact_id",
+                            })?;
+                    }
+                    if began.elapsed() >= self.settings.run_budget {
+                        return self.yield_run(&mut e).await;
+                    }
+                }
+                Ok(Outcome::Park {
+                    until,
+                    reason,
+                    state,
+                }) => {
+                    apply(&mut e, &[Event::Park])?;
+                    e.resume_at = Some(until);
+                    e.waiting_reason = Some(reason.to_owned());
+                    e.step_state = Some(sqlx::types::Json(state));
+                    e.wake_seq += 1;
+                    release(&mut e);
+                    if !self.save(&mut e).await? {
+                        return Ok(Run::Interrupted);
+                    }
+                    debug!(step = %step.id, %until, reason, "parked");
+                    self.enqueue_run(&e, Some(until)).await?;
+                    return Ok(Run::Waiting);
+                }
+                Err(ActionError::Transient(msg)) => {
+                    let policy = step.retry.unwrap_or(self.settings.retry);
+                    if e.attempt >= policy.max_attempts {
+                        let msg = format!("{msg} (after {} attempts)", e.attempt);
+                        return self
+                            .fail(&mut e, kind, &msg, Some((step, started_at)))
+                            .await;
+                    }
+                    let delay = policy.backoff(e.attempt, fastrand::f64());
+                    let at = Utc::now() + delay;
+                    let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
+                    self.log(&mut tx, &e, step, "RETRYING", None, Some(&msg), started_at)
+                        .await?;
+                    apply(&mut e, &[Event::Backoff])?;
+                    e.next_attempt_at = Some(at);
+                    e.waiting_reason = Some("retry_backoff".into());
+                    e.error = Some(msg.clone());
+                    e.attempt += 1;
+                    e.wake_seq += 1;
+                    release(&mut e);
+                    if !store::execution::save(&mut tx, &mut e).await? {
+                        return Ok(Run::Interrupted);
+                    }
+                    tx.commit().await.map_err(store::Error::from)?;
+                    info!(step = %step.id, attempt = e.attempt, error = %msg, "step will be retried");
+                    self.enqueue_run(&e, Some(at)).await?;
+                    return Ok(Run::Retrying);
+                }
+                Err(ActionError::Permanent(msg)) => {
+                    return self
+                        .fail(&mut e, kind, &msg, Some((step, started_at)))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn save(&self, e: &mut Execution) -> Result<bool> {
+        let mut conn = self.pool.acquire().await.map_err(store::Error::from)?;
+        Ok(store::execution::save(&mut conn, e).await?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn log(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        e: &Execution,
+        step: &crate::engine::definition::Step,
+        status: &str,
+        response: Option<&Json>,
+        error: Option<&str>,
+        started_at: DateTime<Utc>,
+    ) -> Result<()> {
+        store::execution::insert_log(
+            conn,
+            &store::execution::NewLog {
+                execution_id: e.id,
+                account_id: e.account_id,
+                step_index: e.current_step_index,
+                step_id: &step.id,
+                action_type: step.action.kind(),
+                attempt: e.attempt,
+                status,
+                config: &step.raw,
+                response,
+                error,
+                started_at,
+                completed_at: Utc::now(),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn complete(&self, e: &mut Execution) -> Result<Run> {
+        apply(e, &[Event::Finish])?;
+        e.completed_at = Some(Utc::now());
+        release(e);
+        if !self.save(e).await? {
+            return Ok(Run::Interrupted);
+        }
+        Ok(Run::Completed)
+    }
+
+    /// FAILED, with a log row for the failed step, a dead letter, and an
+    /// entry in `arq:queue:dead`.
+    async fn fail(
+        &self,
+        e: &mut Execution,
+        kind: &str,
+        msg: &str,
+        step: Option<(&crate::engine::definition::Step, DateTime<Utc>)>,
+    ) -> Result<Run> {
+        let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
+        if let Some((step, started_at)) = step {
+            self.log(&mut tx, e, step, "FAILED", None, Some(msg), started_at)
+                .await?;
+        }
+        apply(e, &[Event::Fail])?;
+        e.error = Some(msg.to_owned());
+        e.completed_at = Some(Utc::now());
+        e.waiting_reason = None;
+        release(e);
+        store::execution::insert_dead_letter(&mut tx, e, kind, msg).await?;
+        if !store::execution::save(&mut tx, e).await? {
+            return Ok(Run::Interrupted);
+        }
+        tx.commit().await.map_err(store::Error::from)?;
+        warn!(error = %msg, action = kind, "execution failed");
+        self.queue
+            .mark_dead(
+                &keys::dead_queue(&self.settings.queue_prefix),
+                &e.id.to_string(),
+                now_ms(),
+            )
+            .await?;
+        Ok(Run::Failed)
+    }
+
+    /// Hands the rest of the steps to a fresh job.
+    async fn yield_run(&self, e: &mut Execution) -> Result<Run> {
+        apply(e, &[Event::Yield])?;
+        e.wake_seq += 1;
+        release(e);
+        if !self.save(e).await? {
+            return Ok(Run::Interrupted);
+        }
+        self.enqueue_run(e, None).await?;
+        Ok(Run::Yielded)
+    }
+
+    /// Moves a due, lapsed or possibly lost execution back to the queue.
+    /// `false` when the row changed meanwhile (someone else moved it).
+    pub(crate) async fn recover(&self, mut e: Execution, now: DateTime<Utc>) -> Result<bool> {
+        match e.status {
+            // Possibly lost with Redis: enqueueing the same job id again is
+            // a no-op while the job exists.
+            Status::Queued => {
+                self.enqueue_run(&e, None).await?;
+                return Ok(true);
+            }
+            Status::Waiting | Status::Retrying => apply(&mut e, &[Event::Due])?,
+            Status::Running if e.lease_expires_at.is_none_or(|t| t < now) => {
+                apply(&mut e, &[Event::LeaseExpired])?
+            }
+            _ => return Ok(false),
+        }
+        e.wake_seq += 1;
+        e.waiting_reason = None;
+        release(&mut e);
+        if !self.save(&mut e).await? {
+            return Ok(false);
+        }
+        self.enqueue_run(&e, None).await?;
+        Ok(true)
+    }
+}

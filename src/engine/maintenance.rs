@@ -1,0 +1,145 @@
+//! The maintenance loop: one active instance across all processes (a
+//! PostgreSQL session advisory lock), every `maintenance_interval`:
+//!
+//! - re-enqueues WAITING / RETRYING executions whose time came more than
+//!   `due_grace` ago (their own deferred job normally wakes them first),
+//!   RUNNING ones whose lease lapsed (their worker died), and QUEUED ones
+//!   untouched for `stale_queued_after` (their job may have been lost with
+//!   Redis);
+//! - keeps log partitions created ahead and, with a retention, drops old ones.
+//!
+//! Every process runs it; the lock makes all but one idle. A leader whose
+//! connection drops loses the lock with it, and another takes over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::PgConnection;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Engine, Result};
+use crate::store;
+
+/// Rows handled per pass and category.
+const BATCH: i64 = 500;
+/// Partition upkeep runs at most this often.
+const PARTITION_EVERY: Duration = Duration::from_secs(3600);
+
+/// The loop's state.
+pub struct Maintenance {
+    engine: Arc<Engine>,
+    /// The connection holding the advisory lock while leading.
+    leader: Option<PgConnection>,
+    last_partitions: Option<tokio::time::Instant>,
+}
+
+impl Maintenance {
+    /// A loop over `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Maintenance {
+            engine,
+            leader: None,
+            last_partitions: None,
+        }
+    }
+
+    /// Runs until `shutdown`.
+    ///
+    /// # Errors
+    /// None: database errors are logged and the next pass tries again.
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let interval = self.engine.settings.maintenance_interval;
+        loop {
+            if let Err(e) = self.pass().await {
+                warn!(error = %e, "maintenance pass failed");
+                self.leader = None;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass: lead if possible, then recover and keep partitions.
+    /// Returns how many executions were re-enqueued.
+    ///
+    /// # Errors
+    /// Database and queue errors.
+    pub async fn pass(&mut self) -> Result<usize> {
+        if !self.lead().await? {
+            return Ok(0);
+        }
+        let engine = &self.engine;
+        let s = &engine.settings;
+        let now = Utc::now();
+        let due = store::execution::due(
+            &engine.pool,
+            now,
+            now - s.due_grace,
+            now - s.stale_queued_after,
+            BATCH,
+        )
+        .await?;
+        let mut moved = 0;
+        for e in due {
+            let id = e.id;
+            let status = e.status;
+            if engine.recover(e, now).await? {
+                debug!(execution_id = %id, %status, "recovered");
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            info!(executions = moved, "maintenance re-enqueued executions");
+        }
+        if self
+            .last_partitions
+            .is_none_or(|t| t.elapsed() >= PARTITION_EVERY)
+        {
+            let created = store::partition::ensure_ahead(&engine.pool, now).await?;
+            if s.log_retention_months > 0 {
+                let dropped =
+                    store::partition::drop_expired(&engine.pool, now, s.log_retention_months)
+                        .await?;
+                if !dropped.is_empty() {
+                    info!(?dropped, "dropped log partitions past retention");
+                }
+            }
+            if !created.is_empty() {
+                info!(?created, "created log partitions");
+            }
+            self.last_partitions = Some(tokio::time::Instant::now());
+        }
+        Ok(moved)
+    }
+
+    /// Whether this process leads, taking the lock if it is free.
+    async fn lead(&mut self) -> Result<bool> {
+        if let Some(conn) = &mut self.leader {
+            if store::execution::still_leading(conn).await.is_ok() {
+                return Ok(true);
+            }
+            warn!("lost the maintenance lock's connection");
+            self.leader = None;
+        }
+        // Detached from the pool: the session lock must die with this
+        // connection, never travel back into the pool with it.
+        let mut conn = self
+            .engine
+            .pool
+            .acquire()
+            .await
+            .map_err(store::Error::from)?
+            .detach();
+        if store::execution::try_lead(&mut conn).await? {
+            info!("leading maintenance");
+            self.leader = Some(conn);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}

@@ -1,0 +1,360 @@
+//! `workflow_executions`: one row per contact in a workflow, and the log,
+//! dead-letter and lock statements that go with it.
+//!
+//! Every update is optimistic: [`save`] writes the row the caller holds
+//! `WHERE revision = <the revision it read>` and bumps the revision, so a
+//! decision taken on a stale read (a cancel racing a checkpoint, a second
+//! worker handed the same job) fails instead of overwriting.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+use sqlx::types::Json as SqlJson;
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::Result;
+use crate::engine::plan::Status;
+
+/// An execution row.
+#[derive(Debug, Clone, FromRow)]
+pub struct Execution {
+    /// Id.
+    pub id: Uuid,
+    /// Owning account.
+    pub account_id: Uuid,
+    /// Workflow.
+    pub workflow_id: Uuid,
+    /// Pinned version of the workflow.
+    pub workflow_version: i32,
+    /// Contact.
+    pub contact_id: Uuid,
+    /// Status.
+    #[sqlx(try_from = "String")]
+    pub status: Status,
+    /// `high`, `normal` or `low`: the queue its jobs go to.
+    pub priority: String,
+    /// Index of the step to run next.
+    pub current_step_index: i32,
+    /// Id of that step.
+    pub current_step_id: Option<String>,
+    /// Attempt at the current step, from 1.
+    pub attempt: i32,
+    /// Outputs of finished steps by step id.
+    pub context: SqlJson<Json>,
+    /// Caller's metadata.
+    pub metadata: SqlJson<Json>,
+    /// Caller's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// `api`, `arq`, `kubernetes`.
+    pub source: String,
+    /// Why it is not moving (`wait`, `arq_job`, `retry_backoff`, ...).
+    pub waiting_reason: Option<String>,
+    /// When a WAITING execution resumes.
+    pub resume_at: Option<DateTime<Utc>>,
+    /// When a RETRYING execution tries again.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// When that lease lapses.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Last error.
+    pub error: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last written.
+    pub updated_at: DateTime<Utc>,
+    /// First claimed.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Reached a final status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// In-flight state of the current step.
+    pub step_state: Option<SqlJson<Json>>,
+    /// Number of the current queue job (`run_execution:<id>:<wake_seq>`).
+    pub wake_seq: i32,
+    /// Optimistic concurrency counter.
+    pub revision: i64,
+}
+
+impl Execution {
+    /// When it will move next on its own: resume or retry time.
+    pub fn next_action_at(&self) -> Option<DateTime<Utc>> {
+        match self.status {
+            Status::Waiting => self.resume_at,
+            Status::Retrying => self.next_attempt_at,
+            Status::Running => self.lease_expires_at,
+            _ => None,
+        }
+    }
+}
+
+/// What a new execution needs.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    /// Owning account.
+    pub account_id: Uuid,
+    /// Workflow.
+    pub workflow_id: Uuid,
+    /// Version pinned.
+    pub workflow_version: i32,
+    /// Contact.
+    pub contact_id: Uuid,
+    /// Queue priority.
+    pub priority: String,
+    /// Caller's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Caller's metadata (an object).
+    pub metadata: Json,
+    /// Where it came from.
+    pub source: String,
+    /// Id of step 0.
+    pub first_step_id: String,
+}
+
+/// Inserts an execution, or returns the one already started with the same
+/// idempotency key in the account. The flag says whether it is new.
+///
+/// # Errors
+/// Database errors.
+pub async fn insert(pool: &PgPool, new: &NewExecution) -> Result<(Execution, bool)> {
+    let inserted: Option<Execution> = sqlx::query_as(
+        "INSERT INTO workflow_executions \
+           (account_id, workflow_id, workflow_version, contact_id, priority, idempotency_key, metadata, source, current_step_id, attempt) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1) \
+         ON CONFLICT (account_id, idempotency_key) DO NOTHING RETURNING *",
+    )
+    .bind(new.account_id)
+    .bind(new.workflow_id)
+    .bind(new.workflow_version)
+    .bind(new.contact_id)
+    .bind(&new.priority)
+    .bind(&new.idempotency_key)
+    .bind(SqlJson(&new.metadata))
+    .bind(&new.source)
+    .bind(&new.first_step_id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(e) = inserted {
+        return Ok((e, true));
+    }
+    let existing: Execution = sqlx::query_as(
+        "SELECT * FROM workflow_executions WHERE account_id = $1 AND idempotency_key = $2",
+    )
+    .bind(new.account_id)
+    .bind(&new.idempotency_key)
+    .fetch_one(pool)
+    .await?;
+    Ok((existing, false))
+}
+
+/// The execution `id`, whatever its account (workers act for every account).
+///
+/// # Errors
+/// Database errors.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Execution>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM workflow_executions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// The execution `id` if it belongs to `account_id`.
+///
+/// # Errors
+/// Database errors.
+pub async fn get_in(pool: &PgPool, account_id: Uuid, id: Uuid) -> Result<Option<Execution>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM workflow_executions WHERE id = $1 AND account_id = $2")
+            .bind(id)
+            .bind(account_id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// Writes every mutable column of `e` if nobody wrote the row since `e`
+/// was read; bumps `e.revision` and `e.updated_at` on success. `false`
+/// means the row changed underneath: re-read and decide again.
+///
+/// # Errors
+/// Database errors.
+pub async fn save(conn: &mut PgConnection, e: &mut Execution) -> Result<bool> {
+    let row: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE workflow_executions SET \
+           status = $3, current_step_index = $4, current_step_id = $5, attempt = $6, context = $7, \
+           waiting_reason = $8, resume_at = $9, next_attempt_at = $10, lease_owner = $11, lease_expires_at = $12, \
+           error = $13, started_at = $14, completed_at = $15, step_state = $16, wake_seq = $17, \
+           revision = revision + 1, updated_at = now() \
+         WHERE id = $1 AND revision = $2 RETURNING revision, updated_at",
+    )
+    .bind(e.id)
+    .bind(e.revision)
+    .bind(e.status.as_str())
+    .bind(e.current_step_index)
+    .bind(&e.current_step_id)
+    .bind(e.attempt)
+    .bind(&e.context)
+    .bind(&e.waiting_reason)
+    .bind(e.resume_at)
+    .bind(e.next_attempt_at)
+    .bind(&e.lease_owner)
+    .bind(e.lease_expires_at)
+    .bind(&e.error)
+    .bind(e.started_at)
+    .bind(e.completed_at)
+    .bind(&e.step_state)
+    .bind(e.wake_seq)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some((revision, updated_at)) => {
+            e.revision = revision;
+            e.updated_at = updated_at;
+            true
+        }
+        None => false,
+    })
+}
+
+/// Rows the recovery loop must move: waits and retries due for longer than
+/// `grace`, lapsed leases, and QUEUED rows untouched since `stale_before`
+/// (their job may have been lost with Redis). Oldest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn due(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    due_before: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Execution>> {
+    Ok(sqlx::query_as(
+        "(SELECT * FROM workflow_executions WHERE status = 'WAITING' AND resume_at <= $1 ORDER BY resume_at LIMIT $4) \
+         UNION ALL \
+         (SELECT * FROM workflow_executions WHERE status = 'RETRYING' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $4) \
+         UNION ALL \
+         (SELECT * FROM workflow_executions WHERE status = 'RUNNING' AND lease_expires_at < $2 ORDER BY lease_expires_at LIMIT $4) \
+         UNION ALL \
+         (SELECT * FROM workflow_executions WHERE status = 'QUEUED' AND updated_at < $3 ORDER BY updated_at LIMIT $4)",
+    )
+    .bind(due_before)
+    .bind(now)
+    .bind(stale_before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A log row: one action attempt.
+#[derive(Debug, Clone)]
+pub struct NewLog<'a> {
+    /// Execution.
+    pub execution_id: Uuid,
+    /// Account.
+    pub account_id: Uuid,
+    /// Step position.
+    pub step_index: i32,
+    /// Step id.
+    pub step_id: &'a str,
+    /// Action type.
+    pub action_type: &'a str,
+    /// Attempt.
+    pub attempt: i32,
+    /// SUCCEEDED, FAILED, RETRYING.
+    pub status: &'a str,
+    /// The step's definition (templates, not rendered values).
+    pub config: &'a Json,
+    /// What the action returned.
+    pub response: Option<&'a Json>,
+    /// Error text.
+    pub error: Option<&'a str>,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Finished.
+    pub completed_at: DateTime<Utc>,
+}
+
+/// Writes a log row (inside the checkpoint transaction).
+///
+/// # Errors
+/// Database errors, e.g. no partition for the month.
+pub async fn insert_log(conn: &mut PgConnection, log: &NewLog<'_>) -> Result<()> {
+    let duration_ms = (log.completed_at - log.started_at)
+        .num_milliseconds()
+        .max(0) as i32;
+    sqlx::query(
+        "INSERT INTO execution_logs (execution_id, account_id, step_index, step_id, action_type, attempt, status, \
+           config, response, error, started_at, completed_at, duration_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(log.execution_id)
+    .bind(log.account_id)
+    .bind(log.step_index)
+    .bind(log.step_id)
+    .bind(log.action_type)
+    .bind(log.attempt)
+    .bind(log.status)
+    .bind(SqlJson(log.config))
+    .bind(log.response.map(SqlJson))
+    .bind(log.error)
+    .bind(log.started_at)
+    .bind(log.completed_at)
+    .bind(duration_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a dead letter for a failed execution.
+///
+/// # Errors
+/// Database errors.
+pub async fn insert_dead_letter(
+    conn: &mut PgConnection,
+    e: &Execution,
+    action_type: &str,
+    error: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO dead_letters (account_id, execution_id, step_index, step_id, action_type, attempts, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(e.account_id)
+    .bind(e.id)
+    .bind(e.current_step_index)
+    .bind(&e.current_step_id)
+    .bind(action_type)
+    .bind(e.attempt)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Advisory lock key of the maintenance leader (arbitrary, fixed).
+const MAINTENANCE_LOCK: i64 = 0x666c_6f77_0002;
+
+/// Tries to take the maintenance leadership on `conn`: a session lock held
+/// as long as the connection lives.
+///
+/// # Errors
+/// Database errors.
+pub async fn try_lead(conn: &mut PgConnection) -> Result<bool> {
+    let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+        .bind(MAINTENANCE_LOCK)
+        .fetch_one(conn)
+        .await?;
+    Ok(got)
+}
+
+/// Checks that a leader's connection is alive: a session lock lives as
+/// long as its connection.
+///
+/// # Errors
+/// When the connection is gone.
+pub async fn still_leading(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT 1").execute(conn).await?;
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! Engine harness: a fresh database (from `#[sqlx::test]`), our own queue
+//! prefix in the shared Redis, an in-process worker and maintenance loop,
+//! and a local webhook receiver.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json as AxumJson, Router};
+use flowpilot::action::webhook;
+use flowpilot::engine::definition::RetryPolicy;
+use flowpilot::engine::effects::{EmailProvider, Providers, SmsProvider};
+use flowpilot::engine::maintenance::Maintenance;
+use flowpilot::engine::{Engine, Settings, StartRequest};
+use flowpilot::queue::{Serializer, keys};
+use flowpilot::store;
+use flowpilot::worker::{Registry, Worker};
+use serde_json::{Value as Json, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub path: String,
+    pub idempotency_key: String,
+    pub body: Json,
+}
+
+/// A local HTTP receiver recording every request; `/flaky/<n>` answers 503
+/// to the first `n` requests of each idempotency-key prefix, `/gone` 404.
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub hooks: Arc<Mutex<Vec<Hook>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> (Receiver, String) {
+        let receiver = Receiver::default();
+        let app = Router::new()
+            .route("/hook", post(record))
+            .route("/flaky/{n}", post(flaky))
+            .route("/gone", post(gone))
+            .with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, base)
+    }
+
+    pub fn hooks(&self) -> Vec<Hook> {
+        self.hooks.lock().unwrap().clone()
+    }
+
+    fn push(&self, path: &str, headers: &HeaderMap, body: axum::body::Bytes) -> Vec<Hook> {
+        let body = serde_json::from_slice(&body).unwrap_or(Json::Null);
+        let key = headers
+            .get("idempotency-key")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let mut hooks = self.hooks.lock().unwrap();
+        hooks.push(Hook {
+            path: path.to_owned(),
+            idempotency_key: key,
+            body,
+        });
+        hooks.clone()
+    }
+}
+
+async fn record(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> AxumJson<Json> {
+    r.push("/hook", &headers, body);
+    AxumJson(json!({"ok": true}))
+}
+
+async fn flaky(
+    State(r): State<Receiver>,
+    axum::extract::Path(n): axum::extract::Path<usize>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, AxumJson<Json>) {
+    let hooks = r.push("/flaky", &headers, body);
+    let last = hooks.last().unwrap().idempotency_key.clone();
+    let execution = last.split(':').next().unwrap().to_owned();
+    let seen = hooks
+        .iter()
+        .filter(|h| h.idempotency_key.starts_with(&execution))
+        .count();
+    if seen <= n {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            AxumJson(json!({"error": "try later"})),
+        )
+    } else {
+        (StatusCode::OK, AxumJson(json!({"ok": true, "seen": seen})))
+    }
+}
+
+async fn gone(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    r.push("/gone", &headers, body);
+    StatusCode::NOT_FOUND
+}
+
+/// A running engine over one test database.
+pub struct Flow {
+    pub pool: PgPool,
+    pub engine: Arc<Engine>,
+    pub prefix: String,
+    pub receiver: Receiver,
+    pub base: String,
+    pub account: Uuid,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn engine_settings(prefix: &str) -> Settings {
+    Settings {
+        lease: Duration::from_secs(20),
+        run_budget: Duration::from_secs(5),
+        retry: RetryPolicy {
+            max_attempts: 3,
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+        },
+        maintenance_interval: Duration::from_millis(200),
+        due_grace: Duration::from_secs(1),
+        stale_queued_after: Duration::from_secs(5),
+        queue_prefix: prefix.to_owned(),
+        ..Settings::default()
+    }
+}
+
+impl Flow {
+    /// Starts an engine, worker and maintenance loop on `pool`.
+    pub async fn start(pool: PgPool) -> Flow {
+        Self::start_with(pool, true).await
+    }
+
+    /// As [`Flow::start`]; `run` false starts no worker (jobs stay queued).
+    pub async fn start_with(pool: PgPool, run: bool) -> Flow {
+        store::partition::ensure_ahead(&pool, chrono::Utc::now())
+            .await
+            .unwrap();
+        let prefix = super::unique("test-queue");
+        let client = super::client(Serializer::Pickle).await;
+        let (receiver, base) = Receiver::start().await;
+        let providers = Providers {
+            pool: pool.clone(),
+            queue: client.clone(),
+            email: EmailProvider::Outbox,
+            sms: SmsProvider::Outbox,
+            webhook: webhook::Client::new(webhook::Guard::new(vec!["127.0.0.1".parse().unwrap()]))
+                .unwrap(),
+        };
+        let engine = Arc::new(Engine::new(
+            pool.clone(),
+            client.clone(),
+            providers,
+            engine_settings(&prefix),
+        ));
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        if run {
+            let mut registry = Registry::new();
+            engine.register(&mut registry);
+            let settings = flowpilot::worker::Settings {
+                queues: vec![
+                    keys::high_queue(&prefix),
+                    prefix.clone(),
+                    keys::low_queue(&prefix),
+                ],
+                max_jobs: 20,
+                poll_delay: Duration::from_millis(20),
+                job_timeout: Duration::from_secs(10),
+                drain_timeout: Duration::from_secs(10),
+                ..flowpilot::worker::Settings::default()
+            };
+            tasks.push(tokio::spawn(
+                Worker::new(client, registry, settings).run(stop.clone()),
+            ));
+            tasks.push(tokio::spawn(
+                Maintenance::new(Arc::clone(&engine)).run(stop.clone()),
+            ));
+        }
+        let account = store::account::create(&pool, "test").await.unwrap().id;
+        Flow {
+            pool,
+            engine,
+            prefix,
+            receiver,
+            base,
+            account,
+            stop,
+            tasks,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn contact(&self, email: &str, opted_out: bool) -> Uuid {
+        store::contact::insert(
+            &self.pool,
+            self.account,
+            &store::contact::NewContact {
+                email: Some(email.into()),
+                phone: Some("+15550100002".into()),
+                timezone: Some("Europe/Paris".into()),
+                attributes: json!({"first_name": "Ada", "plan": "pro"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+                tags: vec!["trial".into()],
+                opted_out,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id
+    }
+
+    pub async fn workflow(&self, definition: Json) -> Uuid {
+        self.engine
+            .create_workflow(self.account, "test workflow", None, true, &definition)
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// The six steps of the acceptance test: email, wait 1 s, webhook,
+    /// condition, update_contact, sms.
+    pub fn six_steps(&self) -> Json {
+        json!({"steps": [
+            {"id": "welcome", "type": "send_email", "subject": "Hi {{contact.attributes.first_name}}", "body": "Welcome aboard."},
+            {"id": "pause", "type": "wait", "duration": "1s"},
+            {"id": "notify", "type": "webhook", "url": format!("{}/hook", self.base),
+             "body": {"contact": "{{contact.id}}", "plan": "{{contact.attributes.plan}}"}},
+            {"id": "is_pro", "type": "condition",
+             "if": {"field": "contact.attributes.plan", "op": "eq", "value": "pro"}, "else": "sms"},
+            {"id": "upgrade", "type": "update_contact",
+             "attributes": {"stage": "onboarded", "hook_status": "{{steps.notify.status}}"}},
+            {"id": "sms", "type": "send_sms", "body": "Welcome {{contact.attributes.first_name}}"}
+        ]})
+    }
+
+    pub async fn start_execution(&self, workflow: Uuid, contact: Uuid) -> Uuid {
+        self.engine
+            .start(StartRequest {
+                account_id: self.account,
+                workflow_id: workflow,
+                contact_id: contact,
+                priority: Default::default(),
+                idempotency_key: None,
+                metadata: json!({}),
+                source: "api",
+            })
+            .await
+            .unwrap()
+            .0
+            .id
+    }
+
+    pub async fn status(&self, id: Uuid) -> String {
+        sqlx::query_scalar("SELECT status FROM workflow_executions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until every execution of the database is in a final status.
+    pub async fn wait_all_final(&self, timeout: Duration) {
+        super::eventually(timeout, "every execution to finish", || {
+            let pool = self.pool.clone();
+            async move {
+                let open: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM workflow_executions WHERE status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (open == 0).then_some(())
+            }
+        })
+        .await;
+    }
+
+    pub async fn wait_status(&self, id: Uuid, status: &str, timeout: Duration) {
+        super::eventually(timeout, status, || async move {
+            (self.status(id).await == status).then_some(())
+        })
+        .await;
+    }
+}
