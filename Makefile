@@ -12,7 +12,7 @@ BIN := $(CARGO_TARGET_DIR)/debug/flowpilot
 dev: services
 	cargo build --bin flowpilot
 	@source "$(STATE)/env"; export PYTHON="$$(tests/support/python.sh)"; \
-	  tests/support/next-steps.sh; exec "$(BIN)" dev
+	  tests/support/next-steps.sh; exec "$(BIN)" dev --seed-demo
 
 ## test: format and lint checks, then every test against real PostgreSQL, Redis and Python arq
 test: services

@@ -69,6 +69,18 @@ async fn a_six_step_workflow_runs_to_completed_with_one_log_row_per_step_and_eve
         );
     }
 
+    let waited: i32 = sqlx::query_scalar(
+        "SELECT duration_ms FROM execution_logs WHERE execution_id = $1 AND step_index = 1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        waited >= 1000,
+        "the wait step's log row spans the wait: {waited} ms"
+    );
+
     // Email and SMS in the outbox, each once, with rendered templates.
     let outbox: Vec<(String, String, Option<String>, String)> =
         sqlx::query_as("SELECT channel, recipient, subject, idempotency_key FROM outbox WHERE execution_id = $1 ORDER BY created_at")

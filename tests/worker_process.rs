@@ -1,5 +1,7 @@
 //! The `flowpilot worker` process under SIGKILL and SIGTERM, against real
 //! Redis: jobs survive the process exactly as they survive an arq worker.
+//! Each worker gets its own database and queue prefix, so its engine and
+//! maintenance loop touch nothing of other tests.
 
 mod common;
 
@@ -9,21 +11,16 @@ use std::time::Duration;
 use flowpilot::queue::{EnqueueOptions, Serializer, Value, keys, now_ms};
 use flowpilot::worker::{Registry, diagnostic};
 use redis::AsyncCommands;
+use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
 /// Starts the real binary on `queue` with `extra` flags.
-fn spawn_worker(queue: &str, extra: &[&str]) -> Child {
+fn spawn_worker(pool: &PgPool, queue: &str, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_flowpilot"))
-        .args([
-            "worker",
-            "--queues",
-            queue,
-            "--poll-delay",
-            "50ms",
-            "--log",
-            "warn",
-        ])
+        .args(["worker", "--queues", queue, "--queue-prefix", queue])
+        .args(["--poll-delay", "50ms", "--log", "warn"])
         .args(extra)
+        .env("DATABASE_URL", common::database_url(pool))
         .env("REDIS_URL", common::redis_url())
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -71,12 +68,14 @@ fn diagnostics() -> Registry {
     r
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkilled_workers_job_is_rerun_by_another_after_its_in_progress_key_expires() {
+#[sqlx::test]
+async fn a_sigkilled_workers_job_is_rerun_by_another_after_its_in_progress_key_expires(
+    pool: PgPool,
+) {
     let queue = common::unique("crash");
     let id = enqueue_sleep(&queue, 3.0).await;
     // Job timeout 4 s: the in-progress key lives 4 + 10 s, as arq sets it.
-    let mut first = spawn_worker(&queue, &["--job-timeout", "4s"]);
+    let mut first = spawn_worker(&pool, &queue, &["--job-timeout", "4s"]);
     wait_running(&id).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     first.kill().await.unwrap(); // SIGKILL
@@ -125,11 +124,11 @@ async fn a_sigkilled_workers_job_is_rerun_by_another_after_its_in_progress_key_e
     assert!(!r.exists::<_, bool>(keys::job(&id)).await.unwrap());
 }
 
-#[tokio::test]
-async fn sigterm_lets_a_running_job_finish_then_the_worker_exits_cleanly() {
+#[sqlx::test]
+async fn sigterm_lets_a_running_job_finish_then_the_worker_exits_cleanly(pool: PgPool) {
     let queue = common::unique("drain");
     let id = enqueue_sleep(&queue, 1.0).await;
-    let mut worker = spawn_worker(&queue, &["--drain-timeout", "20s"]);
+    let mut worker = spawn_worker(&pool, &queue, &["--drain-timeout", "20s"]);
     wait_running(&id).await;
     sigterm(&worker);
     let status = tokio::time::timeout(Duration::from_secs(20), worker.wait())
@@ -154,11 +153,11 @@ async fn sigterm_lets_a_running_job_finish_then_the_worker_exits_cleanly() {
     );
 }
 
-#[tokio::test]
-async fn a_job_still_running_at_the_drain_deadline_is_released_as_arq_leaves_it() {
+#[sqlx::test]
+async fn a_job_still_running_at_the_drain_deadline_is_released_as_arq_leaves_it(pool: PgPool) {
     let queue = common::unique("cutoff");
     let id = enqueue_sleep(&queue, 30.0).await;
-    let mut worker = spawn_worker(&queue, &["--drain-timeout", "500ms"]);
+    let mut worker = spawn_worker(&pool, &queue, &["--drain-timeout", "500ms"]);
     wait_running(&id).await;
     let before = common::raw()
         .await

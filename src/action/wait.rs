@@ -8,7 +8,9 @@
 //! {"id": "renewal", "type": "wait", "until": "{{contact.attributes.renewal_at}}"}
 //! ```
 
-use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveTime, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Duration as ChronoDuration, NaiveTime, SubsecRound, TimeZone, Utc, Weekday,
+};
 use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::json;
@@ -201,7 +203,9 @@ impl Wait {
             Some(u) => DateTime::parse_from_rfc3339(u)
                 .map_err(|e| ActionError::Permanent(format!("stored wait state: {e}")))?
                 .with_timezone(&Utc),
-            None => self.target(input)?,
+            // PostgreSQL keeps microseconds: so must the deadline, or a
+            // resume at the stored time would find it a few ns early.
+            None => self.target(input)?.trunc_subsecs(6),
         };
         if until <= input.now {
             return Ok(Outcome::Done {

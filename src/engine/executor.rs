@@ -22,6 +22,11 @@ use crate::engine::plan::{Event, Status};
 use crate::queue::{keys, now_ms};
 use crate::store::{self, contact::Contact, execution::Execution};
 
+/// Keys of `step_state`: when the parked step first started, and the
+/// action's own state.
+const STARTED_AT: &str = "started_at";
+const STATE: &str = "state";
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Run {
@@ -150,9 +155,15 @@ impl Engine {
                 return self.complete(&mut e).await;
             };
             e.current_step_id = Some(step.id.clone());
-            let started_at = Utc::now();
+            // A parked step keeps the time it first started, so its log row
+            // spans the whole wait.
+            let stored = e.step_state.as_ref().map(|s| s.0.clone());
+            let started_at = stored
+                .as_ref()
+                .and_then(|s| s.get(STARTED_AT)?.as_str()?.parse::<DateTime<Utc>>().ok())
+                .unwrap_or_else(Utc::now);
+            let state = stored.and_then(|mut s| s.as_object_mut()?.remove(STATE));
             let scope = scope(&e, &contact);
-            let state = e.step_state.as_ref().map(|s| s.0.clone());
             let input = Input {
                 account_id: e.account_id,
                 execution_id: e.id,
@@ -164,7 +175,7 @@ impl Engine {
                 timezone: &contact.timezone,
                 tags: &contact.tags,
                 opted_out: contact.opted_out,
-                now: started_at,
+                now: Utc::now(),
             };
             let outcome = action::run(&step.action, &input, &self.providers).await;
             let kind = step.action.kind();
@@ -240,7 +251,9 @@ impl Engine {
                     apply(&mut e, &[Event::Park])?;
                     e.resume_at = Some(until);
                     e.waiting_reason = Some(reason.to_owned());
-                    e.step_state = Some(sqlx::types::Json(state));
+                    e.step_state = Some(sqlx::types::Json(
+                        json!({STARTED_AT: started_at, STATE: state}),
+                    ));
                     e.wake_seq += 1;
                     release(&mut e);
                     if !self.save(&mut e).await? {

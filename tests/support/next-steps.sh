@@ -8,27 +8,32 @@ flowpilot dev: PostgreSQL and Redis are up, the database is migrated on start.
   DATABASE_URL=$DATABASE_URL
   REDIS_URL=$REDIS_URL
 
-The worker serves arq:queue:high, arq:queue and arq:queue:low with the
-diagnostic functions ping, echo and sleep. Try, in another terminal:
+The worker serves arq:queue:high, arq:queue and arq:queue:low: the engine's
+execute_workflow and run_execution, and the diagnostics ping, echo and sleep.
+A demo account, contact and 7-step workflow are seeded on start (ids below).
+Try, in another terminal:
 
-  # enqueue jobs from Python arq (the real library) and read their results
+  # start the demo workflow for the demo contact from Python arq, as an app would
   $PYTHON - <<'PY'
-import asyncio
+import asyncio, subprocess
 from arq import create_pool
 from arq.connections import RedisSettings
+q = "SELECT w.id, c.id FROM workflows w JOIN contacts c USING (account_id) WHERE w.name = 'demo onboarding' AND c.external_id = 'demo-contact'"
+wf, contact = subprocess.check_output(["psql", "$DATABASE_URL", "-tAF", " ", "-c", q], text=True).split()
 async def main():
     redis = await create_pool(RedisSettings.from_dsn("$REDIS_URL"))
-    job = await redis.enqueue_job("echo", 1, "two", x=3)
-    print(await job.result(timeout=10))   # ((1, 'two'), {'x': 3})
-    job = await redis.enqueue_job("ping", _defer_by=2)
-    print(await job.status())             # JobStatus.deferred
-    print(await job.result(timeout=10))   # pong
+    job = await redis.enqueue_job("execute_workflow", wf, contact)
+    print(await job.result(timeout=10))   # {'execution_id': '...', 'status': 'QUEUED', 'created': True}
 asyncio.run(main())
 PY
 
-  # look at the queues and the schema
+  # watch it run: a log row per step; the wait step parks it for 5 s
+  psql $DATABASE_URL -c 'SELECT status, current_step_id, waiting_reason, next_attempt_at, resume_at FROM workflow_executions ORDER BY created_at DESC LIMIT 5'
+  psql $DATABASE_URL -c 'SELECT step_index, step_id, action_type, status, duration_ms FROM execution_logs ORDER BY id DESC LIMIT 10'
+  psql $DATABASE_URL -c 'SELECT channel, recipient, subject, body FROM outbox ORDER BY created_at DESC LIMIT 5'
+
+  # look at the queues
   redis-cli -u $REDIS_URL keys 'arq:*'
-  psql $DATABASE_URL -c '\dt'
 
 Stop with Ctrl-C (running jobs drain first); 'make stop' stops PostgreSQL and Redis.
 
