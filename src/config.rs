@@ -200,8 +200,9 @@ pub struct EngineConfig {
     /// table for your relay, so nothing is sent by accident.
     #[arg(long, env = "FLOWPILOT_EMAIL_PROVIDER", value_enum, default_value_t = EmailProviderKind::Outbox)]
     pub email_provider: EmailProviderKind,
-    /// SMTP server for `--email-provider smtp`: `smtp://user:pass@host:587`
-    /// (STARTTLS), `smtps://...` (TLS) or `smtp://host:25?tls=none`.
+    /// SMTP server for `--email-provider smtp`:
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://...`
+    /// (TLS), or `smtp://host:25` (plain, for a local relay).
     #[arg(long, env = "FLOWPILOT_SMTP_URL")]
     pub smtp_url: Option<String>,
     /// Default sender of emails. Default `flowpilot@localhost`.

@@ -81,7 +81,8 @@ impl SendEmail {
     }
 }
 
-/// An SMTP provider (`smtp://user:pass@host:port`, `smtps://...`).
+/// An SMTP provider: `smtp://user:pass@host:587?tls=required` (STARTTLS),
+/// `smtps://...` (TLS), `smtp://host:25` (plain).
 #[derive(Clone)]
 pub struct Smtp {
     transport: AsyncSmtpTransport<Tokio1Executor>,

@@ -1,0 +1,193 @@
+//! The real email and SMS providers against real peers: an aiosmtpd SMTP
+//! server and a local Twilio-style HTTP endpoint.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Form, Json as AxumJson, Router};
+use flowpilot::action::{ActionError, email, sms};
+use serde_json::{Value as Json, json};
+use tokio::io::AsyncBufReadExt;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn smtp_delivers_to_a_real_server_and_classifies_a_rejected_recipient_as_permanent() {
+    flowpilot::tls::install_crypto_provider();
+    let port = free_port();
+    let file = std::env::temp_dir().join(format!("{}.jsonl", common::unique("smtp")));
+    let python = std::env::var("FLOWPILOT_TEST_PYTHON").expect("run `make test`");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
+    let mut server = tokio::process::Command::new(python)
+        .args([script, &port.to_string(), file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ready.as_deref(), Some("ready"));
+
+    let smtp =
+        email::Smtp::new(&format!("smtp://127.0.0.1:{port}"), "team@flowpilot.test").unwrap();
+    let msg = email::Message {
+        to: "ada@example.com".into(),
+        from: None,
+        subject: "Welcome, Ada".into(),
+        body: "Thanks for signing up.".into(),
+    };
+    let receipt = smtp.send(&msg, "exec:0:1").await.unwrap();
+    assert_eq!(receipt["provider"], json!("smtp"));
+    assert_eq!(receipt["to"], json!("a***@example.com"));
+
+    let bounced = email::Message {
+        to: "nobody@bounce.test".into(),
+        ..msg.clone()
+    };
+    let err = smtp.send(&bounced, "exec:0:2").await.unwrap_err();
+    assert!(matches!(err, ActionError::Permanent(_)), "{err}");
+
+    let received: Vec<Json> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["from"], json!("team@flowpilot.test"));
+    assert_eq!(received[0]["to"], json!(["ada@example.com"]));
+    let data = received[0]["data"].as_str().unwrap();
+    assert!(data.contains("Subject: Welcome, Ada"), "{data}");
+    assert!(data.contains("Idempotency-Key: exec:0:1"), "{data}");
+    assert!(data.contains("Thanks for signing up."), "{data}");
+
+    // Nobody listening: transient.
+    let down = email::Smtp::new(&format!("smtp://127.0.0.1:{}", free_port()), "a@b.test").unwrap();
+    assert!(matches!(
+        down.send(&msg, "k").await,
+        Err(ActionError::Transient(_))
+    ));
+    std::fs::remove_file(&file).ok();
+}
+
+#[derive(Clone, Default)]
+struct Twilio {
+    seen: Arc<Mutex<Vec<(String, String, Vec<(String, String)>)>>>,
+}
+
+async fn messages(
+    State(t): State<Twilio>,
+    axum::extract::Path(sid): axum::extract::Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> (StatusCode, AxumJson<Json>) {
+    let auth = headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    t.seen
+        .lock()
+        .unwrap()
+        .push((auth.clone(), key, form.clone()));
+    let to = form
+        .iter()
+        .find(|(k, _)| k == "To")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    if to == "+15550000500" {
+        return (
+            StatusCode::BAD_GATEWAY,
+            AxumJson(json!({"message": "upstream down"})),
+        );
+    }
+    if to == "+15550000400" || sid != "AC123" {
+        return (
+            StatusCode::BAD_REQUEST,
+            AxumJson(json!({"message": "invalid To"})),
+        );
+    }
+    (
+        StatusCode::CREATED,
+        AxumJson(json!({"sid": "SM1", "status": "queued"})),
+    )
+}
+
+#[tokio::test]
+async fn http_sms_posts_twilio_style_forms_and_classifies_errors() {
+    let twilio = Twilio::default();
+    let app = Router::new()
+        .route("/2010-04-01/Accounts/{sid}/Messages.json", post(messages))
+        .with_state(twilio.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    flowpilot::tls::install_crypto_provider();
+    let provider = sms::HttpSms::new(
+        reqwest::Client::new(),
+        &base,
+        "AC123",
+        "secret",
+        "+15550001111",
+    );
+    let msg = |to: &str| sms::Message {
+        to: to.into(),
+        body: "Your code is 1234".into(),
+    };
+    let receipt = provider
+        .send(&msg("+15551234567"), "exec:3:1")
+        .await
+        .unwrap();
+    assert_eq!(
+        receipt,
+        json!({"provider": "http", "to": "+*******4567", "sid": "SM1", "status": "queued"})
+    );
+    assert!(matches!(
+        provider.send(&msg("+15550000500"), "k").await,
+        Err(ActionError::Transient(_))
+    ));
+    assert!(matches!(
+        provider.send(&msg("+15550000400"), "k").await,
+        Err(ActionError::Permanent(_))
+    ));
+
+    let seen = twilio.seen.lock().unwrap().clone();
+    let (auth, key, form) = &seen[0];
+    use base64::Engine;
+    let expected_auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("AC123:secret")
+    );
+    assert_eq!(auth, &expected_auth);
+    assert_eq!(key, "exec:3:1");
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        (field("To"), field("From"), field("Body")),
+        (
+            Some("+15551234567"),
+            Some("+15550001111"),
+            Some("Your code is 1234")
+        )
+    );
+}
