@@ -83,9 +83,12 @@ async fn smtp_delivers_to_a_real_server_and_classifies_a_rejected_recipient_as_p
     std::fs::remove_file(&file).ok();
 }
 
+/// One request: authorization header, idempotency key, form fields.
+type Seen = (String, String, Vec<(String, String)>);
+
 #[derive(Clone, Default)]
 struct Twilio {
-    seen: Arc<Mutex<Vec<(String, String, Vec<(String, String)>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 async fn messages(
