@@ -11,7 +11,10 @@ BIN := $(CARGO_TARGET_DIR)/debug/flowpilot
 ## dev: start PostgreSQL + Redis (local ones unless DATABASE_URL / REDIS_URL are set), migrate, run everything
 dev: services
 	cargo build --bin flowpilot
+	@test -s "$(STATE)/demo-api-key" || echo "fp_demo_$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$(STATE)/demo-api-key"
 	@source "$(STATE)/env"; export PYTHON="$$(tests/support/python.sh)"; \
+	  export FLOWPILOT_DEMO_API_KEY="$$(cat "$(STATE)/demo-api-key")"; \
+	  export FLOWPILOT_LISTEN="$${FLOWPILOT_LISTEN:-127.0.0.1:8080}"; \
 	  tests/support/next-steps.sh; exec "$(BIN)" dev --seed-demo
 
 ## test: format and lint checks, then every test against real PostgreSQL, Redis and Python arq

@@ -12,16 +12,18 @@ use tracing::info;
 
 use crate::action::{email, sms, webhook};
 use crate::config::{
-    Cli, Command, DbConfig, EmailProviderKind, EngineConfig, RedisConfig, SmsProviderKind,
-    WorkerConfig,
+    AccountCommand, ApiConfig, ApikeyCommand, Cli, Command, DbConfig, EmailProviderKind,
+    EngineConfig, RedisConfig, SmsProviderKind, WorkerConfig,
 };
 use crate::engine::definition::RetryPolicy;
 use crate::engine::effects::{EmailProvider, Providers, SmsProvider};
 use crate::engine::maintenance::Maintenance;
 use crate::engine::{self, Engine};
+use crate::metrics::ApiMetrics;
 use crate::queue::Client;
 use crate::worker::{self, Registry, Worker};
-use crate::{shutdown, store, telemetry};
+use crate::{api, shutdown, store, telemetry};
+use tokio::task::JoinSet;
 
 /// Exit code for usage errors and commands not available yet (as clap's).
 const USAGE: u8 = 2;
@@ -54,7 +56,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(usage(&msg));
             }
             let pool = connect_db(&db).await?;
-            serve(pool, &redis, &worker, &engine).await?;
+            serve(pool, &redis, Some(&worker), &engine, None).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev {
@@ -62,7 +64,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             redis,
             worker,
             engine,
+            api,
             seed_demo,
+            demo_api_key,
         } => {
             if let Err(msg) = worker.validate().and_then(|()| engine.validate()) {
                 return Ok(usage(&msg));
@@ -73,12 +77,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if seed_demo {
                 let client = connect_redis(&redis).await?;
                 let e = build_engine(pool.clone(), client, &redis, &worker, &engine)?;
-                seed(&e, &redis.redis_url).await?;
+                seed(&e, &redis.redis_url, demo_api_key.as_deref()).await?;
             }
-            serve(pool, &redis, &worker, &engine).await?;
+            serve(pool, &redis, Some(&worker), &engine, Some(&api)).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Api => Ok(not_yet("api", "HTTP API v1")),
+        Command::Api {
+            db,
+            redis,
+            api,
+            engine,
+        } => {
+            if let Err(msg) = engine.validate() {
+                return Ok(usage(&msg));
+            }
+            let pool = connect_db(&db).await?;
+            serve(pool, &redis, None, &engine, Some(&api)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Account {
+            command: AccountCommand::Create { db, name },
+        } => {
+            let name = name.trim();
+            if name.is_empty() || name.len() > 200 {
+                return Ok(usage("--name: must be 1 to 200 characters"));
+            }
+            let pool = connect_db(&db).await?;
+            let account = store::account::create(&pool, name).await?;
+            println!("{}", json!({"id": account.id, "name": account.name}));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apikey {
+            command:
+                ApikeyCommand::Create {
+                    db,
+                    account,
+                    name,
+                    admin,
+                },
+        } => {
+            let pool = connect_db(&db).await?;
+            if !store::api_key::account_exists(&pool, account).await? {
+                return Ok(usage(&format!("--account: no account {account}")));
+            }
+            let (key, id) = create_api_key(&pool, account, &name, admin).await?;
+            println!(
+                "{}",
+                json!({"id": id, "account_id": account, "admin": admin, "key": key})
+            );
+            eprintln!("flowpilot: store the key now; only its hash is kept");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Controller => Ok(not_yet("controller", "Kubernetes")),
         Command::Crds => Ok(not_yet("crds", "Kubernetes")),
     }
@@ -179,48 +228,99 @@ pub fn build_engine(
     Ok(Arc::new(Engine::new(pool, queue, providers, settings)))
 }
 
-/// Runs the worker and the maintenance loop until a signal; a subsystem
-/// that stops early stops the other and fails the process.
+/// Runs the subsystems asked for (the worker with the maintenance loop,
+/// the API) until a signal; one that stops early stops the others and fails
+/// the process.
 async fn serve(
     pool: sqlx::PgPool,
     redis: &RedisConfig,
-    worker: &WorkerConfig,
+    worker: Option<&WorkerConfig>,
     config: &EngineConfig,
+    api: Option<&ApiConfig>,
 ) -> anyhow::Result<()> {
     let client = connect_redis(redis).await?;
-    let engine = build_engine(pool.clone(), client.clone(), redis, worker, config)?;
-    let mut registry = Registry::new();
-    worker::diagnostic::register(&mut registry);
-    engine.register(&mut registry);
+    let worker_config = worker.cloned().unwrap_or_else(default_worker_config);
+    let engine = build_engine(pool.clone(), client.clone(), redis, &worker_config, config)?;
     let token = shutdown::on_signal()?;
-    let mut worker_task = tokio::spawn(
-        Worker::new(client, registry, worker.settings(&redis.queue_prefix)).run(token.clone()),
-    );
-    let mut maintenance_task =
-        tokio::spawn(Maintenance::new(Arc::clone(&engine)).run(token.clone()));
-    let first = tokio::select! {
-        r = &mut worker_task => ("worker", r),
-        r = &mut maintenance_task => ("maintenance", r),
-    };
-    if !token.is_cancelled() {
+    let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    if let Some(w) = worker {
+        let mut registry = Registry::new();
+        worker::diagnostic::register(&mut registry);
+        engine.register(&mut registry);
+        let run = Worker::new(client.clone(), registry, w.settings(&redis.queue_prefix))
+            .run(token.clone());
+        tasks.spawn(async move { ("worker", run.await) });
+        let run = Maintenance::new(Arc::clone(&engine)).run(token.clone());
+        tasks.spawn(async move { ("maintenance", run.await) });
+    }
+    if let Some(a) = api {
+        let registry = prometheus::Registry::new();
+        let state = api::AppState {
+            engine: Arc::clone(&engine),
+            queue: client.clone(),
+            metrics: Arc::new(ApiMetrics::register(&registry)?),
+            registry,
+        };
+        let run = api::serve(a.listen, state, token.clone());
+        tasks.spawn(async move { ("api", run.await) });
+    }
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        // The first subsystem to stop stops the others.
         token.cancel();
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(e))) => failure = failure.or(Some(e.context(format!("{name} stopped")))),
+            Err(e) => failure = failure.or(Some(anyhow::anyhow!("a subsystem panicked: {e}"))),
+        }
     }
-    let (other_name, other) = if first.0 == "worker" {
-        ("maintenance", maintenance_task.await)
-    } else {
-        ("worker", worker_task.await)
-    };
     pool.close().await;
-    for (name, result) in [first, (other_name, other)] {
-        result
-            .with_context(|| format!("{name} task panicked"))?
-            .with_context(|| format!("{name} stopped"))?;
-    }
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
-/// The demo: an account, a contact and an active workflow, created once.
-async fn seed(engine: &Engine, redis_url: &str) -> anyhow::Result<()> {
+/// Worker settings the API uses for leases when it runs without a worker.
+fn default_worker_config() -> WorkerConfig {
+    WorkerConfig {
+        queues: None,
+        max_jobs: 10,
+        job_timeout: Duration::from_secs(300),
+        poll_delay: Duration::from_millis(500),
+        keep_result: Duration::from_secs(3600),
+        max_tries: 5,
+        health_check_interval: Duration::from_secs(3600),
+        drain_timeout: None,
+    }
+}
+
+/// Creates a key for `account`: `fp_` and 64 hex digits (256 random bits);
+/// returns the key and its id.
+///
+/// # Errors
+/// No randomness, database errors.
+pub async fn create_api_key(
+    pool: &sqlx::PgPool,
+    account: uuid::Uuid,
+    name: &str,
+    admin: bool,
+) -> anyhow::Result<(String, uuid::Uuid)> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let key = format!("fp_{}", hex::encode(secret));
+    let id = store::api_key::insert(
+        pool,
+        account,
+        name,
+        &key[..11],
+        &api::extract::hash_key(&key),
+        admin,
+    )
+    .await?;
+    Ok((key, id))
+}
+
+/// The demo: an account, a contact and an active workflow, created once,
+/// and `api_key` registered for the account if its hash is new.
+async fn seed(engine: &Engine, redis_url: &str, api_key: Option<&str>) -> anyhow::Result<()> {
     let pool = engine.pool();
     let account = match store::account::find_by_name(pool, "demo").await? {
         Some(a) => a,
@@ -274,6 +374,20 @@ async fn seed(engine: &Engine, redis_url: &str) -> anyhow::Result<()> {
                 .await?
         }
     };
+    if let Some(key) = api_key {
+        let hash = api::extract::hash_key(key);
+        if store::api_key::find(pool, &hash).await?.is_none() {
+            store::api_key::insert(
+                pool,
+                account.id,
+                "demo",
+                &key[..key.len().min(11)],
+                &hash,
+                false,
+            )
+            .await?;
+        }
+    }
     println!(
         "\nDemo seeded: account {account} ({name}), contact {contact} (ada@example.com), workflow {workflow} (\"demo onboarding\", 7 steps).\n\
          Start an execution from Python arq ({redis_url}):\n\

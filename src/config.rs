@@ -48,8 +48,8 @@ pub enum Command {
         #[command(flatten)]
         engine: EngineConfig,
     },
-    /// Local development: migrate, then run the worker and the maintenance
-    /// loop (and the API once it lands) in one process.
+    /// Local development: migrate, then run the API, the worker and the
+    /// maintenance loop in one process.
     Dev {
         /// PostgreSQL.
         #[command(flatten)]
@@ -63,17 +63,93 @@ pub enum Command {
         /// Engine.
         #[command(flatten)]
         engine: EngineConfig,
+        /// API.
+        #[command(flatten)]
+        api: ApiConfig,
         /// Create a demo account, contact and workflow if missing, and print
         /// how to run them.
         #[arg(long, env = "FLOWPILOT_SEED_DEMO")]
         seed_demo: bool,
+        /// With `--seed-demo`: an API key for the demo account (created if
+        /// its hash is unknown), so the printed curl commands work.
+        #[arg(long, env = "FLOWPILOT_DEMO_API_KEY", hide_env_values = true)]
+        demo_api_key: Option<String>,
     },
-    /// Serve the HTTP API (not available yet: issue "HTTP API v1").
-    Api,
+    /// Serve the HTTP API.
+    Api {
+        /// PostgreSQL.
+        #[command(flatten)]
+        db: DbConfig,
+        /// Redis.
+        #[command(flatten)]
+        redis: RedisConfig,
+        /// API.
+        #[command(flatten)]
+        api: ApiConfig,
+        /// Engine (the API starts executions through it).
+        #[command(flatten)]
+        engine: EngineConfig,
+    },
+    /// Manage accounts.
+    Account {
+        /// What to do.
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Manage API keys.
+    Apikey {
+        /// What to do.
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
     /// Run the Kubernetes controller (not available yet: issue "Kubernetes").
     Controller,
     /// Print the CRD YAML (not available yet: issue "Kubernetes").
     Crds,
+}
+
+/// `flowpilot account ...`
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account; prints its id.
+    Create {
+        /// PostgreSQL.
+        #[command(flatten)]
+        db: DbConfig,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// `flowpilot apikey ...`
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create an API key for an account; prints the key once (only its
+    /// hash is stored).
+    Create {
+        /// PostgreSQL.
+        #[command(flatten)]
+        db: DbConfig,
+        /// The account's id.
+        #[arg(long)]
+        account: uuid::Uuid,
+        /// A label to tell keys apart.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// An admin key may act for any account (`X-Flowpilot-Account`).
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Args)]
+pub struct ApiConfig {
+    /// Address the API listens on. Default `0.0.0.0:8080`; `make dev` uses
+    /// `127.0.0.1:8080`.
+    #[arg(long, env = "FLOWPILOT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
 }
 
 /// Log output.

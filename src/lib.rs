@@ -18,10 +18,12 @@
 //! - [`engine`]: durable executions: state machine, definitions, executor,
 //!   maintenance;
 //! - [`action`]: the built-in actions, one file per kind;
+//! - [`api`]: the HTTP API (axum) with its OpenAPI document;
+//! - [`metrics`]: Prometheus metrics;
 //! - [`tls`]: the process-wide TLS crypto provider;
 //! - [`app`]: wires the subsystems for each subcommand.
 //!
-//! Dependencies point one way: `app` -> `engine` -> `store`, `queue`,
+//! Dependencies point one way: `app` -> `api` -> `engine` -> `store`, `queue`,
 //! `action`; `engine` registers its functions on a `worker`. (`store` reads
 //! the engine's `Status` type, a plain enum.)
 
@@ -29,9 +31,11 @@
 #![warn(missing_docs)]
 
 pub mod action;
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod queue;
 pub mod shutdown;
 pub mod store;

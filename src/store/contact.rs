@@ -165,3 +165,96 @@ pub async fn apply(
     }
     Ok(())
 }
+
+/// Filters of the contact list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Email, case-insensitive.
+    pub email: Option<String>,
+    /// The CRM's id.
+    pub external_id: Option<String>,
+    /// Has this tag.
+    pub tag: Option<String>,
+}
+
+/// A page of the account's contacts, newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(
+    pool: &PgPool,
+    account_id: Uuid,
+    f: &Filter,
+    after: Option<super::page::After>,
+    limit: i64,
+) -> Result<Vec<Contact>> {
+    let mut qb = sqlx::QueryBuilder::new("SELECT * FROM contacts WHERE account_id = ");
+    qb.push_bind(account_id);
+    if let Some(e) = &f.email {
+        qb.push(" AND lower(email) = lower(").push_bind(e).push(")");
+    }
+    if let Some(x) = &f.external_id {
+        qb.push(" AND external_id = ").push_bind(x);
+    }
+    if let Some(t) = &f.tag {
+        qb.push(" AND ").push_bind(t).push(" = ANY(tags)");
+    }
+    if let Some(a) = after {
+        qb.push(" AND (created_at, id) < (")
+            .push_bind(a.created_at)
+            .push(", ")
+            .push_bind(a.id)
+            .push(")");
+    }
+    qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
+    Ok(qb.build_query_as().fetch_all(pool).await?)
+}
+
+/// Changes to a contact; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct Patch {
+    /// New CRM id.
+    pub external_id: Option<String>,
+    /// New email.
+    pub email: Option<String>,
+    /// New phone.
+    pub phone: Option<String>,
+    /// New timezone.
+    pub timezone: Option<String>,
+    /// New attributes (replacing the old ones).
+    pub attributes: Option<Map<String, Json>>,
+    /// New tags (replacing the old ones).
+    pub tags: Option<Vec<String>>,
+    /// New opt-out state.
+    pub opted_out: Option<bool>,
+}
+
+/// Updates the contact `id` of `account_id`; `None` when it is not there.
+///
+/// # Errors
+/// Database errors.
+pub async fn update(
+    pool: &PgPool,
+    account_id: Uuid,
+    id: Uuid,
+    p: &Patch,
+) -> Result<Option<Contact>> {
+    Ok(sqlx::query_as(
+        "UPDATE contacts SET external_id = coalesce($3, external_id), email = coalesce($4, email), \
+           phone = coalesce($5, phone), timezone = coalesce($6, timezone), attributes = coalesce($7, attributes), \
+           tags = coalesce($8, tags), opted_out = coalesce($9, opted_out), updated_at = now() \
+         WHERE id = $1 AND account_id = $2 RETURNING *",
+    )
+    .bind(id)
+    .bind(account_id)
+    .bind(&p.external_id)
+    .bind(&p.email)
+    .bind(&p.phone)
+    .bind(&p.timezone)
+    .bind(p.attributes.as_ref().map(SqlJson))
+    .bind(&p.tags)
+    .bind(p.opted_out)
+    .fetch_optional(pool)
+    .await?)
+}

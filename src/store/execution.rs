@@ -358,3 +358,172 @@ pub async fn still_leading(conn: &mut PgConnection) -> Result<()> {
     sqlx::query("SELECT 1").execute(conn).await?;
     Ok(())
 }
+
+// === listing ===
+
+/// Filters of the execution list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this workflow.
+    pub workflow_id: Option<Uuid>,
+    /// Only this contact.
+    pub contact_id: Option<Uuid>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+fn push_filter(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, account_id: Uuid, f: &Filter) {
+    qb.push(" WHERE account_id = ").push_bind(account_id);
+    if let Some(w) = f.workflow_id {
+        qb.push(" AND workflow_id = ").push_bind(w);
+    }
+    if let Some(c) = f.contact_id {
+        qb.push(" AND contact_id = ").push_bind(c);
+    }
+    if let Some(s) = f.status {
+        qb.push(" AND status = ").push_bind(s.as_str());
+    }
+    if let Some(t) = f.created_after {
+        qb.push(" AND created_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.created_before {
+        qb.push(" AND created_at < ").push_bind(t);
+    }
+}
+
+/// A page of the account's executions, newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(
+    pool: &PgPool,
+    account_id: Uuid,
+    filter: &Filter,
+    after: Option<super::page::After>,
+    limit: i64,
+) -> Result<Vec<Execution>> {
+    let mut qb = sqlx::QueryBuilder::new("SELECT * FROM workflow_executions");
+    push_filter(&mut qb, account_id, filter);
+    if let Some(a) = after {
+        qb.push(" AND (created_at, id) < (")
+            .push_bind(a.created_at)
+            .push(", ")
+            .push_bind(a.id)
+            .push(")");
+    }
+    qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
+    Ok(qb.build_query_as().fetch_all(pool).await?)
+}
+
+/// How many executions match, capped at [`super::page::COUNT_CAP`].
+///
+/// # Errors
+/// Database errors.
+pub async fn count(pool: &PgPool, account_id: Uuid, filter: &Filter) -> Result<super::page::Count> {
+    let cap = super::page::COUNT_CAP;
+    let mut qb = sqlx::QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM workflow_executions");
+    push_filter(&mut qb, account_id, filter);
+    qb.push(" LIMIT ").push_bind(cap + 1).push(") capped");
+    let n: i64 = qb.build_query_scalar().fetch_one(pool).await?;
+    Ok(super::page::Count {
+        value: n.min(cap),
+        exact: n <= cap,
+    })
+}
+
+/// A log row.
+#[derive(Debug, Clone, FromRow)]
+pub struct Log {
+    /// Id, increasing.
+    pub id: i64,
+    /// Step position.
+    pub step_index: i32,
+    /// Step id.
+    pub step_id: String,
+    /// Action type.
+    pub action_type: String,
+    /// Attempt.
+    pub attempt: i32,
+    /// SUCCEEDED, FAILED, RETRYING.
+    pub status: String,
+    /// The step's definition.
+    pub config: Option<SqlJson<Json>>,
+    /// What the action returned.
+    pub response: Option<SqlJson<Json>>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Finished.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Duration.
+    pub duration_ms: Option<i32>,
+    /// Written.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Filters of an execution's logs.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this action type.
+    pub action_type: Option<String>,
+    /// Steps from this index.
+    pub step_from: Option<i32>,
+    /// Steps up to this index.
+    pub step_to: Option<i32>,
+    /// Started at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Started before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A page of an execution's logs in order, after log id `after`.
+///
+/// # Errors
+/// Database errors.
+pub async fn logs(
+    pool: &PgPool,
+    account_id: Uuid,
+    execution_id: Uuid,
+    f: &LogFilter,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Log>> {
+    let mut qb = sqlx::QueryBuilder::new(
+        "SELECT id, step_index, step_id, action_type, attempt, status, config, response, error, \
+         started_at, completed_at, duration_ms, created_at FROM execution_logs WHERE execution_id = ",
+    );
+    qb.push_bind(execution_id)
+        .push(" AND account_id = ")
+        .push_bind(account_id);
+    if let Some(s) = &f.status {
+        qb.push(" AND status = ").push_bind(s);
+    }
+    if let Some(a) = &f.action_type {
+        qb.push(" AND action_type = ").push_bind(a);
+    }
+    if let Some(n) = f.step_from {
+        qb.push(" AND step_index >= ").push_bind(n);
+    }
+    if let Some(n) = f.step_to {
+        qb.push(" AND step_index <= ").push_bind(n);
+    }
+    if let Some(t) = f.since {
+        qb.push(" AND started_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.until {
+        qb.push(" AND started_at < ").push_bind(t);
+    }
+    if let Some(a) = after {
+        qb.push(" AND id > ").push_bind(a);
+    }
+    qb.push(" ORDER BY id LIMIT ").push_bind(limit);
+    Ok(qb.build_query_as().fetch_all(pool).await?)
+}

@@ -3,14 +3,17 @@
 //! - this file: the pool, migrations, and the store's error type;
 //! - one file per aggregate: [`account`], [`contact`], [`workflow`],
 //!   [`execution`] (with its logs, dead letters and the maintenance lock),
-//!   [`outbox`];
+//!   [`outbox`], [`api_key`];
+//! - [`page`]: keyset pagination types shared by the list queries;
 //! - [`partition`]: monthly `execution_logs` partitions, created ahead and
 //!   dropped past retention.
 
 pub mod account;
+pub mod api_key;
 pub mod contact;
 pub mod execution;
 pub mod outbox;
+pub mod page;
 pub mod partition;
 pub mod workflow;
 

@@ -171,3 +171,27 @@ pub async fn find_by_name(pool: &PgPool, account_id: Uuid, name: &str) -> Result
         .fetch_optional(pool)
         .await?)
 }
+
+/// A page of the account's workflows, newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(
+    pool: &PgPool,
+    account_id: Uuid,
+    after: Option<super::page::After>,
+    limit: i64,
+) -> Result<Vec<Workflow>> {
+    let mut qb = sqlx::QueryBuilder::new("SELECT * FROM workflows WHERE account_id = ");
+    qb.push_bind(account_id);
+    if let Some(a) = after {
+        qb.push(" AND (created_at, id) < (")
+            .push_bind(a.created_at)
+            .push(", ")
+            .push_bind(a.id)
+            .push(")");
+    }
+    qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
+    Ok(qb.build_query_as().fetch_all(pool).await?)
+}

@@ -1,17 +1,37 @@
 #!/usr/bin/env bash
 # What `make dev` prints before it starts the process: where things are and
-# what to try. Expects DATABASE_URL, REDIS_URL and PYTHON in the environment.
+# what to try. Expects DATABASE_URL, REDIS_URL, PYTHON, FLOWPILOT_LISTEN and
+# FLOWPILOT_DEMO_API_KEY in the environment.
 set -euo pipefail
+API="http://$FLOWPILOT_LISTEN"
+KEY="$FLOWPILOT_DEMO_API_KEY"
 cat <<MSG
 
 flowpilot dev: PostgreSQL and Redis are up, the database is migrated on start.
   DATABASE_URL=$DATABASE_URL
   REDIS_URL=$REDIS_URL
 
+The API listens on $API (OpenAPI: $API/openapi.json, metrics: $API/metrics).
 The worker serves arq:queue:high, arq:queue and arq:queue:low: the engine's
 execute_workflow and run_execution, and the diagnostics ping, echo and sleep.
-A demo account, contact and 7-step workflow are seeded on start (ids below).
+A demo account, contact and 7-step workflow are seeded on start (ids below),
+with the API key $KEY.
 Try, in another terminal:
+
+  # the HTTP API: create a workflow and a contact, execute, poll, read the logs
+  export API=$API KEY=$KEY
+  WF=\$(curl -sf -X POST \$API/api/v1/workflows -H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json' \\
+    -d '{"name": "welcome", "definition": {"steps": [
+          {"id": "hello", "type": "send_email", "subject": "Hi {{contact.attributes.first_name}}", "body": "Welcome!"},
+          {"id": "pause", "type": "wait", "duration": "3s"},
+          {"id": "vip", "type": "add_tag", "tag": "welcomed"}]}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  CONTACT=\$(curl -sf -X POST \$API/api/v1/contacts -H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json' \\
+    -d '{"email": "grace@example.com", "attributes": {"first_name": "Grace"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  EX=\$(curl -sf -X POST \$API/api/v1/workflows/\$WF/execute -H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json' \\
+    -d "{\\"contact_id\\": \\"\$CONTACT\\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  curl -s \$API/api/v1/executions/\$EX -H "Authorization: Bearer \$KEY"; echo     # QUEUED, RUNNING or WAITING ("pause")
+  sleep 4; curl -s \$API/api/v1/executions/\$EX -H "Authorization: Bearer \$KEY"; echo   # COMPLETED
+  curl -s "\$API/api/v1/executions/\$EX/logs?limit=10" -H "Authorization: Bearer \$KEY"; echo
 
   # start the demo workflow for the demo contact from Python arq, as an app would
   $PYTHON - <<'PY'

@@ -1,0 +1,199 @@
+//! `/api/v1/contacts`: the CRM owns contacts; this is the mirror the engine reads.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value as Json_};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, ApiQuery, Auth, Id};
+use super::view::{self, Contact, ContactPage};
+use crate::store;
+
+/// Contact fields; on update, absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactFields {
+    /// The CRM's id, unique per account.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Email.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Phone (E.164 preferred).
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// IANA timezone, e.g. `Europe/Paris` (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Attributes (an object; replaces the old one on update).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub attributes: Option<Map<String, Json_>>,
+    /// Tags (replace the old ones on update).
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Opted out of messages.
+    #[serde(default)]
+    pub opted_out: Option<bool>,
+}
+
+impl ContactFields {
+    fn validate(&self) -> Result<(), ApiError> {
+        if let Some(tz) = &self.timezone
+            && tz.parse::<chrono_tz::Tz>().is_err()
+        {
+            return Err(
+                ApiError::invalid("timezone", format!("`{tz}` is not an IANA timezone"))
+                    .unprocessable(),
+            );
+        }
+        if let Some(e) = &self.email
+            && !e.contains('@')
+        {
+            return Err(ApiError::invalid("email", "not an email address").unprocessable());
+        }
+        if let Some(tags) = &self.tags
+            && let Some(i) = tags
+                .iter()
+                .position(|t| t.trim().is_empty() || t.len() > 100)
+        {
+            return Err(
+                ApiError::invalid(format!("tags[{i}]"), "must be 1 to 100 characters")
+                    .unprocessable(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Contact filters and paging.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ContactQuery {
+    /// Email, case-insensitive.
+    pub email: Option<String>,
+    /// The CRM's id.
+    pub external_id: Option<String>,
+    /// Has this tag.
+    pub tag: Option<String>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1-500 (default 50).
+    pub limit: Option<i64>,
+}
+
+fn duplicate(e: store::Error) -> ApiError {
+    if let store::Error::Database(sqlx::Error::Database(db)) = &e
+        && db.is_unique_violation()
+    {
+        return ApiError::conflict("a contact with this external_id exists").field("external_id");
+    }
+    e.into()
+}
+
+/// Create a contact.
+#[utoipa::path(operation_id = "create_contact", post, path = "/api/v1/contacts", tag = "contacts", request_body = ContactFields,
+    responses((status = 201, body = Contact), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(req): ApiJson<ContactFields>,
+) -> Result<(StatusCode, Json<Contact>), ApiError> {
+    req.validate()?;
+    let c = store::contact::insert(
+        state.engine.pool(),
+        auth.account_id,
+        &store::contact::NewContact {
+            external_id: req.external_id,
+            email: req.email,
+            phone: req.phone,
+            timezone: req.timezone,
+            attributes: req.attributes.unwrap_or_default(),
+            tags: req.tags.unwrap_or_default(),
+            opted_out: req.opted_out.unwrap_or(false),
+        },
+    )
+    .await
+    .map_err(duplicate)?;
+    Ok((StatusCode::CREATED, Json(c.into())))
+}
+
+/// Update a contact.
+#[utoipa::path(operation_id = "update_contact", patch, path = "/api/v1/contacts/{id}", tag = "contacts", params(("id" = Uuid, Path)),
+    request_body = ContactFields,
+    responses((status = 200, body = Contact), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    Id(id): Id,
+    ApiJson(req): ApiJson<ContactFields>,
+) -> Result<Json<Contact>, ApiError> {
+    req.validate()?;
+    let c = store::contact::update(
+        state.engine.pool(),
+        auth.account_id,
+        id,
+        &store::contact::Patch {
+            external_id: req.external_id,
+            email: req.email,
+            phone: req.phone,
+            timezone: req.timezone,
+            attributes: req.attributes,
+            tags: req.tags,
+            opted_out: req.opted_out,
+        },
+    )
+    .await
+    .map_err(duplicate)?
+    .ok_or_else(|| ApiError::not_found("contact"))?;
+    Ok(Json(c.into()))
+}
+
+/// A contact.
+#[utoipa::path(operation_id = "get_contact", get, path = "/api/v1/contacts/{id}", tag = "contacts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Contact), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    Id(id): Id,
+) -> Result<Json<Contact>, ApiError> {
+    let c = store::contact::get(state.engine.pool(), auth.account_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("contact"))?;
+    Ok(Json(c.into()))
+}
+
+/// List contacts, newest first.
+#[utoipa::path(operation_id = "list_contacts", get, path = "/api/v1/contacts", tag = "contacts", params(ContactQuery),
+    responses((status = 200, body = ContactPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<ContactQuery>,
+) -> Result<Json<ContactPage>, ApiError> {
+    let limit = view::limit(q.limit)?;
+    let after = view::decode_after(q.cursor.as_deref())?;
+    let filter = store::contact::Filter {
+        email: q.email,
+        external_id: q.external_id,
+        tag: q.tag,
+    };
+    let rows =
+        store::contact::list(state.engine.pool(), auth.account_id, &filter, after, limit).await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|c| view::encode_after(c.created_at, c.id)))
+        .flatten();
+    Ok(Json(ContactPage {
+        items: rows.into_iter().map(Contact::from).collect(),
+        next_cursor,
+    }))
+}

@@ -1,0 +1,222 @@
+//! `/api/v1/executions`: read, list, logs, cancel, retry.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiQuery, Auth, Id};
+use super::view::{self, Execution, ExecutionPage, Log, LogPage};
+use crate::engine::plan::Status;
+use crate::store;
+
+/// Execution filters and paging.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionQuery {
+    /// Only this workflow.
+    pub workflow_id: Option<Uuid>,
+    /// Only this contact.
+    pub contact_id: Option<Uuid>,
+    /// Only this status (QUEUED, RUNNING, WAITING, RETRYING, COMPLETED, FAILED, CANCELLED).
+    pub status: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    pub created_before: Option<DateTime<Utc>>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1-500 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// Log filters and paging.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Only this status (SUCCEEDED, FAILED, RETRYING).
+    pub status: Option<String>,
+    /// Only this action type.
+    pub action_type: Option<String>,
+    /// Steps from this index.
+    pub step_from: Option<i32>,
+    /// Steps up to this index.
+    pub step_to: Option<i32>,
+    /// Started at or after (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Started before (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1-500 (default 50).
+    pub limit: Option<i64>,
+}
+
+const LOG_STATUSES: [&str; 3] = ["SUCCEEDED", "FAILED", "RETRYING"];
+
+async fn view_of(state: &AppState, e: store::execution::Execution) -> Execution {
+    let def = state
+        .engine
+        .definition(e.workflow_id, e.workflow_version)
+        .await
+        .ok();
+    Execution::new(e, def.as_deref())
+}
+
+async fn find(
+    state: &AppState,
+    auth: Auth,
+    id: Uuid,
+) -> Result<store::execution::Execution, ApiError> {
+    store::execution::get_in(state.engine.pool(), auth.account_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("execution"))
+}
+
+/// An execution: status, current step, why it waits and until when.
+#[utoipa::path(operation_id = "get_execution", get, path = "/api/v1/executions/{id}", tag = "executions", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Execution), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    Id(id): Id,
+) -> Result<Json<Execution>, ApiError> {
+    let e = find(&state, auth, id).await?;
+    Ok(Json(view_of(&state, e).await))
+}
+
+/// List executions, newest first, with a count capped at 10 000.
+#[utoipa::path(operation_id = "list_executions", get, path = "/api/v1/executions", tag = "executions", params(ExecutionQuery),
+    responses((status = 200, body = ExecutionPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<ExecutionQuery>,
+) -> Result<Json<ExecutionPage>, ApiError> {
+    let limit = view::limit(q.limit)?;
+    let after = view::decode_after(q.cursor.as_deref())?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            s.parse::<Status>()
+                .map_err(|m| ApiError::invalid("status", m))
+        })
+        .transpose()?;
+    let filter = store::execution::Filter {
+        workflow_id: q.workflow_id,
+        contact_id: q.contact_id,
+        status,
+        created_after: q.created_after,
+        created_before: q.created_before,
+    };
+    let pool = state.engine.pool();
+    let rows = store::execution::list(pool, auth.account_id, &filter, after, limit).await?;
+    let count = store::execution::count(pool, auth.account_id, &filter).await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|e| view::encode_after(e.created_at, e.id)))
+        .flatten();
+    let mut items = Vec::with_capacity(rows.len());
+    for e in rows {
+        items.push(view_of(&state, e).await);
+    }
+    Ok(Json(ExecutionPage {
+        items,
+        next_cursor,
+        count: view::Count {
+            value: count.value,
+            exact: count.exact,
+        },
+    }))
+}
+
+/// An execution's step log, in order.
+#[utoipa::path(operation_id = "list_execution_logs", get, path = "/api/v1/executions/{id}/logs", tag = "executions", params(("id" = Uuid, Path), LogQuery),
+    responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn logs(
+    State(state): State<AppState>,
+    auth: Auth,
+    Id(id): Id,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> Result<Json<LogPage>, ApiError> {
+    let limit = view::limit(q.limit)?;
+    let after = view::decode_log_cursor(q.cursor.as_deref())?;
+    if let Some(s) = &q.status
+        && !LOG_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::invalid(
+            "status",
+            format!("must be one of {}", LOG_STATUSES.join(", ")),
+        ));
+    }
+    if let Some(a) = &q.action_type
+        && !crate::action::Action::KINDS.contains(&a.as_str())
+    {
+        return Err(ApiError::invalid(
+            "action_type",
+            format!("unknown action type `{a}`"),
+        ));
+    }
+    if let (Some(from), Some(to)) = (q.step_from, q.step_to)
+        && from > to
+    {
+        return Err(ApiError::invalid("step_to", "must not be below step_from"));
+    }
+    find(&state, auth, id).await?;
+    let filter = store::execution::LogFilter {
+        status: q.status,
+        action_type: q.action_type,
+        step_from: q.step_from,
+        step_to: q.step_to,
+        since: q.since,
+        until: q.until,
+    };
+    let rows = store::execution::logs(
+        state.engine.pool(),
+        auth.account_id,
+        id,
+        &filter,
+        after,
+        limit,
+    )
+    .await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|l| view::encode_log_cursor(l.id)))
+        .flatten();
+    Ok(Json(LogPage {
+        items: rows.into_iter().map(Log::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Cancel an execution that has not finished.
+#[utoipa::path(operation_id = "cancel_execution", post, path = "/api/v1/executions/{id}/cancel", tag = "executions", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Execution), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    auth: Auth,
+    Id(id): Id,
+) -> Result<Json<Execution>, ApiError> {
+    let e = state.engine.cancel(auth.account_id, id).await?;
+    Ok(Json(view_of(&state, e).await))
+}
+
+/// Retry a FAILED execution from the step that failed.
+#[utoipa::path(operation_id = "retry_execution", post, path = "/api/v1/executions/{id}/retry", tag = "executions", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Execution), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn retry(
+    State(state): State<AppState>,
+    auth: Auth,
+    Id(id): Id,
+) -> Result<Json<Execution>, ApiError> {
+    let e = state.engine.retry(auth.account_id, id).await?;
+    Ok(Json(view_of(&state, e).await))
+}

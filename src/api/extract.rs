@@ -1,0 +1,166 @@
+//! Extractors that turn every bad request into an [`ApiError`] naming the
+//! field: JSON bodies (size limit, unknown fields, wrong types), query
+//! strings, UUID path segments, and the bearer key.
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::store;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Header an admin key uses to act for another account.
+pub const ACCOUNT_HEADER: &str = "x-flowpilot-account";
+
+fn path_of(e: &serde_path_to_error::Error<impl std::fmt::Display>) -> Option<String> {
+    let path = e.path().to_string();
+    let inner = e.inner().to_string();
+    // serde names missing and unknown fields only in its message.
+    let named = ["missing field `", "unknown field `"].iter().find_map(|p| {
+        inner
+            .split_once(p)
+            .and_then(|(_, r)| r.split_once('`'))
+            .map(|(f, _)| f.to_owned())
+    });
+    match (path.as_str(), named) {
+        (".", None) => None,
+        (".", Some(f)) => Some(f),
+        (p, Some(f)) if inner.starts_with("missing") => Some(format!("{p}.{f}")),
+        (p, _) => Some(p.to_owned()),
+    }
+}
+
+/// A JSON body of `T` (`deny_unknown_fields` types reject unknown keys).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("application/json") || v.contains("+json"));
+        if !json_type {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::too_large(MAX_BODY)
+                } else {
+                    ApiError::invalid_json("could not read the request body")
+                }
+            })?;
+        // Syntax first (trailing garbage included), then the shape, so that
+        // malformed JSON is a 400 and a wrong field a 422 naming it.
+        let doc: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::invalid_json(format!("malformed JSON: {e}")))?;
+        let value = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let field = path_of(&e).unwrap_or_else(|| "body".into());
+            ApiError::invalid(field, e.inner().to_string()).unprocessable()
+        })?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// Query parameters as `T`.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(q.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let field = path_of(&e).unwrap_or_else(|| "query".into());
+                ApiError::invalid(field, e.inner().to_string())
+            })
+    }
+}
+
+/// A UUID path segment (`{id}`); anything else is a 400 naming `id`.
+pub struct Id(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::invalid("id", "missing path parameter"))?;
+        Uuid::parse_str(&raw)
+            .map(Id)
+            .map_err(|_| ApiError::invalid("id", format!("`{raw}` is not a UUID")))
+    }
+}
+
+/// The caller, from `Authorization: Bearer <key>`: the account every query
+/// of the request is scoped to. An admin key may name another account in
+/// `X-Flowpilot-Account`.
+#[derive(Debug, Clone, Copy)]
+pub struct Auth {
+    /// The account acted for.
+    pub account_id: Uuid,
+    /// Whether the key is an admin key.
+    pub admin: bool,
+}
+
+/// SHA-256 of a key, as stored.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <api key>`"))?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <api key>`"))?;
+        let grant = store::api_key::find(state.engine.pool(), &hash_key(key))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+        let mut auth = Auth {
+            account_id: grant.account_id,
+            admin: grant.admin,
+        };
+        if let Some(other) = parts.headers.get(ACCOUNT_HEADER) {
+            if !grant.admin {
+                return Err(ApiError::invalid(
+                    ACCOUNT_HEADER,
+                    "only admin keys may act for another account",
+                ));
+            }
+            let id = other
+                .to_str()
+                .ok()
+                .and_then(|s| Uuid::parse_str(s.trim()).ok())
+                .ok_or_else(|| ApiError::invalid(ACCOUNT_HEADER, "must be an account UUID"))?;
+            if !store::api_key::account_exists(state.engine.pool(), id).await? {
+                return Err(ApiError::not_found("account").field(ACCOUNT_HEADER));
+            }
+            auth.account_id = id;
+        }
+        Ok(auth)
+    }
+}

@@ -1,0 +1,157 @@
+//! The HTTP API (axum): workflows, contacts, executions and their logs,
+//! with bearer API keys scoped to one account, one JSON error shape, and
+//! an OpenAPI document generated from the handlers (`GET /openapi.json`).
+//!
+//! - [`extract`]: request parsing, every failure a 4xx naming the field;
+//! - [`error`]: the one place errors become responses;
+//! - [`view`]: response bodies and cursors;
+//! - one file per resource: [`workflow`], [`contact`], [`execution`], [`health`].
+//!
+//! Driven by `flowpilot api` and `flowpilot dev`; everything it does goes
+//! through the engine and the store, scoped to the caller's account.
+
+pub mod contact;
+pub mod error;
+pub mod execution;
+pub mod extract;
+pub mod health;
+pub mod view;
+pub mod workflow;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::engine::Engine;
+use crate::metrics::ApiMetrics;
+use crate::queue;
+use error::ApiError;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine (and through it the database).
+    pub engine: Arc<Engine>,
+    /// Redis, for readiness.
+    pub queue: queue::Client,
+    /// Request metrics.
+    pub metrics: Arc<ApiMetrics>,
+    /// The Prometheus registry `/metrics` renders.
+    pub registry: prometheus::Registry,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "flowpilot", description = "Durable workflow execution for marketing and CRM automation."),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    components(schemas(error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi.info.license = None;
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "api_key",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("API key")
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(workflow::create, workflow::list))
+        .routes(routes!(workflow::get))
+        .routes(routes!(workflow::add_version))
+        .routes(routes!(workflow::activate))
+        .routes(routes!(workflow::deactivate))
+        .routes(routes!(workflow::execute))
+        .routes(routes!(contact::create, contact::list))
+        .routes(routes!(contact::get, contact::update))
+        .routes(routes!(execution::list))
+        .routes(routes!(execution::get))
+        .routes(routes!(execution::logs))
+        .routes(routes!(execution::cancel))
+        .routes(routes!(execution::retry))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The router with every endpoint, `/openapi.json` and `/metrics`.
+pub fn router(state: AppState) -> Router {
+    let (router, doc) = routes().split_for_parts();
+    let doc = Arc::new(doc);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move { axum::Json((*doc).clone()) }),
+        )
+        .route("/metrics", axum::routing::get(health::metrics))
+        .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Counts and times every request by route template and status.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    state.metrics.observe(
+        method.as_str(),
+        &route,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
+    resp.into_response()
+}
+
+/// Serves `router` on `addr` until `shutdown`, then finishes in-flight requests.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    info!(addr = %listener.local_addr()?, "api listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    info!("api stopped");
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! Response bodies and opaque cursors: what clients see of rows.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value as Json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::engine::definition::Definition;
+use crate::store::{self, page::After};
+
+/// Default page size.
+pub const DEFAULT_LIMIT: i64 = 50;
+/// Largest page size.
+pub const MAX_LIMIT: i64 = 500;
+
+/// Checks a `limit` parameter.
+///
+/// # Errors
+/// 400 naming `limit` outside 1..=500.
+pub fn limit(l: Option<i64>) -> Result<i64, ApiError> {
+    match l {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid(
+            "limit",
+            format!("must be 1 to {MAX_LIMIT}"),
+        )),
+    }
+}
+
+/// Cursor after a row of a newest-first list.
+pub fn encode_after(created_at: DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{id}", created_at.timestamp_micros()))
+}
+
+/// Reads a cursor of [`encode_after`].
+///
+/// # Errors
+/// 400 naming `cursor`.
+pub fn decode_after(cursor: Option<&str>) -> Result<Option<After>, ApiError> {
+    let Some(c) = cursor else { return Ok(None) };
+    let bad = || ApiError::invalid("cursor", "not a cursor this API returned");
+    let text =
+        String::from_utf8(URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (micros, id) = text.split_once(':').ok_or_else(bad)?;
+    let created_at =
+        DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    let id = Uuid::parse_str(id).map_err(|_| bad())?;
+    Ok(Some(After { created_at, id }))
+}
+
+/// Cursor after a log row.
+pub fn encode_log_cursor(id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("log:{id}"))
+}
+
+/// Reads a cursor of [`encode_log_cursor`].
+///
+/// # Errors
+/// 400 naming `cursor`.
+pub fn decode_log_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(c) = cursor else { return Ok(None) };
+    let bad = || ApiError::invalid("cursor", "not a cursor this API returned");
+    let text =
+        String::from_utf8(URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?).map_err(|_| bad())?;
+    text.strip_prefix("log:")
+        .and_then(|n| n.parse().ok())
+        .map(Some)
+        .ok_or_else(bad)
+}
+
+/// A workflow with one version's definition.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Workflow {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Whether executions may start.
+    pub is_active: bool,
+    /// Newest version.
+    pub latest_version: i32,
+    /// The version `definition` belongs to.
+    pub version: i32,
+    /// The definition (see the README for the format).
+    #[schema(value_type = Object)]
+    pub definition: Json,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Workflow {
+    /// The view of `w` with `definition` of `version`.
+    pub fn new(w: store::workflow::Workflow, version: i32, definition: Json) -> Self {
+        Workflow {
+            id: w.id,
+            name: w.name,
+            description: w.description,
+            is_active: w.is_active,
+            latest_version: w.latest_version,
+            version,
+            definition,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+/// A workflow in a list (without its definition).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowSummary {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Whether executions may start.
+    pub is_active: bool,
+    /// Newest version.
+    pub latest_version: i32,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<store::workflow::Workflow> for WorkflowSummary {
+    fn from(w: store::workflow::Workflow) -> Self {
+        WorkflowSummary {
+            id: w.id,
+            name: w.name,
+            description: w.description,
+            is_active: w.is_active,
+            latest_version: w.latest_version,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+/// A page of workflows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowPage {
+    /// This page, newest first.
+    pub items: Vec<WorkflowSummary>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// A contact.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Contact {
+    /// Id.
+    pub id: Uuid,
+    /// The CRM's id.
+    pub external_id: Option<String>,
+    /// Email.
+    pub email: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// IANA timezone.
+    pub timezone: String,
+    /// Attributes.
+    #[schema(value_type = Object)]
+    pub attributes: Json,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Opted out of messages.
+    pub opted_out: bool,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<store::contact::Contact> for Contact {
+    fn from(c: store::contact::Contact) -> Self {
+        Contact {
+            id: c.id,
+            external_id: c.external_id,
+            email: c.email,
+            phone: c.phone,
+            timezone: c.timezone,
+            attributes: c.attributes.0,
+            tags: c.tags,
+            opted_out: c.opted_out,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// A page of contacts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactPage {
+    /// This page, newest first.
+    pub items: Vec<Contact>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// The step an execution is at.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrentStep {
+    /// Step id.
+    pub id: String,
+    /// Action type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Position.
+    pub index: i32,
+}
+
+/// An execution.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Execution {
+    /// Id.
+    pub id: Uuid,
+    /// Workflow.
+    pub workflow_id: Uuid,
+    /// The workflow version it runs.
+    pub workflow_version: i32,
+    /// Contact.
+    pub contact_id: Uuid,
+    /// QUEUED, RUNNING, WAITING, RETRYING, COMPLETED, FAILED or CANCELLED.
+    pub status: String,
+    /// high, normal or low.
+    pub priority: String,
+    /// The step it is at (the last one when finished).
+    pub current_step: Option<CurrentStep>,
+    /// Why it is not moving: `wait`, `arq_job`, `retry_backoff`, `cancelled`.
+    pub waiting_reason: Option<String>,
+    /// When it moves next on its own (resume, retry, lease expiry).
+    pub next_action_at: Option<DateTime<Utc>>,
+    /// Attempt at the current step, from 1.
+    pub attempts: i32,
+    /// Last error.
+    pub error: Option<String>,
+    /// Caller's metadata.
+    #[schema(value_type = Object)]
+    pub metadata: Json,
+    /// Caller's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// api, arq or kubernetes.
+    pub source: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// First run.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finished.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Execution {
+    /// The view of `e`; `def` names the current step's type.
+    pub fn new(e: store::execution::Execution, def: Option<&Definition>) -> Self {
+        let current_step = e.current_step_id.clone().map(|id| CurrentStep {
+            kind: def
+                .and_then(|d| d.steps.get(e.current_step_index as usize))
+                .map_or("unknown", |s| s.action.kind())
+                .to_owned(),
+            id,
+            index: e.current_step_index,
+        });
+        Execution {
+            next_action_at: e.next_action_at(),
+            id: e.id,
+            workflow_id: e.workflow_id,
+            workflow_version: e.workflow_version,
+            contact_id: e.contact_id,
+            status: e.status.as_str().to_owned(),
+            priority: e.priority,
+            current_step,
+            waiting_reason: e.waiting_reason,
+            attempts: e.attempt,
+            error: e.error,
+            metadata: e.metadata.0,
+            idempotency_key: e.idempotency_key,
+            source: e.source,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+            started_at: e.started_at,
+            completed_at: e.completed_at,
+        }
+    }
+}
+
+/// A capped count.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Count {
+    /// Matching rows, at most 10 000.
+    pub value: i64,
+    /// False when there are at least 10 000 (the count stops there).
+    pub exact: bool,
+}
+
+/// A page of executions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionPage {
+    /// This page, newest first.
+    pub items: Vec<Execution>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+    /// Rows matching the filters (capped, see `exact`).
+    pub count: Count,
+}
+
+/// One action attempt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Log {
+    /// Id (increasing).
+    pub id: i64,
+    /// Step position.
+    pub step_index: i32,
+    /// Step id.
+    pub step_id: String,
+    /// Action type.
+    pub action_type: String,
+    /// Attempt.
+    pub attempt: i32,
+    /// SUCCEEDED, FAILED or RETRYING.
+    pub status: String,
+    /// The step as defined.
+    #[schema(value_type = Object)]
+    pub config: Option<Json>,
+    /// What the action returned.
+    #[schema(value_type = Object)]
+    pub response: Option<Json>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Finished.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Duration in ms.
+    pub duration_ms: Option<i32>,
+}
+
+impl From<store::execution::Log> for Log {
+    fn from(l: store::execution::Log) -> Self {
+        Log {
+            id: l.id,
+            step_index: l.step_index,
+            step_id: l.step_id,
+            action_type: l.action_type,
+            attempt: l.attempt,
+            status: l.status,
+            config: l.config.map(|c| c.0),
+            response: l.response.map(|r| r.0),
+            error: l.error,
+            started_at: l.started_at,
+            completed_at: l.completed_at,
+            duration_ms: l.duration_ms,
+        }
+    }
+}
+
+/// A page of logs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogPage {
+    /// This page, in order.
+    pub items: Vec<Log>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Liveness / readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `unavailable` with the failing checks.
+    pub status: String,
+    /// Per dependency: `ok` or `unavailable`.
+    #[schema(value_type = Object)]
+    pub checks: Json,
+}

@@ -1,0 +1,29 @@
+//! Keyset pagination: lists are ordered newest first by `(created_at, id)`
+//! and a page resumes strictly after the last row of the previous one, so
+//! rows inserted while a client pages appear on no later page and no row is
+//! seen twice or skipped.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Position after the last row of a page (newest-first lists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct After {
+    /// The row's `created_at`.
+    pub created_at: DateTime<Utc>,
+    /// The row's id, breaking ties.
+    pub id: Uuid,
+}
+
+/// Counts stop here: "at least 10 000" is as useful as an exact figure
+/// and stays fast on millions of rows.
+pub const COUNT_CAP: i64 = 10_000;
+
+/// A capped count: `exact` is false when there are at least [`COUNT_CAP`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    /// Rows counted, at most `COUNT_CAP`.
+    pub value: i64,
+    /// Whether `value` is the true total.
+    pub exact: bool,
+}

@@ -1,0 +1,982 @@
+//! The real router against real PostgreSQL (a fresh database per test) and
+//! Redis, driven in-process. Every response of every test is checked
+//! against the router's own `/openapi.json` before the test ends.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request};
+use common::flow::Flow;
+use flowpilot::api::{self, AppState};
+use flowpilot::metrics::ApiMetrics;
+use http_body_util::BodyExt;
+use serde_json::{Value as Json, json};
+use sqlx::PgPool;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// A recorded exchange: method, path, status, body.
+type Exchange = (Method, String, u16, Json);
+
+struct Api {
+    flow: Flow,
+    router: Router,
+    key: String,
+    recorded: Arc<Mutex<Vec<Exchange>>>,
+}
+
+impl Api {
+    async fn start(pool: PgPool) -> Api {
+        let flow = Flow::start(pool.clone()).await;
+        let registry = prometheus::Registry::new();
+        let state = AppState {
+            engine: Arc::clone(&flow.engine),
+            queue: common::client(flowpilot::queue::Serializer::Pickle).await,
+            metrics: Arc::new(ApiMetrics::register(&registry).unwrap()),
+            registry,
+        };
+        let (key, _) = flowpilot::app::create_api_key(&pool, flow.account, "test", false)
+            .await
+            .unwrap();
+        Api {
+            flow,
+            router: api::router(state),
+            key,
+            recorded: Arc::default(),
+        }
+    }
+
+    /// A key for a fresh account (and that account's id).
+    async fn other_account(&self, admin: bool) -> (String, Uuid) {
+        let account = flowpilot::store::account::create(&self.flow.pool, "other")
+            .await
+            .unwrap()
+            .id;
+        let (key, _) = flowpilot::app::create_api_key(&self.flow.pool, account, "other", admin)
+            .await
+            .unwrap();
+        (key, account)
+    }
+
+    async fn raw(&self, req: Request<Body>) -> (u16, Json) {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body: Json = if path == "/metrics" {
+            Json::String(String::from_utf8_lossy(&bytes).into_owned())
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("{method} {path} answered non-JSON: {bytes:?}"))
+        };
+        assert!(status < 500, "{method} {path} answered {status}: {body}");
+        self.recorded
+            .lock()
+            .unwrap()
+            .push((method, path, status, body.clone()));
+        (status, body)
+    }
+
+    async fn call_as(
+        &self,
+        key: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Json>,
+    ) -> (u16, Json) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        };
+        self.raw(req.unwrap()).await
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Json>) -> (u16, Json) {
+        self.call_as(Some(&self.key.clone()), method, path, body)
+            .await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Json) {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Json) -> (u16, Json) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    async fn workflow(&self, definition: Json) -> String {
+        let (status, w) = self
+            .post(
+                "/api/v1/workflows",
+                json!({"name": "w", "definition": definition}),
+            )
+            .await;
+        assert_eq!(status, 201, "{w}");
+        w["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn contact(&self, email: &str) -> String {
+        let (status, c) = self
+            .post("/api/v1/contacts", json!({"email": email, "tags": ["t"]}))
+            .await;
+        assert_eq!(status, 201, "{c}");
+        c["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Validates every recorded response against `/openapi.json`, then stops.
+    async fn finish(self) {
+        let (status, spec) = self.get("/openapi.json").await;
+        assert_eq!(status, 200);
+        let recorded = self.recorded.lock().unwrap().clone();
+        let mut checked = 0;
+        for (method, path, status, body) in &recorded {
+            if path == "/openapi.json" || path == "/metrics" {
+                continue;
+            }
+            let Some(template) = spec["paths"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .find(|t| matches(t, path))
+            else {
+                assert_eq!(
+                    *status, 404,
+                    "{method} {path} is not in the OpenAPI document"
+                );
+                continue;
+            };
+            let op = &spec["paths"][template][method.as_str().to_lowercase()];
+            if op.is_null() {
+                assert_eq!(
+                    *status, 405,
+                    "{method} {template} is not in the OpenAPI document"
+                );
+                continue;
+            }
+            let pointer = format!(
+                "#/paths/{}/{}/responses/{status}/content/application~1json/schema",
+                template
+                    .replace('~', "~0")
+                    .replace('/', "~1")
+                    .replace('{', "%7B")
+                    .replace('}', "%7D"),
+                method.as_str().to_lowercase()
+            );
+            assert!(
+                !op["responses"][status.to_string()].is_null(),
+                "{method} {template} answered {status}, which the OpenAPI document does not list: {body}"
+            );
+            let mut root = spec.clone();
+            root["$ref"] = json!(pointer);
+            let validator = jsonschema::validator_for(&root).unwrap();
+            if let Err(e) = validator.validate(body) {
+                panic!("{method} {path} {status} does not match the OpenAPI document: {e}\n{body}");
+            }
+            checked += 1;
+        }
+        assert!(checked > 0);
+        // The check is not vacuous: a body of the wrong shape fails it.
+        let mut root = spec.clone();
+        root["$ref"] =
+            json!("#/paths/~1healthz/get/responses/200/content/application~1json/schema");
+        assert!(
+            !jsonschema::validator_for(&root)
+                .unwrap()
+                .is_valid(&json!({"status": 1}))
+        );
+        self.flow.stop().await;
+    }
+}
+
+/// Whether a concrete path matches an OpenAPI path template.
+fn matches(template: &str, path: &str) -> bool {
+    let t: Vec<&str> = template.split('/').collect();
+    let p: Vec<&str> = path.split('/').collect();
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(a, b)| (a.starts_with('{') && a.ends_with('}')) || a == b)
+}
+
+fn six_steps(flow: &Flow) -> Json {
+    flow.six_steps()
+}
+
+#[sqlx::test]
+async fn workflows_are_created_versioned_read_listed_and_toggled(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let def = json!({"steps": [{"id": "a", "type": "end"}]});
+    let (status, w) = api
+        .post(
+            "/api/v1/workflows",
+            json!({"name": "welcome", "description": "d", "definition": def}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        (
+            w["latest_version"].clone(),
+            w["is_active"].clone(),
+            w["version"].clone()
+        ),
+        (json!(1), json!(true), json!(1))
+    );
+    let id = w["id"].as_str().unwrap();
+
+    let v2 = json!({"steps": [{"id": "b", "type": "goal", "name": "g"}]});
+    let (status, w2) = api
+        .post(
+            &format!("/api/v1/workflows/{id}/versions"),
+            json!({"definition": v2}),
+        )
+        .await;
+    assert_eq!((status, w2["latest_version"].clone()), (201, json!(2)));
+    let (_, latest) = api.get(&format!("/api/v1/workflows/{id}")).await;
+    assert_eq!(latest["definition"], v2);
+    let (_, first) = api.get(&format!("/api/v1/workflows/{id}?version=1")).await;
+    assert_eq!(
+        (first["definition"].clone(), first["version"].clone()),
+        (def, json!(1))
+    );
+    let (status, missing) = api.get(&format!("/api/v1/workflows/{id}?version=9")).await;
+    assert_eq!(
+        (status, missing["error"]["field"].clone()),
+        (404, json!("version"))
+    );
+
+    let (status, off) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/workflows/{id}/deactivate"),
+            None,
+        )
+        .await;
+    assert_eq!((status, off["is_active"].clone()), (200, json!(false)));
+    let (_, on) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/workflows/{id}/activate"),
+            None,
+        )
+        .await;
+    assert_eq!(on["is_active"], json!(true));
+
+    for _ in 0..4 {
+        api.workflow(json!({"steps": [{"id": "x", "type": "end"}]}))
+            .await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/workflows?limit=2&cursor={c}"),
+            None => "/api/v1/workflows?limit=2".to_owned(),
+        };
+        let (status, page) = api.get(&path).await;
+        assert_eq!(status, 200);
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 5);
+    let (status, _) = api
+        .get(&format!("/api/v1/workflows/{}", Uuid::new_v4()))
+        .await;
+    assert_eq!(status, 404);
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn contacts_are_created_updated_read_and_listed_by_every_filter(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let (status, c) = api
+        .post(
+            "/api/v1/contacts",
+            json!({"external_id": "crm-1", "email": "Ada@Example.com", "phone": "+15550001", "timezone": "Europe/Paris",
+                   "attributes": {"plan": "pro"}, "tags": ["vip", "trial"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let id = c["id"].as_str().unwrap();
+    let (status, dup) = api
+        .post("/api/v1/contacts", json!({"external_id": "crm-1"}))
+        .await;
+    assert_eq!(
+        (status, dup["error"]["field"].clone()),
+        (409, json!("external_id"))
+    );
+    let (status, bad) = api
+        .post("/api/v1/contacts", json!({"timezone": "Mars/Olympus"}))
+        .await;
+    assert_eq!(
+        (status, bad["error"]["field"].clone()),
+        (422, json!("timezone"))
+    );
+
+    let (status, u) = api
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/contacts/{id}"),
+            Some(json!({"opted_out": true, "tags": ["vip"]})),
+        )
+        .await;
+    assert_eq!(
+        (
+            status,
+            u["opted_out"].clone(),
+            u["tags"].clone(),
+            u["email"].clone()
+        ),
+        (200, json!(true), json!(["vip"]), json!("Ada@Example.com"))
+    );
+    let (_, got) = api.get(&format!("/api/v1/contacts/{id}")).await;
+    assert_eq!(got["attributes"], json!({"plan": "pro"}));
+    api.contact("other@example.com").await;
+
+    for (query, expected) in [
+        ("email=ada@example.com", 1),
+        ("external_id=crm-1", 1),
+        ("tag=vip", 1),
+        ("tag=t", 1),
+        ("", 2),
+        ("tag=nobody", 0),
+    ] {
+        let (status, page) = api.get(&format!("/api/v1/contacts?{query}")).await;
+        assert_eq!(
+            (status, page["items"].as_array().unwrap().len()),
+            (200, expected),
+            "{query}"
+        );
+    }
+    let (status, _) = api
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/contacts/{}", Uuid::new_v4()),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 404);
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn an_execution_is_started_read_and_its_logs_paged_and_filtered(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let workflow = api.workflow(six_steps(&api.flow)).await;
+    let contact = api.contact("ada@example.com").await;
+    // The six-step workflow expects a pro contact.
+    api.call(
+        Method::PATCH,
+        &format!("/api/v1/contacts/{contact}"),
+        Some(json!({"attributes": {"plan": "pro", "first_name": "Ada"}, "phone": "+15550100"})),
+    )
+    .await;
+
+    let body = json!({"contact_id": contact, "priority": "high", "idempotency_key": "k-1", "metadata": {"campaign": "spring"}});
+    let (status, e) = api
+        .post(
+            &format!("/api/v1/workflows/{workflow}/execute"),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 202, "{e}");
+    assert_eq!(
+        (
+            e["status"].clone(),
+            e["priority"].clone(),
+            e["current_step"].clone()
+        ),
+        (
+            json!("QUEUED"),
+            json!("high"),
+            json!({"id": "welcome", "type": "send_email", "index": 0})
+        )
+    );
+    let id = e["id"].as_str().unwrap().to_owned();
+    let (status, again) = api
+        .post(&format!("/api/v1/workflows/{workflow}/execute"), body)
+        .await;
+    assert_eq!((status, again["id"].clone()), (200, json!(id)));
+
+    // Waiting on the wait step: it says why and until when.
+    let e = common::eventually(Duration::from_secs(10), "the wait step", || async {
+        let (_, e) = api.get(&format!("/api/v1/executions/{id}")).await;
+        (e["status"] == json!("WAITING")).then_some(e)
+    })
+    .await;
+    assert_eq!(
+        (
+            e["waiting_reason"].clone(),
+            e["current_step"]["type"].clone()
+        ),
+        (json!("wait"), json!("wait"))
+    );
+    assert!(e["next_action_at"].is_string());
+    let e = common::eventually(Duration::from_secs(20), "completion", || async {
+        let (_, e) = api.get(&format!("/api/v1/executions/{id}")).await;
+        (e["status"] == json!("COMPLETED")).then_some(e)
+    })
+    .await;
+    assert_eq!(
+        (
+            e["attempts"].clone(),
+            e["workflow_version"].clone(),
+            e["metadata"]["campaign"].clone()
+        ),
+        (json!(1), json!(1), json!("spring"))
+    );
+
+    let logs = |q: String| {
+        let api = &api;
+        let id = id.clone();
+        async move {
+            let (status, page) = api.get(&format!("/api/v1/executions/{id}/logs?{q}")).await;
+            assert_eq!(status, 200, "{page}");
+            page
+        }
+    };
+    let mut steps = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = logs(format!("limit=4{cursor}")).await;
+        steps.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["step_index"].as_i64().unwrap()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(steps, vec![0, 1, 2, 3, 4, 5]);
+    let count = |page: Json| page["items"].as_array().unwrap().len();
+    assert_eq!(count(logs("action_type=webhook".into()).await), 1);
+    assert_eq!(count(logs("status=SUCCEEDED".into()).await), 6);
+    assert_eq!(count(logs("status=FAILED".into()).await), 0);
+    assert_eq!(count(logs("step_from=2&step_to=3".into()).await), 2);
+    assert_eq!(
+        count(logs("since=2000-01-01T00:00:00Z&until=2100-01-01T00:00:00Z".into()).await),
+        6
+    );
+    assert_eq!(count(logs("until=2000-01-01T00:00:00Z".into()).await), 0);
+    let webhook = logs("action_type=webhook".into()).await;
+    assert_eq!(webhook["items"][0]["response"]["status"], json!(200));
+
+    let (status, err) = api
+        .get(&format!(
+            "/api/v1/executions/{id}/logs?step_from=3&step_to=1"
+        ))
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("step_to"))
+    );
+    let (status, err) = api
+        .get(&format!("/api/v1/executions/{id}/logs?action_type=fax"))
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("action_type"))
+    );
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn paging_executions_while_rows_are_inserted_sees_every_row_once_and_filters_apply(
+    pool: PgPool,
+) {
+    let api = Api::start_with_no_worker(pool).await;
+    let workflow: Uuid = api
+        .workflow(json!({"steps": [{"id": "w", "type": "wait", "duration": "1h"}]}))
+        .await
+        .parse()
+        .unwrap();
+    let other_workflow: Uuid = api
+        .workflow(json!({"steps": [{"id": "e", "type": "end"}]}))
+        .await
+        .parse()
+        .unwrap();
+    let contact: Uuid = api.contact("a@example.com").await.parse().unwrap();
+    let second_contact: Uuid = api.contact("b@example.com").await.parse().unwrap();
+    let mut original = HashSet::new();
+    for i in 0..60 {
+        let (w, c) = if i % 3 == 0 {
+            (other_workflow, second_contact)
+        } else {
+            (workflow, contact)
+        };
+        original.insert(api.flow.start_execution(w, c).await.to_string());
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = api
+            .get(&format!("/api/v1/executions?limit=7{cursor}"))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(page["count"]["exact"], json!(true));
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned()),
+        );
+        // New rows arrive between pages.
+        api.flow.start_execution(workflow, contact).await;
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    let unique: HashSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "a row was seen twice");
+    assert!(
+        original.is_subset(&unique),
+        "{} original rows missing",
+        original.difference(&unique).count()
+    );
+
+    let total = |q: String| {
+        let api = &api;
+        async move {
+            let (status, page) = api.get(&format!("/api/v1/executions?{q}")).await;
+            assert_eq!(status, 200, "{page}");
+            page["count"]["value"].as_i64().unwrap()
+        }
+    };
+    let all = total(String::new()).await;
+    assert!(all >= 60);
+    assert_eq!(total(format!("workflow_id={other_workflow}")).await, 20);
+    assert_eq!(total(format!("contact_id={second_contact}")).await, 20);
+    assert_eq!(total("status=QUEUED".into()).await, all);
+    assert_eq!(total("status=COMPLETED".into()).await, 0);
+    assert_eq!(
+        total("created_after=2000-01-01T00:00:00Z".into()).await,
+        all
+    );
+    assert_eq!(total("created_before=2000-01-01T00:00:00Z".into()).await, 0);
+    let (status, err) = api.get("/api/v1/executions?status=DONE").await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("status"))
+    );
+    let (status, err) = api.get("/api/v1/executions?created_after=yesterday").await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("created_after"))
+    );
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn another_accounts_rows_are_not_found_and_never_listed(pool: PgPool) {
+    let api = Api::start_with_no_worker(pool).await;
+    let workflow = api
+        .workflow(json!({"steps": [{"id": "w", "type": "wait", "duration": "1h"}]}))
+        .await;
+    let contact = api.contact("a@example.com").await;
+    let (_, e) = api
+        .post(
+            &format!("/api/v1/workflows/{workflow}/execute"),
+            json!({"contact_id": contact}),
+        )
+        .await;
+    let id = e["id"].as_str().unwrap();
+
+    let (b, b_account) = api.other_account(false).await;
+    for path in [
+        format!("/api/v1/executions/{id}"),
+        format!("/api/v1/executions/{id}/logs"),
+        format!("/api/v1/workflows/{workflow}"),
+        format!("/api/v1/contacts/{contact}"),
+    ] {
+        let (status, body) = api.call_as(Some(&b), Method::GET, &path, None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(!body.to_string().contains(&contact), "no data of A leaks");
+    }
+    for path in [
+        format!("/api/v1/executions/{id}/cancel"),
+        format!("/api/v1/workflows/{workflow}/deactivate"),
+    ] {
+        let (status, _) = api.call_as(Some(&b), Method::POST, &path, None).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    // B cannot start A's workflow, nor use A's contact in its own.
+    let (status, _) = api
+        .call_as(
+            Some(&b),
+            Method::POST,
+            &format!("/api/v1/workflows/{workflow}/execute"),
+            Some(json!({"contact_id": contact})),
+        )
+        .await;
+    assert_eq!(status, 404);
+    for list in [
+        "/api/v1/executions",
+        "/api/v1/workflows",
+        "/api/v1/contacts",
+    ] {
+        let (status, page) = api.call_as(Some(&b), Method::GET, list, None).await;
+        assert_eq!(
+            (status, page["items"].as_array().unwrap().len()),
+            (200, 0),
+            "{list}"
+        );
+    }
+    // B's key may not name another account; an admin key may.
+    let req = Request::builder()
+        .uri(format!("/api/v1/executions/{id}"))
+        .header("authorization", format!("Bearer {b}"))
+        .header("x-flowpilot-account", api.flow.account.to_string())
+        .body(Body::empty())
+        .unwrap();
+    let (status, _) = api.raw(req).await;
+    assert_eq!(status, 400);
+    let (admin, _) = api.other_account(true).await;
+    let req = Request::builder()
+        .uri(format!("/api/v1/executions/{id}"))
+        .header("authorization", format!("Bearer {admin}"))
+        .header("x-flowpilot-account", api.flow.account.to_string())
+        .body(Body::empty())
+        .unwrap();
+    let (status, e) = api.raw(req).await;
+    assert_eq!((status, e["id"].clone()), (200, json!(id)));
+    let (status, _) = api
+        .call_as(
+            Some(&admin),
+            Method::GET,
+            &format!("/api/v1/executions/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 404,
+        "without the header an admin key acts for its own account"
+    );
+    let _ = b_account;
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn cancel_and_retry_follow_the_state_machine(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let contact = api.contact("a@example.com").await;
+    let waiting = api
+        .workflow(json!({"steps": [{"id": "w", "type": "wait", "duration": "1h"}]}))
+        .await;
+    let failing = api.workflow(json!({"steps": [{"id": "g", "type": "webhook", "url": format!("{}/gone", api.flow.base)}]})).await;
+    let (_, e) = api
+        .post(
+            &format!("/api/v1/workflows/{waiting}/execute"),
+            json!({"contact_id": contact}),
+        )
+        .await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    let (status, c) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/executions/{id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!((status, c["status"].clone()), (200, json!("CANCELLED")));
+    let (status, err) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/executions/{id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].clone()),
+        (409, json!("conflict"))
+    );
+    let (status, _) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/executions/{id}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "only FAILED executions can be retried");
+
+    let (_, e) = api
+        .post(
+            &format!("/api/v1/workflows/{failing}/execute"),
+            json!({"contact_id": contact}),
+        )
+        .await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    let failed = common::eventually(Duration::from_secs(15), "failure", || async {
+        let (_, e) = api.get(&format!("/api/v1/executions/{id}")).await;
+        (e["status"] == json!("FAILED")).then_some(e)
+    })
+    .await;
+    assert_eq!(failed["error"], json!("webhook answered HTTP 404"));
+    let (status, r) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/executions/{id}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, r["status"].clone(), r["error"].clone()),
+        (200, json!("QUEUED"), json!(null))
+    );
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn bad_input_gets_a_4xx_json_error_naming_the_field_and_never_a_5xx(pool: PgPool) {
+    let api = Api::start_with_no_worker(pool).await;
+    let workflow = api
+        .workflow(json!({"steps": [{"id": "e", "type": "end"}]}))
+        .await;
+    let contact = api.contact("a@example.com").await;
+    let execute = format!("/api/v1/workflows/{workflow}/execute");
+
+    // Authentication.
+    let (status, body) = api
+        .call_as(None, Method::GET, "/api/v1/executions", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (401, json!("unauthorized"))
+    );
+    let (status, _) = api
+        .call_as(Some("fp_wrong"), Method::GET, "/api/v1/executions", None)
+        .await;
+    assert_eq!(status, 401);
+
+    // Malformed JSON, wrong types, unknown and missing fields.
+    let req = |body: &str, content_type: &str| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(&execute)
+            .header("authorization", format!("Bearer {}", api.key))
+            .header("content-type", content_type)
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let (status, body) = api.raw(req("{\"contact_id\": ", "application/json")).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("invalid_json"))
+    );
+    let (status, body) = api.raw(req("{} trailing", "application/json")).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("invalid_json"))
+    );
+    let (status, body) = api.raw(req("{\"contact_id\": \"x\"}", "text/plain")).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (415, json!("unsupported_media_type"))
+    );
+    for (payload, field) in [
+        (json!({"contact_id": 7}), "contact_id"),
+        (json!({"contact_id": "not-a-uuid"}), "contact_id"),
+        (json!({}), "contact_id"),
+        (json!({"contact_id": contact, "colour": "red"}), "colour"),
+        (
+            json!({"contact_id": contact, "priority": "urgent"}),
+            "priority",
+        ),
+        (json!({"contact_id": contact, "metadata": [1]}), "metadata"),
+        (
+            json!({"contact_id": contact, "idempotency_key": ""}),
+            "idempotency_key",
+        ),
+    ] {
+        let (status, body) = api.post(&execute, payload.clone()).await;
+        assert_eq!(
+            (status, body["error"]["field"].clone()),
+            (422, json!(field)),
+            "{payload}: {body}"
+        );
+    }
+    let (status, body) = api
+        .post(
+            "/api/v1/workflows",
+            json!({"name": "x", "definition": {"steps": [{"id": "a", "type": "wait"}]}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].clone()),
+        (422, json!("definition.steps[0].duration"))
+    );
+
+    // Unknown ids.
+    let (status, body) = api
+        .post(&execute, json!({"contact_id": Uuid::new_v4()}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].clone()),
+        (404, json!("contact_id"))
+    );
+    let (status, _) = api
+        .post(
+            &format!("/api/v1/workflows/{}/execute", Uuid::new_v4()),
+            json!({"contact_id": contact}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    for path in [
+        format!("/api/v1/executions/{}", Uuid::new_v4()),
+        format!("/api/v1/executions/{}/logs", Uuid::new_v4()),
+    ] {
+        let (status, _) = api.get(&path).await;
+        assert_eq!(status, 404, "{path}");
+    }
+
+    // Bad UUIDs, cursors, limits, query fields.
+    for path in [
+        "/api/v1/executions/not-a-uuid",
+        "/api/v1/workflows/123",
+        "/api/v1/contacts/zz",
+        "/api/v1/executions/x/logs",
+    ] {
+        let (status, body) = api.get(path).await;
+        assert_eq!(
+            (status, body["error"]["field"].clone()),
+            (400, json!("id")),
+            "{path}"
+        );
+    }
+    for query in [
+        "cursor=abc",
+        "cursor=bG9nOjE",
+        "limit=0",
+        "limit=501",
+        "limit=ten",
+        "workflow_id=nope",
+        "sort=asc",
+    ] {
+        let (status, body) = api.get(&format!("/api/v1/executions?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body["error"]["field"].is_string(), "{query}: {body}");
+    }
+
+    // Oversized bodies.
+    let huge = json!({"contact_id": contact, "metadata": {"blob": "x".repeat(2 * 1024 * 1024)}});
+    let (status, body) = api.post(&execute, huge).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (413, json!("payload_too_large"))
+    );
+
+    // Unknown routes and methods.
+    let (status, _) = api.get("/api/v1/nothing").await;
+    assert_eq!(status, 404);
+    let (status, _) = api.call(Method::DELETE, "/api/v1/executions", None).await;
+    assert_eq!(status, 405);
+
+    // Inactive workflow: a conflict, and nothing created.
+    api.call(
+        Method::POST,
+        &format!("/api/v1/workflows/{workflow}/deactivate"),
+        None,
+    )
+    .await;
+    let (status, body) = api.post(&execute, json!({"contact_id": contact})).await;
+    assert_eq!(
+        (status, body["error"]["field"].clone()),
+        (409, json!("workflow_id"))
+    );
+    let (_, page) = api.get("/api/v1/executions").await;
+    assert_eq!(page["count"]["value"], json!(0));
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn health_readiness_openapi_and_metrics_are_served(pool: PgPool) {
+    let api = Api::start_with_no_worker(pool).await;
+    let (status, h) = api.call_as(None, Method::GET, "/healthz", None).await;
+    assert_eq!((status, h["status"].clone()), (200, json!("ok")));
+    let (status, r) = api.call_as(None, Method::GET, "/readyz", None).await;
+    assert_eq!(
+        (status, r["checks"].clone()),
+        (200, json!({"postgres": "ok", "redis": "ok"}))
+    );
+    let (status, spec) = api.call_as(None, Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/api/v1/workflows",
+        "/api/v1/workflows/{id}",
+        "/api/v1/workflows/{id}/versions",
+        "/api/v1/workflows/{id}/activate",
+        "/api/v1/workflows/{id}/deactivate",
+        "/api/v1/workflows/{id}/execute",
+        "/api/v1/contacts",
+        "/api/v1/contacts/{id}",
+        "/api/v1/executions",
+        "/api/v1/executions/{id}",
+        "/api/v1/executions/{id}/logs",
+        "/api/v1/executions/{id}/cancel",
+        "/api/v1/executions/{id}/retry",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            spec["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    let (status, text) = api.call_as(None, Method::GET, "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.as_str().unwrap().contains(
+            "flowpilot_api_requests_total{method=\"GET\",route=\"/readyz\",status=\"2xx\"} 1"
+        ),
+        "{text}"
+    );
+    api.finish().await;
+}
+
+impl Api {
+    async fn start_with_no_worker(pool: PgPool) -> Api {
+        let mut api = Api::start(pool.clone()).await;
+        // Swap the running flow for one without a worker, keeping the key.
+        let flow = std::mem::replace(&mut api.flow, Flow::start_with(pool.clone(), false).await);
+        flow.stop().await;
+        let account = api.flow.account;
+        let (key, _) = flowpilot::app::create_api_key(&pool, account, "test", false)
+            .await
+            .unwrap();
+        let registry = prometheus::Registry::new();
+        api.router = api::router(AppState {
+            engine: Arc::clone(&api.flow.engine),
+            queue: common::client(flowpilot::queue::Serializer::Pickle).await,
+            metrics: Arc::new(ApiMetrics::register(&registry).unwrap()),
+            registry,
+        });
+        api.key = key;
+        api
+    }
+}

@@ -1,0 +1,77 @@
+//! What `make dev` prints works as printed: `flowpilot dev --seed-demo`
+//! runs, and the curl sequence of `tests/support/next-steps.sh` (create a
+//! workflow and a contact, execute, poll, read the logs) succeeds against it.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::process::Command;
+
+#[sqlx::test]
+async fn the_printed_curl_sequence_runs_against_flowpilot_dev(pool: PgPool) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let key = format!("fp_demo_{}", uuid::Uuid::new_v4().simple());
+    let prefix = common::unique("dev-queue");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let env = [
+        ("DATABASE_URL", common::database_url(&pool)),
+        ("REDIS_URL", common::redis_url()),
+        ("FLOWPILOT_LISTEN", listen.clone()),
+        ("FLOWPILOT_DEMO_API_KEY", key.clone()),
+        ("FLOWPILOT_QUEUE_PREFIX", prefix),
+        ("PYTHON", "python3".to_owned()),
+    ];
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_flowpilot"))
+        .args(["dev", "--seed-demo", "--log", "warn"])
+        .envs(env.iter().cloned())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    common::eventually(Duration::from_secs(30), "the API to listen", || async {
+        tokio::net::TcpStream::connect(&listen).await.ok()
+    })
+    .await;
+
+    let printed = Command::new("bash")
+        .arg(format!("{root}/tests/support/next-steps.sh"))
+        .envs(env.iter().cloned())
+        .output()
+        .await
+        .unwrap();
+    assert!(printed.status.success());
+    let text = String::from_utf8(printed.stdout).unwrap();
+    let start = text
+        .find("# the HTTP API")
+        .expect("a curl sequence is printed");
+    let block: String = text[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ran = Command::new("bash")
+        .args(["-euc", &block])
+        .output()
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success(),
+        "{block}\n--- stdout\n{out}\n--- stderr\n{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[1].contains("\"status\":\"COMPLETED\""), "{out}");
+    assert!(lines[2].contains("\"step_id\":\"vip\""), "{out}");
+    dev.kill().await.unwrap();
+}
