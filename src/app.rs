@@ -22,7 +22,7 @@ use crate::engine::{self, Engine};
 use crate::metrics::ApiMetrics;
 use crate::queue::Client;
 use crate::worker::{self, Registry, Worker};
-use crate::{api, shutdown, store, telemetry};
+use crate::{api, controller, shutdown, store, telemetry};
 use tokio::task::JoinSet;
 
 /// Exit code for usage errors and commands not available yet (as clap's).
@@ -128,8 +128,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("flowpilot: store the key now; only its hash is kept");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Controller => Ok(not_yet("controller", "Kubernetes")),
-        Command::Crds => Ok(not_yet("crds", "Kubernetes")),
+        Command::Controller {
+            db,
+            redis,
+            engine,
+            controller,
+        } => {
+            if let Err(msg) = engine.validate() {
+                return Ok(usage(&msg));
+            }
+            let pool = connect_db(&db).await?;
+            run_controller(pool, &redis, &engine, &controller).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crds => {
+            print!("{}", crate::crd::yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -278,6 +293,108 @@ async fn serve(
     failure.map_or(Ok(()), Err)
 }
 
+/// The controller: admin endpoints at once, reconcilers only while this
+/// replica holds the Lease; losing it stops the process (Kubernetes
+/// restarts it as a candidate).
+async fn run_controller(
+    pool: sqlx::PgPool,
+    redis: &RedisConfig,
+    config: &EngineConfig,
+    c: &crate::config::ControllerConfig,
+) -> anyhow::Result<()> {
+    let client = connect_redis(redis).await?;
+    let engine = build_engine(
+        pool.clone(),
+        client.clone(),
+        redis,
+        &default_worker_config(),
+        config,
+    )?;
+    let kube = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let token = shutdown::on_signal()?;
+    let registry = prometheus::Registry::new();
+    let ctx = Arc::new(controller::Context {
+        client: kube.clone(),
+        engine: Arc::clone(&engine),
+        queue: client.clone(),
+        reporter: kube::runtime::events::Reporter {
+            controller: controller::FIELD_MANAGER.into(),
+            instance: c.identity.clone(),
+        },
+        settings: controller::Settings {
+            worker_image: c.worker_image.clone(),
+            status_interval: c.status_interval,
+            scale_interval: c.scale_interval,
+        },
+        metrics: controller::Metrics::register(&registry)?,
+    });
+    let admin = api::admin_router(api::AppState {
+        engine,
+        queue: client,
+        metrics: Arc::new(ApiMetrics::register(&registry)?),
+        registry,
+    });
+    let admin_task = tokio::spawn(api::serve_router(c.admin_listen, admin, token.clone()));
+
+    let identity = c
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("flowpilot-controller-{}", uuid::Uuid::new_v4().simple()));
+    let elector = controller::lease::Elector::new(
+        kube,
+        &c.lease_namespace,
+        &c.lease_name,
+        &identity,
+        c.lease_duration,
+    );
+    let renew = c.lease_duration / 3;
+    // Wait to lead.
+    loop {
+        if elector.try_lead().await.unwrap_or(false) {
+            break;
+        }
+        tokio::select! {
+            () = token.cancelled() => return Ok(()),
+            () = tokio::time::sleep(renew) => {}
+        }
+    }
+    let mut reconcilers = tokio::spawn(controller::run(
+        ctx,
+        c.watch_namespace.clone(),
+        token.clone(),
+    ));
+    let mut lost = None;
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = token.cancelled() => break,
+            r = &mut reconcilers => {
+                token.cancel();
+                r.context("controller panicked")??;
+                break;
+            }
+            () = tokio::time::sleep(renew) => match elector.try_lead().await {
+                Ok(true) => renewed = tokio::time::Instant::now(),
+                Ok(false) => { lost = Some(anyhow::anyhow!("lost the leader Lease")); token.cancel(); }
+                // Unrenewed for a whole lease, another replica may lead: step down.
+                Err(e) if renewed.elapsed() >= c.lease_duration => {
+                    lost = Some(anyhow::anyhow!("could not renew the leader Lease: {e}"));
+                    token.cancel();
+                }
+                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+            },
+        }
+    }
+    if !reconcilers.is_finished() {
+        reconcilers.await.context("controller panicked")??;
+    }
+    admin_task.await.context("admin server panicked")??;
+    pool.close().await;
+    lost.map_or(Ok(()), Err)
+}
+
 /// Worker settings the API uses for leases when it runs without a worker.
 fn default_worker_config() -> WorkerConfig {
     WorkerConfig {
@@ -404,10 +521,4 @@ async fn seed(engine: &Engine, redis_url: &str, api_key: Option<&str>) -> anyhow
 fn usage(msg: &str) -> ExitCode {
     eprintln!("flowpilot: {msg}");
     ExitCode::from(USAGE)
-}
-
-fn not_yet(command: &str, issue: &str) -> ExitCode {
-    usage(&format!(
-        "`{command}` is not available in this build yet (it arrives with the \"{issue}\" work)"
-    ))
 }

@@ -102,9 +102,22 @@ pub enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
-    /// Run the Kubernetes controller (not available yet: issue "Kubernetes").
-    Controller,
-    /// Print the CRD YAML (not available yet: issue "Kubernetes").
+    /// Run the Kubernetes controller for `WorkflowExecution` and `WorkerPool`.
+    Controller {
+        /// PostgreSQL.
+        #[command(flatten)]
+        db: DbConfig,
+        /// Redis.
+        #[command(flatten)]
+        redis: RedisConfig,
+        /// Engine (executions start through it).
+        #[command(flatten)]
+        engine: EngineConfig,
+        /// Controller.
+        #[command(flatten)]
+        controller: ControllerConfig,
+    },
+    /// Print the CRD YAML (`WorkflowExecution`, `WorkerPool`), as in `crds/`.
     Crds,
 }
 
@@ -141,6 +154,52 @@ pub enum ApikeyCommand {
         #[arg(long)]
         admin: bool,
     },
+}
+
+/// The Kubernetes controller.
+#[derive(Debug, Clone, Args)]
+pub struct ControllerConfig {
+    /// Watch only this namespace. Default: every namespace.
+    #[arg(long, env = "FLOWPILOT_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Namespace of the leader-election Lease. Default `POD_NAMESPACE`
+    /// (the Downward API), else `default`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease. Default `flowpilot-controller`.
+    #[arg(
+        long,
+        env = "FLOWPILOT_LEASE_NAME",
+        default_value = "flowpilot-controller"
+    )]
+    pub lease_name: String,
+    /// This replica's identity in the Lease. Default `POD_NAME` (the
+    /// Downward API), else a random id.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Lease duration: a dead leader is replaced after this. Default 15s.
+    #[arg(long, env = "FLOWPILOT_LEASE_DURATION", default_value = "15s", value_parser = positive_duration)]
+    pub lease_duration: Duration,
+    /// Image of `flowpilot worker` for pools that name none.
+    #[arg(
+        long,
+        env = "FLOWPILOT_WORKER_IMAGE",
+        default_value = "flowpilot:latest"
+    )]
+    pub worker_image: String,
+    /// How often running executions' status is refreshed. Default 5s.
+    #[arg(long, env = "FLOWPILOT_STATUS_INTERVAL", default_value = "5s", value_parser = positive_duration)]
+    pub status_interval: Duration,
+    /// How often pools are re-evaluated. Default 15s, as the HPA.
+    #[arg(long, env = "FLOWPILOT_SCALE_INTERVAL", default_value = "15s", value_parser = positive_duration)]
+    pub scale_interval: Duration,
+    /// Address of `/healthz`, `/readyz` and `/metrics`. Default `0.0.0.0:8081`.
+    #[arg(
+        long = "admin-listen",
+        env = "FLOWPILOT_ADMIN_LISTEN",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub admin_listen: std::net::SocketAddr,
 }
 
 /// The HTTP API.

@@ -20,10 +20,14 @@
 //! - [`action`]: the built-in actions, one file per kind;
 //! - [`api`]: the HTTP API (axum) with its OpenAPI document;
 //! - [`metrics`]: Prometheus metrics;
+//! - [`crd`]: the `WorkflowExecution` and `WorkerPool` CRD types;
+//! - [`controller`]: the Kubernetes controller (reconcilers, autoscaler,
+//!   leader election);
 //! - [`tls`]: the process-wide TLS crypto provider;
 //! - [`app`]: wires the subsystems for each subcommand.
 //!
-//! Dependencies point one way: `app` -> `api` -> `engine` -> `store`, `queue`,
+//! Dependencies point one way: `app` -> `api` | `controller` -> `engine` ->
+//! `store`, `queue`,
 //! `action`; `engine` registers its functions on a `worker`. (`store` reads
 //! the engine's `Status` type, a plain enum.)
 
@@ -34,6 +38,8 @@ pub mod action;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod controller;
+pub mod crd;
 pub mod engine;
 pub mod metrics;
 pub mod queue;

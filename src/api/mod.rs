@@ -120,6 +120,34 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `/healthz`, `/readyz` and `/metrics` alone, for processes without the
+/// API (the controller).
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route("/readyz", axum::routing::get(health::readyz))
+        .route("/metrics", axum::routing::get(health::metrics))
+        .fallback(|| async { ApiError::no_route() })
+        .with_state(state)
+}
+
+/// Serves `router` on `addr` until `shutdown`.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn serve_router(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
+
 /// Counts and times every request by route template and status.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req

@@ -339,6 +339,31 @@ impl Client {
             .await?)
     }
 
+    /// Jobs of `queue` due by `now_ms` that a worker holds (their
+    /// in-progress key exists), counted over the first 1000 due ids.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn in_progress(&self, queue: &str, now_ms: i64) -> Result<u64> {
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(queue)
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1000)
+            .query_async(&mut self.conn())
+            .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<String> = ids.iter().map(|id| keys::in_progress(id)).collect();
+        Ok(redis::cmd("EXISTS")
+            .arg(keys)
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
     /// Takes the in-progress key for `id` for `ttl`. `false` when another
     /// worker holds it or the job is no longer due.
     ///

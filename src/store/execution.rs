@@ -527,3 +527,17 @@ pub async fn logs(
     qb.push(" ORDER BY id LIMIT ").push_bind(limit);
     Ok(qb.build_query_as().fetch_all(pool).await?)
 }
+
+/// The execution started with `key` in the account, if any.
+///
+/// # Errors
+/// Database errors.
+pub async fn get_by_key(pool: &PgPool, account_id: Uuid, key: &str) -> Result<Option<Execution>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM workflow_executions WHERE account_id = $1 AND idempotency_key = $2",
+    )
+    .bind(account_id)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?)
+}
