@@ -24,6 +24,7 @@ test: services
 	@source "$(STATE)/env"; \
 	  export FLOWPILOT_TEST_PYTHON="$$(tests/support/python.sh)"; \
 	  cargo test --all-targets -- --test-threads 8
+	tests/e2e/run.sh
 
 services:
 	@tests/support/services.sh start

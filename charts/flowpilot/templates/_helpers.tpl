@@ -1,0 +1,29 @@
+{{- define "flowpilot.name" -}}flowpilot{{- end -}}
+
+{{- define "flowpilot.fullname" -}}
+{{- if contains "flowpilot" .Release.Name -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}{{- else -}}{{ printf "%s-flowpilot" .Release.Name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{- define "flowpilot.labels" -}}
+app.kubernetes.io/name: flowpilot
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+{{- end -}}
+
+{{- define "flowpilot.secretName" -}}
+{{- if .Values.existingSecret -}}{{ .Values.existingSecret }}{{- else -}}{{ include "flowpilot.fullname" . }}-database{{- end -}}
+{{- end -}}
+
+{{- define "flowpilot.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{/* Environment shared by every flowpilot container. */}}
+{{- define "flowpilot.env" -}}
+{{- range $name, $value := .Values.env }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end -}}
