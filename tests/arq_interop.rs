@@ -212,6 +212,14 @@ async fn our_jobs_run_on_a_python_worker(serializer: Serializer) {
         client.status(&queue, &mul).await.unwrap(),
         JobStatus::Complete
     );
+    let info = client
+        .info(&queue, &mul)
+        .await
+        .unwrap()
+        .expect("info of a finished job");
+    assert_eq!(info.job.function, "py_mul");
+    assert_eq!(info.result.map(|r| r.result), Some(Value::Int(42)));
+    assert!(client.info(&queue, "no-such-job").await.unwrap().is_none());
 
     let r = client.result(&fail).await.unwrap().unwrap();
     assert!(!r.success);

@@ -188,23 +188,29 @@ impl Action {
 /// Deserializes a step's configuration, reporting the path of a bad field.
 fn from_config<T: DeserializeOwned>(config: Json) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(config).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        // serde names missing and unknown fields only in its message.
-        let named = ["missing field `", "unknown field `"].iter().find_map(|p| {
-            inner
-                .split_once(p)
-                .and_then(|(_, r)| r.split_once('`'))
-                .map(|(f, _)| f.to_owned())
-        });
-        let field = match (path.as_str(), named) {
-            (".", Some(f)) => f,
-            (".", None) => "(step)".to_owned(),
-            (p, Some(f)) if inner.starts_with("missing") => format!("{p}.{f}"),
-            (p, _) => p.to_owned(),
-        };
-        FieldError::new(field, inner)
+        let field = field_path(&e).unwrap_or_else(|| "(step)".to_owned());
+        FieldError::new(field, e.into_inner().to_string())
     })
+}
+
+/// The dotted path of the field a deserialization error is about, if any:
+/// serde names missing and unknown fields only in its message, so they are
+/// read from there. Shared with the API's request parsing.
+pub fn field_path<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> Option<String> {
+    let path = e.path().to_string();
+    let inner = e.inner().to_string();
+    let named = ["missing field `", "unknown field `"].iter().find_map(|p| {
+        inner
+            .split_once(p)
+            .and_then(|(_, r)| r.split_once('`'))
+            .map(|(f, _)| f.to_owned())
+    });
+    match (path.as_str(), named) {
+        (".", None) => None,
+        (".", Some(f)) => Some(f),
+        (p, Some(f)) if inner.starts_with("missing") => Some(format!("{p}.{f}")),
+        (p, _) => Some(p.to_owned()),
+    }
 }
 
 /// What a step sees when it runs.

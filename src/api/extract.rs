@@ -18,24 +18,6 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// Header an admin key uses to act for another account.
 pub const ACCOUNT_HEADER: &str = "x-flowpilot-account";
 
-fn path_of(e: &serde_path_to_error::Error<impl std::fmt::Display>) -> Option<String> {
-    let path = e.path().to_string();
-    let inner = e.inner().to_string();
-    // serde names missing and unknown fields only in its message.
-    let named = ["missing field `", "unknown field `"].iter().find_map(|p| {
-        inner
-            .split_once(p)
-            .and_then(|(_, r)| r.split_once('`'))
-            .map(|(f, _)| f.to_owned())
-    });
-    match (path.as_str(), named) {
-        (".", None) => None,
-        (".", Some(f)) => Some(f),
-        (p, Some(f)) if inner.starts_with("missing") => Some(format!("{p}.{f}")),
-        (p, _) => Some(p.to_owned()),
-    }
-}
-
 /// A JSON body of `T` (`deny_unknown_fields` types reject unknown keys).
 pub struct ApiJson<T>(pub T);
 
@@ -65,7 +47,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         let doc: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::invalid_json(format!("malformed JSON: {e}")))?;
         let value = serde_path_to_error::deserialize(doc).map_err(|e| {
-            let field = path_of(&e).unwrap_or_else(|| "body".into());
+            let field = crate::action::field_path(&e).unwrap_or_else(|| "body".into());
             ApiError::invalid(field, e.inner().to_string()).unprocessable()
         })?;
         Ok(ApiJson(value))
@@ -84,7 +66,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         serde_path_to_error::deserialize(de)
             .map(ApiQuery)
             .map_err(|e| {
-                let field = path_of(&e).unwrap_or_else(|| "query".into());
+                let field = crate::action::field_path(&e).unwrap_or_else(|| "query".into());
                 ApiError::invalid(field, e.inner().to_string())
             })
     }

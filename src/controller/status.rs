@@ -3,6 +3,13 @@
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Context, Result};
 
 /// Condition types.
 pub mod kind {
@@ -41,6 +48,57 @@ pub fn condition(
         observed_generation: generation,
         last_transition_time,
     }
+}
+
+/// Writes `status` with a merge patch of the status subresource.
+///
+/// # Errors
+/// Kubernetes errors.
+pub async fn patch<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": status})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records an Event on `obj` (Warning when `warning`).
+///
+/// # Errors
+/// Kubernetes errors.
+pub async fn publish<K>(
+    ctx: &Context,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    note: Option<String>,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()>,
+{
+    Recorder::new(ctx.client.clone(), ctx.reporter.clone())
+        .publish(
+            &Event {
+                type_: if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: reason.to_owned(),
+                note,
+                action: action.to_owned(),
+                secondary: None,
+            },
+            &obj.object_ref(&()),
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,13 +14,11 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::autoscale::{self, Load, Observation, Policy};
-use super::status::{condition, kind};
+use super::status::{self, condition, kind};
 use super::{Context, Error, FIELD_MANAGER, Result};
 use crate::crd::worker_pool::{Mode, Recommendation};
 use crate::crd::{WorkerPool, WorkerPoolSpec, WorkerPoolStatus};
@@ -194,14 +192,8 @@ pub async fn reconcile(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Actio
             ..previous.clone()
         };
         if status != previous {
-            pools
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": status})),
-                )
-                .await?;
-            publish(&ctx, &pool, true, reason, message).await?;
+            status::patch(&pools, &name, &status).await?;
+            status::publish(&ctx, &*pool, true, reason, "Validate", Some(message)).await?;
         }
         return Ok(Action::await_change());
     }
@@ -303,13 +295,7 @@ pub async fn reconcile(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Actio
         )],
     };
     if status != previous {
-        pools
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await?;
+        status::patch(&pools, &name, &status).await?;
     }
     if scaled {
         let note = format!(
@@ -322,7 +308,7 @@ pub async fn reconcile(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Actio
             reason,
             "pool scaled"
         );
-        publish(&ctx, &pool, false, "Scaled", note).await?;
+        status::publish(&ctx, &*pool, false, "Scaled", "Scale", Some(note)).await?;
     }
     Ok(Action::requeue(ctx.settings.scale_interval))
 }
@@ -339,30 +325,4 @@ async fn measure(ctx: &Context, queues: &[String]) -> crate::queue::Result<Load>
         load.in_progress += ctx.queue.in_progress(q, now).await? as i64;
     }
     Ok(load)
-}
-
-async fn publish(
-    ctx: &Context,
-    pool: &WorkerPool,
-    warning: bool,
-    reason: &str,
-    note: String,
-) -> Result<()> {
-    Recorder::new(ctx.client.clone(), ctx.reporter.clone())
-        .publish(
-            &KubeEvent {
-                type_: if warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: reason.to_owned(),
-                note: Some(note),
-                action: "Scale".into(),
-                secondary: None,
-            },
-            &pool.object_ref(&()),
-        )
-        .await?;
-    Ok(())
 }

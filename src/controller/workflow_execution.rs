@@ -10,16 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument};
 use uuid::Uuid;
 
-use super::status::{condition, kind};
+use super::status::{self, condition, kind};
 use super::{Context, Error, Result};
 use crate::crd::workflow_execution::Priority as CrdPriority;
 use crate::crd::{WorkflowExecution, WorkflowExecutionSpec, WorkflowExecutionStatus};
@@ -247,12 +246,7 @@ async fn apply(
     let previous = obj.status.clone().unwrap_or_default();
     let status = desired_status(obj.meta().generation, &previous, &observed, now);
     if status != previous {
-        api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
-        .await?;
+        status::patch(api, &name, &status).await?;
         if status.phase != previous.phase {
             let phase = status.phase.clone().unwrap_or_default();
             let warning = matches!(observed, Observed::Rejected { .. }) || phase == "Failed";
@@ -260,7 +254,15 @@ async fn apply(
                 Observed::Rejected { reason, .. } => (*reason).to_owned(),
                 Observed::Execution(_) => phase.clone(),
             };
-            publish(ctx, obj, warning, &reason, status.message.clone()).await?;
+            status::publish(
+                ctx,
+                obj,
+                warning,
+                &reason,
+                "Reconcile",
+                status.message.clone(),
+            )
+            .await?;
             info!(%phase, "execution phase changed");
         }
     }
@@ -304,31 +306,4 @@ async fn cleanup(obj: &WorkflowExecution, ctx: &Context) -> Result<Action> {
         info!(execution_id = %e.id, "cancelled: resource deleted");
     }
     Ok(Action::await_change())
-}
-
-async fn publish(
-    ctx: &Context,
-    obj: &WorkflowExecution,
-    warning: bool,
-    reason: &str,
-    note: Option<String>,
-) -> Result<()> {
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    recorder
-        .publish(
-            &KubeEvent {
-                type_: if warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: reason.to_owned(),
-                note,
-                action: "Reconcile".into(),
-                secondary: None,
-            },
-            &obj.object_ref(&()),
-        )
-        .await?;
-    Ok(())
 }

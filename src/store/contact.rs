@@ -199,15 +199,7 @@ pub async fn list(
     if let Some(t) = &f.tag {
         qb.push(" AND ").push_bind(t).push(" = ANY(tags)");
     }
-    if let Some(a) = after {
-        qb.push(" AND (created_at, id) < (")
-            .push_bind(a.created_at)
-            .push(", ")
-            .push_bind(a.id)
-            .push(")");
-    }
-    qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(limit);
+    super::page::push_after_and_limit(&mut qb, after, limit);
     Ok(qb.build_query_as().fetch_all(pool).await?)
 }
 

@@ -27,3 +27,21 @@ pub struct Count {
     /// Whether `value` is the true total.
     pub exact: bool,
 }
+
+/// Appends `AND (created_at, id) < after` (when paging on) and the
+/// newest-first order with `LIMIT limit` to a query filtered by `WHERE`.
+pub fn push_after_and_limit(
+    qb: &mut sqlx::QueryBuilder<sqlx::Postgres>,
+    after: Option<After>,
+    limit: i64,
+) {
+    if let Some(a) = after {
+        qb.push(" AND (created_at, id) < (")
+            .push_bind(a.created_at)
+            .push(", ")
+            .push_bind(a.id)
+            .push(")");
+    }
+    qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
+}

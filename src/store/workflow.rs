@@ -184,14 +184,6 @@ pub async fn list(
 ) -> Result<Vec<Workflow>> {
     let mut qb = sqlx::QueryBuilder::new("SELECT * FROM workflows WHERE account_id = ");
     qb.push_bind(account_id);
-    if let Some(a) = after {
-        qb.push(" AND (created_at, id) < (")
-            .push_bind(a.created_at)
-            .push(", ")
-            .push_bind(a.id)
-            .push(")");
-    }
-    qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(limit);
+    super::page::push_after_and_limit(&mut qb, after, limit);
     Ok(qb.build_query_as().fetch_all(pool).await?)
 }
