@@ -19,7 +19,7 @@ use crate::engine::definition::RetryPolicy;
 use crate::engine::effects::{EmailProvider, Providers, SmsProvider};
 use crate::engine::maintenance::Maintenance;
 use crate::engine::{self, Engine};
-use crate::metrics::ApiMetrics;
+use crate::metrics::{ApiMetrics, EngineMetrics, WorkerMetrics};
 use crate::queue::Client;
 use crate::worker::{self, Registry, Worker};
 use crate::{api, controller, shutdown, store, telemetry};
@@ -76,7 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             info!("database migrated");
             if seed_demo {
                 let client = connect_redis(&redis).await?;
-                let e = build_engine(pool.clone(), client, &redis, &worker, &engine)?;
+                let e = build_engine(pool.clone(), client, &redis, &worker, &engine, None)?;
                 seed(&e, &redis.redis_url, demo_api_key.as_deref()).await?;
             }
             serve(pool, &redis, Some(&worker), &engine, Some(&api)).await?;
@@ -181,6 +181,7 @@ pub fn build_engine(
     redis: &RedisConfig,
     worker: &WorkerConfig,
     config: &EngineConfig,
+    registry: Option<&prometheus::Registry>,
 ) -> anyhow::Result<Arc<Engine>> {
     let EngineConfig {
         webhook_allow,
@@ -240,7 +241,11 @@ pub fn build_engine(
         queue_prefix: redis.queue_prefix.clone(),
         ..engine::Settings::default()
     };
-    Ok(Arc::new(Engine::new(pool, queue, providers, settings)))
+    let mut engine = Engine::new(pool, queue, providers, settings);
+    if let Some(r) = registry {
+        engine = engine.with_metrics(EngineMetrics::register(r)?);
+    }
+    Ok(Arc::new(engine))
 }
 
 /// Runs the subsystems asked for (the worker with the maintenance loop,
@@ -255,29 +260,45 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let client = connect_redis(redis).await?;
     let worker_config = worker.cloned().unwrap_or_else(default_worker_config);
-    let engine = build_engine(pool.clone(), client.clone(), redis, &worker_config, config)?;
+    let registry = prometheus::Registry::new();
+    let engine = build_engine(
+        pool.clone(),
+        client.clone(),
+        redis,
+        &worker_config,
+        config,
+        Some(&registry),
+    )?;
     let token = shutdown::on_signal()?;
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     if let Some(w) = worker {
-        let mut registry = Registry::new();
-        worker::diagnostic::register(&mut registry);
-        engine.register(&mut registry);
-        let run = Worker::new(client.clone(), registry, w.settings(&redis.queue_prefix))
+        let mut functions = Registry::new();
+        worker::diagnostic::register(&mut functions);
+        engine.register(&mut functions);
+        let metrics = Arc::new(WorkerMetrics::register(&registry)?);
+        let run = Worker::new(client.clone(), functions, w.settings(&redis.queue_prefix))
+            .with_metrics(metrics)
             .run(token.clone());
         tasks.spawn(async move { ("worker", run.await) });
         let run = Maintenance::new(Arc::clone(&engine)).run(token.clone());
         tasks.spawn(async move { ("maintenance", run.await) });
     }
-    if let Some(a) = api {
-        let registry = prometheus::Registry::new();
-        let state = api::AppState {
-            engine: Arc::clone(&engine),
-            queue: client.clone(),
-            metrics: Arc::new(ApiMetrics::register(&registry)?),
-            registry,
-        };
-        let run = api::serve(a.listen, state, token.clone());
-        tasks.spawn(async move { ("api", run.await) });
+    let state = api::AppState {
+        engine: Arc::clone(&engine),
+        queue: client.clone(),
+        metrics: Arc::new(ApiMetrics::register(&registry)?),
+        registry,
+    };
+    match (api, worker.and_then(|w| w.admin_listen)) {
+        (Some(a), _) => {
+            let run = api::serve(a.listen, state, token.clone());
+            tasks.spawn(async move { ("api", run.await) });
+        }
+        (None, Some(addr)) => {
+            let run = api::serve_router(addr, api::admin_router(state), token.clone());
+            tasks.spawn(async move { ("admin", run.await) });
+        }
+        (None, None) => {}
     }
     let mut failure = None;
     while let Some(joined) = tasks.join_next().await {
@@ -309,6 +330,7 @@ async fn run_controller(
         redis,
         &default_worker_config(),
         config,
+        None,
     )?;
     let kube = kube::Client::try_default()
         .await
@@ -406,6 +428,7 @@ fn default_worker_config() -> WorkerConfig {
         max_tries: 5,
         health_check_interval: Duration::from_secs(3600),
         drain_timeout: None,
+        admin_listen: None,
     }
 }
 

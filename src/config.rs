@@ -302,6 +302,10 @@ pub struct WorkerConfig {
     /// finish does; keep the pod's termination grace period above it.
     #[arg(long, env = "FLOWPILOT_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// Serve `/healthz`, `/readyz` and `/metrics` here (`worker` without the
+    /// API; `dev` has them on the API). Default: off.
+    #[arg(long = "admin-listen", env = "FLOWPILOT_ADMIN_LISTEN")]
+    pub admin_listen: Option<std::net::SocketAddr>,
 }
 
 /// Email delivery.
@@ -447,6 +451,7 @@ impl WorkerConfig {
             max_tries,
             health_check_interval,
             drain_timeout,
+            admin_listen: _,
         } = self.clone();
         crate::worker::Settings {
             queues: queues.unwrap_or_else(|| {

@@ -53,3 +53,80 @@ impl ApiMetrics {
             .observe(took.as_secs_f64());
     }
 }
+
+/// Worker job metrics.
+pub struct WorkerMetrics {
+    jobs: IntCounterVec,
+    seconds: HistogramVec,
+}
+
+impl WorkerMetrics {
+    /// Creates and registers the worker metrics.
+    ///
+    /// # Errors
+    /// When a metric of the same name is registered already.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let jobs = IntCounterVec::new(
+            Opts::new(
+                "flowpilot_worker_jobs_total",
+                "ARQ jobs run by queue and outcome (complete, failed, retried)",
+            ),
+            &["queue", "outcome"],
+        )?;
+        let seconds = HistogramVec::new(
+            HistogramOpts::new("flowpilot_worker_job_seconds", "ARQ job run time by queue"),
+            &["queue"],
+        )?;
+        registry.register(Box::new(jobs.clone()))?;
+        registry.register(Box::new(seconds.clone()))?;
+        Ok(WorkerMetrics { jobs, seconds })
+    }
+
+    /// Records one finished job.
+    pub fn observe(&self, queue: &str, outcome: &str, took: Duration) {
+        self.jobs.with_label_values(&[queue, outcome]).inc();
+        self.seconds
+            .with_label_values(&[queue])
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// Engine step metrics.
+pub struct EngineMetrics {
+    steps: IntCounterVec,
+    seconds: HistogramVec,
+}
+
+impl EngineMetrics {
+    /// Creates and registers the engine metrics.
+    ///
+    /// # Errors
+    /// When a metric of the same name is registered already.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let steps = IntCounterVec::new(
+            Opts::new(
+                "flowpilot_engine_steps_total",
+                "Workflow steps by action type and outcome (SUCCEEDED, RETRYING, FAILED, WAITING)",
+            ),
+            &["action", "outcome"],
+        )?;
+        let seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "flowpilot_engine_step_seconds",
+                "Action plus checkpoint time by action type",
+            ),
+            &["action"],
+        )?;
+        registry.register(Box::new(steps.clone()))?;
+        registry.register(Box::new(seconds.clone()))?;
+        Ok(EngineMetrics { steps, seconds })
+    }
+
+    /// Records one step.
+    pub fn observe(&self, action: &str, outcome: &str, took: Duration) {
+        self.steps.with_label_values(&[action, outcome]).inc();
+        self.seconds
+            .with_label_values(&[action])
+            .observe(took.as_secs_f64());
+    }
+}

@@ -73,5 +73,26 @@ async fn the_printed_curl_sequence_runs_against_flowpilot_dev(pool: PgPool) {
     assert_eq!(lines.len(), 3, "{out}");
     assert!(lines[1].contains("\"status\":\"COMPLETED\""), "{out}");
     assert!(lines[2].contains("\"step_id\":\"vip\""), "{out}");
+
+    // The same process exports engine, worker and API metrics.
+    flowpilot::tls::install_crypto_provider();
+    let metrics = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "flowpilot_engine_steps_total{action=\"wait\",outcome=\"SUCCEEDED\"} 1",
+        "flowpilot_engine_steps_total{action=\"wait\",outcome=\"WAITING\"} 1",
+        "flowpilot_engine_steps_total{action=\"send_email\",outcome=\"SUCCEEDED\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("flowpilot_worker_jobs_total{outcome=\"complete\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("flowpilot_api_requests_total{method=\"POST\",route=\"/api/v1/workflows/{id}/execute\",status=\"2xx\"} 1"), "{metrics}");
     dev.kill().await.unwrap();
 }

@@ -142,12 +142,13 @@ impl Engine {
             }
             Err(err) => return Err(err),
         };
-        let mut contact = store::contact::get(&self.pool, e.account_id, e.contact_id)
-            .await?
-            .ok_or(Error::NotFound {
-                what: "contact",
-                field: "contact_id",
-            })?;
+        let Some(mut contact) = store::contact::get(&self.pool, e.account_id, e.contact_id).await?
+        else {
+            // Deleted from the CRM mirror mid-execution: nothing can run.
+            return self
+                .fail(&mut e, "contact", "the contact no longer exists", None)
+                .await;
+        };
         let began = tokio::time::Instant::now();
         loop {
             let index = e.current_step_index as usize;
@@ -226,6 +227,7 @@ impl Engine {
                         return Ok(Run::Interrupted);
                     }
                     tx.commit().await.map_err(store::Error::from)?;
+                    self.observe_step(kind, "SUCCEEDED", started_at);
                     debug!(step = %step.id, action = kind, "step done");
                     if finished {
                         info!("execution completed");
@@ -259,6 +261,7 @@ impl Engine {
                     if !self.save(&mut e).await? {
                         return Ok(Run::Interrupted);
                     }
+                    self.observe_step(kind, "WAITING", started_at);
                     debug!(step = %step.id, %until, reason, "parked");
                     self.enqueue_run(&e, Some(until)).await?;
                     return Ok(Run::Waiting);
@@ -287,6 +290,7 @@ impl Engine {
                         return Ok(Run::Interrupted);
                     }
                     tx.commit().await.map_err(store::Error::from)?;
+                    self.observe_step(kind, "RETRYING", started_at);
                     info!(step = %step.id, attempt = e.attempt, error = %msg, "step will be retried");
                     self.enqueue_run(&e, Some(at)).await?;
                     return Ok(Run::Retrying);
@@ -371,6 +375,9 @@ impl Engine {
             return Ok(Run::Interrupted);
         }
         tx.commit().await.map_err(store::Error::from)?;
+        if let Some((_, started_at)) = step {
+            self.observe_step(kind, "FAILED", started_at);
+        }
         warn!(error = %msg, action = kind, "execution failed");
         self.queue
             .mark_dead(

@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use crate::queue::{self, Defer, EnqueueOptions, Value, keys};
 use crate::store::{self, execution::Execution};
-use crate::worker::{Args, Function, JobError, Registry};
+use crate::worker::{Args, Function, JobContext, JobError, Registry};
 use definition::{Definition, RetryPolicy, ValidationError};
 use effects::Providers;
 use plan::Event;
@@ -40,6 +40,9 @@ use plan::Event;
 pub const EXECUTE_WORKFLOW: &str = "execute_workflow";
 /// ARQ function the engine enqueues to continue an execution.
 pub const RUN_EXECUTION: &str = "run_execution";
+/// Optimistic attempts of a user's cancel / retry against a row a worker
+/// keeps checkpointing.
+const USER_TRANSITION_TRIES: usize = 20;
 /// Largest metadata object accepted, serialized bytes.
 const MAX_METADATA_BYTES: usize = 64 * 1024;
 
@@ -224,6 +227,8 @@ pub struct Engine {
     settings: Settings,
     /// Versions are immutable, so parsed definitions are cached forever.
     definitions: Mutex<HashMap<(Uuid, i32), Arc<Definition>>>,
+    /// Prometheus metrics, when the process exports them.
+    metrics: Option<crate::metrics::EngineMetrics>,
 }
 
 impl Engine {
@@ -240,6 +245,21 @@ impl Engine {
             providers,
             settings,
             definitions: Mutex::new(HashMap::new()),
+            metrics: None,
+        }
+    }
+
+    /// Exports step metrics to `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::EngineMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Records a step's outcome and time, when metrics are on.
+    fn observe_step(&self, action: &str, outcome: &str, began: chrono::DateTime<Utc>) {
+        if let Some(m) = &self.metrics {
+            let took = (Utc::now() - began).to_std().unwrap_or_default();
+            m.observe(action, outcome, took);
         }
     }
 
@@ -258,9 +278,9 @@ impl Engine {
         let engine = Arc::clone(self);
         registry.register(
             EXECUTE_WORKFLOW,
-            Function::new(move |_, args| {
+            Function::new(move |ctx, args| {
                 let engine = Arc::clone(&engine);
-                async move { engine.execute_workflow_job(args).await }
+                async move { engine.execute_workflow_job(ctx, args).await }
             }),
         );
         let engine = Arc::clone(self);
@@ -421,7 +441,7 @@ impl Engine {
         )
         .await?;
         if created {
-            self.enqueue_run(&execution, None).await?;
+            self.enqueue_soon(&execution).await;
         }
         Ok((execution, created))
     }
@@ -457,7 +477,7 @@ impl Engine {
                 e.wake_seq += 1;
             })
             .await?;
-        self.enqueue_run(&e, None).await?;
+        self.enqueue_soon(&e).await;
         Ok(e)
     }
 
@@ -470,7 +490,7 @@ impl Engine {
         event: Event,
         apply: impl Fn(&mut Execution),
     ) -> Result<Execution> {
-        loop {
+        for _ in 0..USER_TRANSITION_TRIES {
             let mut e = store::execution::get_in(&self.pool, account_id, id)
                 .await?
                 .ok_or(Error::NotFound {
@@ -483,6 +503,19 @@ impl Engine {
             if store::execution::save(&mut conn, &mut e).await? {
                 return Ok(e);
             }
+        }
+        Err(Error::Conflict {
+            field: None,
+            message: "the execution is changing too fast; try again".into(),
+        })
+    }
+
+    /// Enqueues `e` now; if Redis is down, the row (committed, QUEUED) is
+    /// enough: the maintenance loop enqueues it once it is stale. So a
+    /// caller never sees an error for work that is safely recorded.
+    async fn enqueue_soon(&self, e: &Execution) {
+        if let Err(err) = self.enqueue_run(e, None).await {
+            tracing::warn!(execution_id = %e.id, error = %err, "enqueue failed; maintenance will re-enqueue");
         }
     }
 
@@ -507,7 +540,7 @@ impl Engine {
 
     // === arq entry points ===
 
-    async fn execute_workflow_job(&self, args: Args) -> Result<Value, JobError> {
+    async fn execute_workflow_job(&self, ctx: JobContext, args: Args) -> Result<Value, JobError> {
         let value_error = |m: String| JobError::Failed {
             class: "builtins.ValueError".into(),
             message: m,
@@ -564,8 +597,10 @@ impl Engine {
                 ));
             }
         };
+        // Without a key of the caller's, the job id is one: a retried job
+        // (a worker died mid-start) finds the execution it started.
         let idempotency_key = match kw("idempotency_key") {
-            None => None,
+            None => Some(format!("arq:{}", ctx.job_id)),
             Some(Value::Str(k)) => Some(k.clone()),
             Some(_) => {
                 return Err(value_error(

@@ -106,6 +106,16 @@ enum Outcome {
     Retried,
 }
 
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Failed => "failed",
+            Outcome::Retried => "retried",
+        }
+    }
+}
+
 /// What a worker's job tasks share.
 struct Shared {
     client: Client,
@@ -116,6 +126,8 @@ struct Shared {
     running: Mutex<HashMap<String, CancellationToken>>,
     /// Cancelled when the drain deadline passes: running jobs are released.
     cut_off: CancellationToken,
+    /// Prometheus metrics, when the process exports them.
+    metrics: Option<Arc<crate::metrics::WorkerMetrics>>,
 }
 
 /// A worker over one Redis database.
@@ -134,8 +146,17 @@ impl Worker {
                 counters: Counters::default(),
                 running: Mutex::new(HashMap::new()),
                 cut_off: CancellationToken::new(),
+                metrics: None,
             }),
         }
+    }
+
+    /// Exports job metrics to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::WorkerMetrics>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.metrics = Some(metrics);
+        }
+        self
     }
 
     /// Counters so far (for tests and metrics).
@@ -247,7 +268,11 @@ impl Worker {
                 let queue = queue.clone();
                 tasks.spawn(
                     async move {
+                        let began = tokio::time::Instant::now();
                         let outcome = run_job(&shared, &queue, &id, score, &abort).await;
+                        if let Some(m) = &shared.metrics {
+                            m.observe(&queue, outcome.as_str(), began.elapsed());
+                        }
                         lock(&shared.running).remove(&id);
                         shared.counters.ongoing.fetch_sub(1, Ordering::Relaxed);
                         let counter = match outcome {
