@@ -23,12 +23,17 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base = std::env::var("DATABASE_URL").map_err(|_| anyhow::anyhow!("DATABASE_URL is not set: run `make services` and source .local/env"))?;
+    let base = std::env::var("DATABASE_URL").map_err(|_| {
+        anyhow::anyhow!("DATABASE_URL is not set: run `make services` and source .local/env")
+    })?;
     let redis = std::env::var("REDIS_URL").map_err(|_| anyhow::anyhow!("REDIS_URL is not set"))?;
     let executions = env_usize("FLOWPILOT_BENCH_EXECUTIONS", 200);
     let steps = env_usize("FLOWPILOT_BENCH_STEPS", 20);
@@ -37,7 +42,9 @@ async fn main() -> anyhow::Result<()> {
     // A scratch database.
     let db = format!("flowpilot_bench_{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&base).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&mut admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut admin)
+        .await?;
     let mut url = url::Url::parse(&base)?;
     url.set_path(&db);
     let pool = store::connect(url.as_str(), (concurrency + 5) as u32).await?;
@@ -69,7 +76,10 @@ async fn main() -> anyhow::Result<()> {
         1 => json!({"id": format!("s{i}"), "type": "condition", "if": {"tag": format!("t{}", i - 1)}}),
         _ => json!({"id": format!("s{i}"), "type": "update_contact", "attributes": {format!("a{i}"): i}}),
     }).collect::<Vec<_>>()});
-    let workflow = engine.create_workflow(account, "bench", None, true, &definition).await?.id;
+    let workflow = engine
+        .create_workflow(account, "bench", None, true, &definition)
+        .await?
+        .id;
     let mut contacts = Vec::with_capacity(executions);
     for i in 0..executions {
         let c = store::contact::NewContact {
@@ -109,9 +119,11 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
     loop {
-        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM workflow_executions WHERE status <> 'COMPLETED'")
-            .fetch_one(&pool)
-            .await?;
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workflow_executions WHERE status <> 'COMPLETED'",
+        )
+        .fetch_one(&pool)
+        .await?;
         if open == 0 {
             break;
         }
@@ -136,8 +148,16 @@ async fn main() -> anyhow::Result<()> {
     );
 
     pool.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db}"))).execute(&mut admin).await?;
-    let mut r = redis::Client::open(redis.as_str())?.get_multiplexed_async_connection().await?;
-    let _: () = redis::cmd("DEL").arg(&prefix).arg(keys::dead_queue(&prefix)).query_async(&mut r).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db}")))
+        .execute(&mut admin)
+        .await?;
+    let mut r = redis::Client::open(redis.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = redis::cmd("DEL")
+        .arg(&prefix)
+        .arg(keys::dead_queue(&prefix))
+        .query_async(&mut r)
+        .await?;
     Ok(())
 }
