@@ -8,7 +8,8 @@
 #   services.sh stop    stop the local instances this script started
 #
 # Data lives under $STATE (default: .local/ in the checkout, git-ignored);
-# ports are the first free ones from 55432 (PostgreSQL) and 56379 (Redis)
+# ports are the first free ones from 25432 (PostgreSQL) and 26379 (Redis),
+# below Linux's ephemeral range so that no client connection holds them,
 # and are kept across runs. Nothing outside $STATE is touched except the
 # packages it installs.
 set -euo pipefail
@@ -39,6 +40,14 @@ apt_install() {
 }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The port kept from an earlier run, unless it lies in the ephemeral range
+# (older checkouts used 55432 / 56379 there).
+kept_port() {
+  local p
+  p=$(cat "$1" 2>/dev/null || true)
+  if [ -n "$p" ] && [ "$p" -lt 32768 ]; then echo "$p"; else echo "$2"; fi
+}
 
 free_port() {
   local p=$1
@@ -85,12 +94,21 @@ pg_start() {
       as_pg "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
         || die "initdb failed; see $dir/initdb.log"
     fi
-    port=$(free_port "$(cat "$dir/port" 2>/dev/null || echo 55432)")
+    # A port may be taken between the check and the bind: try the next ones.
+    port=$(kept_port "$dir/port" 25432)
+    local started=""
+    for _ in $(seq 20); do
+      port=$(free_port "$port")
+      # max_connections: parallel tests each open small pools.
+      if as_pg "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 \
+           -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null; then
+        started=1
+        break
+      fi
+      port=$((port + 1))
+    done
+    [ -n "$started" ] || die "PostgreSQL did not start; see $dir/server.log"
     echo "$port" >"$dir/port"
-    # max_connections: parallel tests each open small pools.
-    as_pg "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null \
-      || die "PostgreSQL did not start; see $dir/server.log"
     say "PostgreSQL started on 127.0.0.1:$port (data $data)"
   fi
   if ! "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='flowpilot'" postgres | grep -q 1; then
@@ -118,14 +136,22 @@ redis_start() {
      && [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; then
     port=$(cat "$dir/port")
   else
-    port=$(free_port "$(cat "$dir/port" 2>/dev/null || echo 56379)")
+    port=$(kept_port "$dir/port" 26379)
+    local started=""
+    for _ in $(seq 20); do
+      port=$(free_port "$port")
+      # No persistence: Redis only moves work; PostgreSQL is the record.
+      redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$dir" \
+        --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save "" --appendonly no >/dev/null || true
+      for _ in $(seq 30); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+      if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then
+        started=1
+        break
+      fi
+      port=$((port + 1))
+    done
+    [ -n "$started" ] || die "Redis did not start; see $dir/redis.log"
     echo "$port" >"$dir/port"
-    # No persistence: Redis only moves work; PostgreSQL is the record.
-    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$dir" \
-      --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save "" --appendonly no \
-      || die "Redis did not start; see $dir/redis.log"
-    for _ in $(seq 50); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-    redis-cli -p "$port" ping | grep -q PONG || die "Redis did not answer; see $dir/redis.log"
     say "Redis started on 127.0.0.1:$port"
   fi
   REDIS_URL="redis://127.0.0.1:$port/0"
