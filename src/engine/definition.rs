@@ -352,6 +352,30 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_definition_is_valid() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Workflows").expect("a Workflows section")..];
+        let start = section.find("```json\n").expect("a JSON example") + 8;
+        let end = start + section[start..].find("```").unwrap();
+        let doc: Json = serde_json::from_str(&section[start..end]).unwrap();
+        let d = Definition::parse(&doc).unwrap();
+        let kinds: Vec<&str> = d.steps.iter().map(|s| s.action.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "send_email",
+                "wait",
+                "webhook",
+                "condition",
+                "arq",
+                "update_contact",
+                "send_sms",
+                "goal"
+            ]
+        );
+    }
+
+    #[test]
     fn backoff_grows_exponentially_within_jitter_and_cap() {
         let p = RetryPolicy {
             max_attempts: 10,
