@@ -47,6 +47,7 @@ fn expect(
 }
 
 /// Serves `calls` in order (1 s each), then checks nothing else is asked.
+/// A `Status` reply is sent with its `code` as the HTTP status.
 fn serve(mut server: ApiServer, calls: Vec<Expect>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         for call in calls {
@@ -69,8 +70,13 @@ fn serve(mut server: ApiServer, calls: Vec<Expect>) -> tokio::task::JoinHandle<(
                 serde_json::from_slice(&bytes).unwrap()
             };
             (call.check)(&body);
+            let status = match call.reply["kind"].as_str() {
+                Some("Status") => call.reply["code"].as_u64().unwrap_or(500) as u16,
+                _ => 200,
+            };
             send.send_response(
                 Response::builder()
+                    .status(status)
                     .body(Body::from(serde_json::to_vec(&call.reply).unwrap()))
                     .unwrap(),
             );
@@ -570,4 +576,105 @@ async fn an_invalid_pool_gets_ready_false_with_a_reason_and_no_deployment(pool: 
     mock.await.unwrap();
     assert_eq!(action, Action::await_change());
     flow.stop().await;
+}
+
+const LEASE_PATH: &str =
+    "/apis/coordination.k8s.io/v1/namespaces/flowpilot/leases/flowpilot-controller";
+
+fn lease(holder: &str, renewed: k8s_openapi::jiff::Timestamp) -> Json {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "flowpilot-controller", "namespace": "flowpilot", "resourceVersion": "7"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renewed.to_string(), "leaseTransitions": 1}
+    })
+}
+
+fn not_found() -> Json {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+#[tokio::test]
+async fn leader_election_creates_renews_follows_and_takes_over_the_lease() {
+    use flowpilot::controller::lease::Elector;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let stale = now - k8s_openapi::jiff::SignedDuration::from_secs(60);
+    let cases: Vec<(&str, Vec<Expect>, bool)> = vec![
+        (
+            "no lease: create it",
+            vec![
+                expect(Method::GET, LEASE_PATH, |_| {}, not_found()),
+                expect(
+                    Method::POST,
+                    "/apis/coordination.k8s.io/v1/namespaces/flowpilot/leases?",
+                    |b| assert_eq!(b["spec"]["holderIdentity"], json!("me")),
+                    lease("me", now),
+                ),
+            ],
+            true,
+        ),
+        (
+            "held by a live peer: follow, write nothing",
+            vec![expect(Method::GET, LEASE_PATH, |_| {}, lease("peer", now))],
+            false,
+        ),
+        (
+            "our own: renew with the resourceVersion read",
+            vec![
+                expect(Method::GET, LEASE_PATH, |_| {}, lease("me", now)),
+                expect(
+                    Method::PUT,
+                    LEASE_PATH,
+                    |b| {
+                        assert_eq!(b["metadata"]["resourceVersion"], json!("7"));
+                        assert_eq!(b["spec"]["leaseTransitions"], json!(1));
+                    },
+                    lease("me", now),
+                ),
+            ],
+            true,
+        ),
+        (
+            "a lapsed peer: take over, counting the transition",
+            vec![
+                expect(Method::GET, LEASE_PATH, |_| {}, lease("peer", stale)),
+                expect(
+                    Method::PUT,
+                    LEASE_PATH,
+                    |b| {
+                        assert_eq!(b["spec"]["holderIdentity"], json!("me"));
+                        assert_eq!(b["spec"]["leaseTransitions"], json!(2));
+                    },
+                    lease("me", now),
+                ),
+            ],
+            true,
+        ),
+        (
+            "a race lost on write (409): not the leader",
+            vec![
+                expect(Method::GET, LEASE_PATH, |_| {}, lease("peer", stale)),
+                expect(
+                    Method::PUT,
+                    LEASE_PATH,
+                    |_| {},
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "conflict"}),
+                ),
+            ],
+            false,
+        ),
+    ];
+    for (name, calls, leads) in cases {
+        let (service, server) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let mock = serve(server, calls);
+        let elector = Elector::new(
+            client,
+            "flowpilot",
+            "flowpilot-controller",
+            "me",
+            Duration::from_secs(15),
+        );
+        assert_eq!(elector.try_lead().await.unwrap(), leads, "{name}");
+        mock.await.unwrap();
+    }
 }
