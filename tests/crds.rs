@@ -135,3 +135,65 @@ fn the_schemas_reject_what_they_should() {
     let rules = serde_json::to_string(&WorkerPool::crd()).unwrap();
     assert!(rules.contains("self.spec.minReplicas <= self.spec.maxReplicas"));
 }
+
+#[test]
+fn the_charts_controller_role_grants_exactly_the_verbs_the_controller_uses() {
+    // What the code does: watch (get/list/watch), finalizers and TTL on
+    // executions, status patches, server-side apply of Deployments,
+    // Events, and the Lease.
+    let expected: std::collections::BTreeSet<(String, String, String)> = [
+        (
+            "flowpilot.io",
+            "workflowexecutions",
+            &["get", "list", "watch", "patch", "delete"][..],
+        ),
+        ("flowpilot.io", "workerpools", &["get", "list", "watch"]),
+        ("flowpilot.io", "workflowexecutions/status", &["patch"]),
+        ("flowpilot.io", "workerpools/status", &["patch"]),
+        (
+            "apps",
+            "deployments",
+            &["get", "list", "watch", "create", "patch"],
+        ),
+        ("events.k8s.io", "events", &["create", "patch"]),
+        (
+            "coordination.k8s.io",
+            "leases",
+            &["get", "create", "update"],
+        ),
+    ]
+    .iter()
+    .flat_map(|(g, r, verbs)| {
+        verbs
+            .iter()
+            .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
+    })
+    .collect();
+    let text =
+        std::fs::read_to_string(root().join("charts/flowpilot/templates/controller-rbac.yaml"))
+            .unwrap();
+    // Template lines only name and label things; the rules are plain YAML.
+    let plain: String = text
+        .lines()
+        .filter(|l| !l.contains("{{"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut granted = std::collections::BTreeSet::new();
+    for doc in serde_yaml::Deserializer::from_str(&plain) {
+        let doc: Json = serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap();
+        for rule in doc["rules"].as_array().into_iter().flatten() {
+            for g in rule["apiGroups"].as_array().unwrap() {
+                for r in rule["resources"].as_array().unwrap() {
+                    for v in rule["verbs"].as_array().unwrap() {
+                        granted.insert((
+                            g.as_str().unwrap().to_owned(),
+                            r.as_str().unwrap().to_owned(),
+                            v.as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(granted, expected);
+}
