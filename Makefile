@@ -23,7 +23,7 @@ test: services
 	cargo clippy --all-targets -- -D warnings
 	@source "$(STATE)/env"; \
 	  export FLOWPILOT_TEST_PYTHON="$$(tests/support/python.sh)"; \
-	  cargo test --all-targets -- --test-threads 8
+	  cargo test --lib --bins --tests -- --test-threads 8
 	tests/e2e/run.sh
 
 services:

@@ -10,13 +10,15 @@ use anyhow::Context;
 use serde_json::json;
 use tracing::info;
 
+use crate::action::email::EmailProvider;
+use crate::action::sms::SmsProvider;
 use crate::action::{email, sms, webhook};
 use crate::config::{
     AccountCommand, ApiConfig, ApikeyCommand, Cli, Command, DbConfig, EmailProviderKind,
     EngineConfig, RedisConfig, SmsProviderKind, WorkerConfig,
 };
 use crate::engine::definition::RetryPolicy;
-use crate::engine::effects::{EmailProvider, Providers, SmsProvider};
+use crate::engine::effects::{Outbox, Providers};
 use crate::engine::maintenance::Maintenance;
 use crate::engine::{self, Engine};
 use crate::metrics::{ApiMetrics, EngineMetrics, WorkerMetrics};
@@ -200,18 +202,17 @@ pub fn build_engine(
         log_retention_months,
     } = config.clone();
     crate::tls::install_crypto_provider();
-    let email = match email_provider {
-        EmailProviderKind::Outbox => EmailProvider::Outbox,
+    let outbox = Arc::new(Outbox::new(pool.clone()));
+    let email: Arc<dyn EmailProvider> = match email_provider {
+        EmailProviderKind::Outbox => outbox.clone(),
         EmailProviderKind::Smtp => {
             let url = smtp_url.context("--smtp-url")?;
-            EmailProvider::Smtp(Box::new(
-                email::Smtp::new(&url, &email_from).map_err(anyhow::Error::msg)?,
-            ))
+            Arc::new(email::Smtp::new(&url, &email_from).map_err(anyhow::Error::msg)?)
         }
     };
-    let sms = match sms_provider {
-        SmsProviderKind::Outbox => SmsProvider::Outbox,
-        SmsProviderKind::Http => SmsProvider::Http(sms::HttpSms::new(
+    let sms: Arc<dyn SmsProvider> = match sms_provider {
+        SmsProviderKind::Outbox => outbox,
+        SmsProviderKind::Http => Arc::new(sms::HttpSms::new(
             reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
@@ -222,7 +223,6 @@ pub fn build_engine(
         )),
     };
     let providers = Providers {
-        pool: pool.clone(),
         queue: queue.clone(),
         email,
         sms,

@@ -68,6 +68,7 @@ fn live_payloads() -> Vec<Payload> {
         ("live_json.json", "json"),
         ("live_msgpack.json", "msgpack"),
         ("live_crash_recovery.json", "pickle"),
+        ("quirk_keep_result_forever.json", "pickle"),
     ] {
         let doc = load(file);
         for snap in doc["snapshots"].as_array().unwrap() {

@@ -1,5 +1,5 @@
 //! `send_email`: render a message from the contact and hand it to the
-//! configured provider (the engine's outbox by default, or [`Smtp`]).
+//! configured [`EmailProvider`] (the engine's outbox by default, or [`Smtp`]).
 //!
 //! ```json
 //! {"id": "welcome", "type": "send_email", "subject": "Hi {{contact.attributes.first_name}}",
@@ -12,7 +12,18 @@ use lettre::{AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{ActionError, FieldError, mask, template};
+use super::{ActionError, Delivery, FieldError, mask, template};
+
+/// Delivers emails. Implementations: [`Smtp`] here, the PostgreSQL outbox
+/// in `engine::effects`.
+#[async_trait::async_trait]
+pub trait EmailProvider: Send + Sync {
+    /// Delivers `msg`; returns a receipt for the step's log (recipient masked).
+    ///
+    /// # Errors
+    /// Transient when a retry may succeed, permanent when it cannot.
+    async fn send(&self, msg: &Message, delivery: &Delivery) -> Result<Json, ActionError>;
+}
 
 /// Configuration of a `send_email` step.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -135,6 +146,13 @@ impl Smtp {
             Err(e) if e.is_permanent() => Err(ActionError::Permanent(format!("smtp: {e}"))),
             Err(e) => Err(ActionError::Transient(format!("smtp: {e}"))),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl EmailProvider for Smtp {
+    async fn send(&self, msg: &Message, delivery: &Delivery) -> Result<Json, ActionError> {
+        Smtp::send(self, msg, &delivery.idempotency_key).await
     }
 }
 

@@ -246,6 +246,27 @@ impl Input<'_> {
     pub fn idempotency_key(&self) -> String {
         format!("{}:{}:{}", self.execution_id, self.step_index, self.attempt)
     }
+
+    /// Who a message is sent for, for the providers.
+    pub fn delivery(&self) -> Delivery {
+        Delivery {
+            account_id: self.account_id,
+            execution_id: self.execution_id,
+            idempotency_key: self.idempotency_key(),
+        }
+    }
+}
+
+/// Who a message is sent for: what an email or SMS provider needs besides
+/// the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The account.
+    pub account_id: uuid::Uuid,
+    /// The execution sending it.
+    pub execution_id: uuid::Uuid,
+    /// `<execution>:<step>:<attempt>`; providers dedupe on it where they can.
+    pub idempotency_key: String,
 }
 
 /// Where the execution goes after a step.

@@ -1,6 +1,6 @@
 //! `send_sms`: render a text from the contact and hand it to the configured
-//! provider (the engine's outbox by default, or [`HttpSms`], a Twilio-style
-//! form POST).
+//! [`SmsProvider`] (the engine's outbox by default, or [`HttpSms`], a
+//! Twilio-style form POST).
 //!
 //! ```json
 //! {"id": "nudge", "type": "send_sms", "body": "Your code expires soon", "to": "{{contact.phone}}"}
@@ -9,7 +9,18 @@
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{ActionError, FieldError, mask, template};
+use super::{ActionError, Delivery, FieldError, mask, template};
+
+/// Delivers SMS. Implementations: [`HttpSms`] here, the PostgreSQL outbox
+/// in `engine::effects`.
+#[async_trait::async_trait]
+pub trait SmsProvider: Send + Sync {
+    /// Delivers `msg`; returns a receipt for the step's log (number masked).
+    ///
+    /// # Errors
+    /// Transient when a retry may succeed, permanent when it cannot.
+    async fn send(&self, msg: &Message, delivery: &Delivery) -> Result<Json, ActionError>;
+}
 
 /// Configuration of a `send_sms` step.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -126,6 +137,13 @@ impl HttpSms {
         } else {
             Err(ActionError::Permanent(text))
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl SmsProvider for HttpSms {
+    async fn send(&self, msg: &Message, delivery: &Delivery) -> Result<Json, ActionError> {
+        HttpSms::send(self, msg, &delivery.idempotency_key).await
     }
 }
 

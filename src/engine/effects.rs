@@ -1,68 +1,51 @@
 //! `Providers`: the engine's implementation of [`action::Effects`] with
-//! real providers: the PostgreSQL outbox (default) or SMTP for email, the
-//! outbox or a Twilio-style HTTP API for SMS, the guarded webhook client,
-//! and the ARQ queue for `arq` steps.
+//! real providers behind the provider traits: the PostgreSQL [`Outbox`]
+//! (default) or SMTP for email, the outbox or a Twilio-style HTTP API for
+//! SMS, the guarded webhook client, and the ARQ queue for `arq` steps.
+
+use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
 use sqlx::PgPool;
 
-use crate::action::{self, ActionError, Effects, Input, arq, email, sms, webhook};
+use crate::action::email::EmailProvider;
+use crate::action::sms::SmsProvider;
+use crate::action::{self, ActionError, Delivery, Effects, Input, arq, email, sms, webhook};
 use crate::queue::{self, EnqueueOptions, JobStatus, Value};
 use crate::store;
 
-/// Where emails go.
+/// The default email and SMS provider: records each message once per
+/// idempotency key in the `outbox` table, for a relay (or the CRM) to
+/// deliver.
 #[derive(Clone)]
-pub enum EmailProvider {
-    /// Recorded in the `outbox` table for a relay to deliver.
-    Outbox,
-    /// Sent over SMTP.
-    Smtp(Box<email::Smtp>),
+pub struct Outbox {
+    pool: PgPool,
 }
 
-/// Where SMS go.
-#[derive(Clone)]
-pub enum SmsProvider {
-    /// Recorded in the `outbox` table.
-    Outbox,
-    /// Posted to a Twilio-style HTTP API.
-    Http(sms::HttpSms),
-}
+impl Outbox {
+    /// An outbox in `pool`'s database.
+    pub fn new(pool: PgPool) -> Self {
+        Outbox { pool }
+    }
 
-/// The side effects of actions, wired to real services.
-#[derive(Clone)]
-pub struct Providers {
-    /// Database (outbox).
-    pub pool: PgPool,
-    /// Redis (arq steps).
-    pub queue: queue::Client,
-    /// Email provider.
-    pub email: EmailProvider,
-    /// SMS provider.
-    pub sms: SmsProvider,
-    /// Webhook client with the address guard.
-    pub webhook: webhook::Client,
-}
-
-impl Providers {
-    async fn outbox(
+    async fn record(
         &self,
-        input: &Input<'_>,
+        d: &Delivery,
         channel: &str,
         recipient: &str,
         subject: Option<&str>,
         body: &str,
     ) -> Result<Json, ActionError> {
-        let key = input.idempotency_key();
         let (id, recorded) = store::outbox::record(
             &self.pool,
             &store::outbox::NewMessage {
-                account_id: input.account_id,
-                execution_id: input.execution_id,
+                account_id: d.account_id,
+                execution_id: d.execution_id,
                 channel,
                 recipient,
                 subject,
                 body,
-                idempotency_key: &key,
+                idempotency_key: &d.idempotency_key,
             },
         )
         .await
@@ -76,26 +59,45 @@ impl Providers {
     }
 }
 
+#[async_trait::async_trait]
+impl EmailProvider for Outbox {
+    async fn send(&self, msg: &email::Message, d: &Delivery) -> Result<Json, ActionError> {
+        self.record(d, "email", &msg.to, Some(&msg.subject), &msg.body)
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl SmsProvider for Outbox {
+    async fn send(&self, msg: &sms::Message, d: &Delivery) -> Result<Json, ActionError> {
+        self.record(d, "sms", &msg.to, None, &msg.body).await
+    }
+}
+
+/// The side effects of actions, wired to real services.
+#[derive(Clone)]
+pub struct Providers {
+    /// Redis (arq steps).
+    pub queue: queue::Client,
+    /// Email provider.
+    pub email: Arc<dyn EmailProvider>,
+    /// SMS provider.
+    pub sms: Arc<dyn SmsProvider>,
+    /// Webhook client with the address guard.
+    pub webhook: webhook::Client,
+}
+
 impl Effects for Providers {
     async fn send_email(
         &self,
         msg: &email::Message,
         input: &Input<'_>,
     ) -> Result<Json, ActionError> {
-        match &self.email {
-            EmailProvider::Outbox => {
-                self.outbox(input, "email", &msg.to, Some(&msg.subject), &msg.body)
-                    .await
-            }
-            EmailProvider::Smtp(smtp) => smtp.send(msg, &input.idempotency_key()).await,
-        }
+        self.email.send(msg, &input.delivery()).await
     }
 
     async fn send_sms(&self, msg: &sms::Message, input: &Input<'_>) -> Result<Json, ActionError> {
-        match &self.sms {
-            SmsProvider::Outbox => self.outbox(input, "sms", &msg.to, None, &msg.body).await,
-            SmsProvider::Http(http) => http.send(msg, &input.idempotency_key()).await,
-        }
+        self.sms.send(msg, &input.delivery()).await
     }
 
     async fn call(&self, req: &webhook::Request) -> Result<webhook::Response, ActionError> {

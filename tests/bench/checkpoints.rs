@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowpilot::action::webhook;
-use flowpilot::engine::effects::{EmailProvider, Providers, SmsProvider};
+use flowpilot::engine::effects::{Outbox, Providers};
 use flowpilot::engine::{Engine, Settings, StartRequest};
 use flowpilot::queue::{Client, Serializer, keys};
 use flowpilot::store;
@@ -54,10 +54,9 @@ async fn main() -> anyhow::Result<()> {
     let queue = Client::connect(&redis, Serializer::Pickle).await?;
     flowpilot::tls::install_crypto_provider();
     let providers = Providers {
-        pool: pool.clone(),
         queue: queue.clone(),
-        email: EmailProvider::Outbox,
-        sms: SmsProvider::Outbox,
+        email: Arc::new(Outbox::new(pool.clone())),
+        sms: Arc::new(Outbox::new(pool.clone())),
         webhook: webhook::Client::new(webhook::Guard::default())?,
     };
     let engine = Arc::new(Engine::new(

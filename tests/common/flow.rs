@@ -11,7 +11,7 @@ use axum::routing::post;
 use axum::{Json as AxumJson, Router};
 use flowpilot::action::webhook;
 use flowpilot::engine::definition::RetryPolicy;
-use flowpilot::engine::effects::{EmailProvider, Providers, SmsProvider};
+use flowpilot::engine::effects::{Outbox, Providers};
 use flowpilot::engine::maintenance::Maintenance;
 use flowpilot::engine::{Engine, Settings, StartRequest};
 use flowpilot::queue::{Serializer, keys};
@@ -156,10 +156,9 @@ impl Flow {
         let client = super::client(Serializer::Pickle).await;
         let (receiver, base) = Receiver::start().await;
         let providers = Providers {
-            pool: pool.clone(),
             queue: client.clone(),
-            email: EmailProvider::Outbox,
-            sms: SmsProvider::Outbox,
+            email: Arc::new(Outbox::new(pool.clone())),
+            sms: Arc::new(Outbox::new(pool.clone())),
             webhook: webhook::Client::new(webhook::Guard::new(vec!["127.0.0.1".parse().unwrap()]))
                 .unwrap(),
         };
