@@ -365,3 +365,56 @@ async fn retries_timeouts_tries_aborts_and_panics_end_as_arq_ends_them() {
         "every job left the queue"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_looks_past_jobs_another_worker_holds() {
+    // Worker A holds the oldest job for seconds; worker B, with one free
+    // slot, must still find the newer job behind it.
+    let queue = common::unique("held");
+    let client = common::client(Serializer::Pickle).await;
+    let mut functions = Registry::new();
+    flowpilot::worker::diagnostic::register(&mut functions);
+    let one_slot = || Settings {
+        max_jobs: 1,
+        ..common::settings(&queue)
+    };
+    let a = common::RunningWorker::start(functions.clone(), one_slot(), Serializer::Pickle).await;
+    let slow = common::unique("slow");
+    client
+        .enqueue(
+            "sleep",
+            vec![Value::Float(3.0)],
+            vec![],
+            opts(&queue, &slow),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    common::eventually(Duration::from_secs(10), "A to hold the slow job", || {
+        let client = client.clone();
+        let (q, id) = (queue.clone(), slow.clone());
+        async move { (client.status(&q, &id).await.unwrap() == JobStatus::InProgress).then_some(()) }
+    })
+    .await;
+    let b = common::RunningWorker::start(functions, one_slot(), Serializer::Pickle).await;
+    let quick = common::unique("quick");
+    client
+        .enqueue("ping", vec![], vec![], opts(&queue, &quick))
+        .await
+        .unwrap()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let r = wait_result(&client, &quick).await;
+    assert_eq!(r.result, Value::str("pong"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "B waited {:?} behind the held job",
+        started.elapsed()
+    );
+    assert!(
+        client.result(&slow).await.unwrap().is_none(),
+        "A still holds the slow job"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

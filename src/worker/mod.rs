@@ -42,6 +42,8 @@ use crate::queue::{self, Client, Finish, Job, JobResult, Serializer, Value, now_
 /// Extra life of the in-progress key beyond the longest timeout (arq: 10 s),
 /// so a live worker always finishes before its claim lapses.
 const IN_PROGRESS_GRACE: Duration = Duration::from_secs(10);
+/// Fewest queue entries read per poll (arq: `max(5 * max_jobs, 100)`).
+const MIN_READ: usize = 100;
 /// Longest pause between polls after Redis errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -242,50 +244,67 @@ impl Worker {
             return Ok(());
         }
         let now = now_ms();
+        // Jobs a worker holds stay in the queue until they finish, so read
+        // well past the free slots (arq's queue_read_limit), skipping our own.
+        let read_limit = (5 * shared.settings.max_jobs).max(MIN_READ);
         let mut ready = Vec::with_capacity(shared.settings.queues.len());
         for q in &shared.settings.queues {
-            ready.push(shared.client.ready(q, now, free).await?);
+            let ids = shared.client.ready(q, now, read_limit).await?;
+            let running = lock(&shared.running);
+            ready.push(
+                ids.into_iter()
+                    .filter(|(id, _)| !running.contains_key(id))
+                    .collect::<Vec<_>>(),
+            );
         }
         let counts: Vec<usize> = ready.iter().map(Vec::len).collect();
         let take = priority::share_slots(free, &counts, tick);
-        for ((queue, ids), n) in shared.settings.queues.iter().zip(ready).zip(take) {
-            for (id, score) in ids.into_iter().take(n) {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    return Ok(());
-                };
-                if !shared
-                    .client
-                    .claim(queue, &id, now_ms(), in_progress_ttl)
-                    .await?
-                {
-                    continue;
-                }
-                let abort = CancellationToken::new();
-                lock(&shared.running).insert(id.clone(), abort.clone());
-                shared.counters.ongoing.fetch_add(1, Ordering::Relaxed);
-                let span = info_span!("job", job_id = %id, queue = %queue);
-                let shared = Arc::clone(shared);
-                let queue = queue.clone();
-                tasks.spawn(
-                    async move {
-                        let began = tokio::time::Instant::now();
-                        let outcome = run_job(&shared, &queue, &id, score, &abort).await;
-                        if let Some(m) = &shared.metrics {
-                            m.observe(&queue, outcome.as_str(), began.elapsed());
-                        }
-                        lock(&shared.running).remove(&id);
-                        shared.counters.ongoing.fetch_sub(1, Ordering::Relaxed);
-                        let counter = match outcome {
-                            Outcome::Complete => &shared.counters.complete,
-                            Outcome::Failed => &shared.counters.failed,
-                            Outcome::Retried => &shared.counters.retried,
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
+        // The shared-out ids first, then the rest in priority order, for
+        // slots left when some claims fail (another worker holds the job).
+        let mut candidates = Vec::new();
+        let mut rest = Vec::new();
+        for ((queue, mut ids), n) in shared.settings.queues.iter().zip(ready).zip(take) {
+            let tail = ids.split_off(n.min(ids.len()));
+            candidates.extend(ids.into_iter().map(|(id, score)| (queue, id, score)));
+            rest.extend(tail.into_iter().map(|(id, score)| (queue, id, score)));
+        }
+        candidates.extend(rest);
+        for (queue, id, score) in candidates {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                return Ok(());
+            };
+            if !shared
+                .client
+                .claim(queue, &id, now_ms(), in_progress_ttl)
+                .await?
+            {
+                continue;
             }
+            let abort = CancellationToken::new();
+            lock(&shared.running).insert(id.clone(), abort.clone());
+            shared.counters.ongoing.fetch_add(1, Ordering::Relaxed);
+            let span = info_span!("job", job_id = %id, queue = %queue);
+            let shared = Arc::clone(shared);
+            let queue = queue.clone();
+            tasks.spawn(
+                async move {
+                    let began = tokio::time::Instant::now();
+                    let outcome = run_job(&shared, &queue, &id, score, &abort).await;
+                    if let Some(m) = &shared.metrics {
+                        m.observe(&queue, outcome.as_str(), began.elapsed());
+                    }
+                    lock(&shared.running).remove(&id);
+                    shared.counters.ongoing.fetch_sub(1, Ordering::Relaxed);
+                    let counter = match outcome {
+                        Outcome::Complete => &shared.counters.complete,
+                        Outcome::Failed => &shared.counters.failed,
+                        Outcome::Retried => &shared.counters.retried,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
         Ok(())
     }
