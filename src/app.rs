@@ -39,7 +39,7 @@ const LEASE_MARGIN: Duration = Duration::from_secs(10);
 /// subsystem that stops with an error.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Cli { telemetry, command } = cli;
-    let _log_filter = telemetry::init(&telemetry)?;
+    let log_filter = telemetry::init(&telemetry)?;
     match command {
         Command::Migrate { db } => {
             let pool = connect_db(&db).await?;
@@ -58,7 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(usage(&msg));
             }
             let pool = connect_db(&db).await?;
-            serve(pool, &redis, Some(&worker), &engine, None).await?;
+            serve(pool, &redis, Some(&worker), &engine, None, log_filter).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev {
@@ -81,7 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let e = build_engine(pool.clone(), client, &redis, &worker, &engine, None)?;
                 seed(&e, &redis.redis_url, demo_api_key.as_deref()).await?;
             }
-            serve(pool, &redis, Some(&worker), &engine, Some(&api)).await?;
+            serve(pool, &redis, Some(&worker), &engine, Some(&api), log_filter).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Api {
@@ -94,7 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(usage(&msg));
             }
             let pool = connect_db(&db).await?;
-            serve(pool, &redis, None, &engine, Some(&api)).await?;
+            serve(pool, &redis, None, &engine, Some(&api), log_filter).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Account {
@@ -257,6 +257,7 @@ async fn serve(
     worker: Option<&WorkerConfig>,
     config: &EngineConfig,
     api: Option<&ApiConfig>,
+    log_filter: telemetry::LogFilter,
 ) -> anyhow::Result<()> {
     let client = connect_redis(redis).await?;
     let worker_config = worker.cloned().unwrap_or_else(default_worker_config);
@@ -288,6 +289,7 @@ async fn serve(
         queue: client.clone(),
         metrics: Arc::new(ApiMetrics::register(&registry)?),
         registry,
+        log_filter: Some(log_filter),
     };
     match (api, worker.and_then(|w| w.admin_listen)) {
         (Some(a), _) => {
@@ -357,6 +359,7 @@ async fn run_controller(
         queue: client,
         metrics: Arc::new(ApiMetrics::register(&registry)?),
         registry,
+        log_filter: None,
     });
     let admin_task = tokio::spawn(api::serve_router(c.admin_listen, admin, token.clone()));
 

@@ -7,18 +7,45 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
-/// Handle to change the log filter at runtime (e.g. from an admin endpoint).
+/// Handle to change the log filter at runtime (`PUT /api/v1/admin/log-filter`).
 #[derive(Clone)]
 pub struct LogFilter(reload::Handle<EnvFilter, Registry>);
 
+/// Why a filter change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// Not EnvFilter syntax.
+    #[error("invalid log filter: {0}")]
+    Invalid(String),
+    /// The subscriber it belonged to is gone.
+    #[error("the log subscriber is gone")]
+    Gone,
+}
+
 impl LogFilter {
-    /// Replaces the filter.
+    /// A reloadable filter layer and its handle; `init` installs the layer
+    /// globally, tests may keep it to themselves.
     ///
     /// # Errors
     /// When `directives` is not valid EnvFilter syntax.
-    pub fn set(&self, directives: &str) -> Result<(), String> {
-        let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
-        self.0.reload(filter).map_err(|e| e.to_string())
+    pub fn new(
+        directives: &str,
+    ) -> Result<(Self, reload::Layer<EnvFilter, Registry>), FilterError> {
+        let filter =
+            EnvFilter::try_new(directives).map_err(|e| FilterError::Invalid(e.to_string()))?;
+        let (layer, handle) = reload::Layer::new(filter);
+        Ok((LogFilter(handle), layer))
+    }
+
+    /// Replaces the filter.
+    ///
+    /// # Errors
+    /// [`FilterError::Invalid`] for bad syntax, [`FilterError::Gone`] when
+    /// the subscriber was dropped.
+    pub fn set(&self, directives: &str) -> Result<(), FilterError> {
+        let filter =
+            EnvFilter::try_new(directives).map_err(|e| FilterError::Invalid(e.to_string()))?;
+        self.0.reload(filter).map_err(|_| FilterError::Gone)
     }
 }
 
@@ -31,9 +58,8 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<LogFilter> {
         log_filter,
         log_format,
     } = config;
-    let filter = EnvFilter::try_new(log_filter)
+    let (handle, filter) = LogFilter::new(log_filter)
         .map_err(|e| anyhow::anyhow!("--log / FLOWPILOT_LOG `{log_filter}`: {e}"))?;
-    let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match log_format {
@@ -42,5 +68,5 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<LogFilter> {
             .with(fmt.json().flatten_event(true).with_current_span(true))
             .try_init()?,
     }
-    Ok(LogFilter(handle))
+    Ok(handle)
 }

@@ -39,6 +39,7 @@ impl Api {
             queue: common::client(flowpilot::queue::Serializer::Pickle).await,
             metrics: Arc::new(ApiMetrics::register(&registry).unwrap()),
             registry,
+            log_filter: None,
         };
         let (key, _) = flowpilot::app::create_api_key(&pool, flow.account, "test", false)
             .await
@@ -975,8 +976,60 @@ impl Api {
             queue: common::client(flowpilot::queue::Serializer::Pickle).await,
             metrics: Arc::new(ApiMetrics::register(&registry).unwrap()),
             registry,
+            log_filter: None,
         });
         api.key = key;
         api
     }
+}
+
+#[sqlx::test]
+async fn the_log_filter_changes_at_runtime_for_admin_keys_only(pool: PgPool) {
+    let mut api = Api::start_with_no_worker(pool.clone()).await;
+    // A reloadable filter layer of our own, kept alive for the test.
+    let (filter, _layer) = flowpilot::telemetry::LogFilter::new("info").unwrap();
+    let registry = prometheus::Registry::new();
+    api.router = api::router(AppState {
+        engine: Arc::clone(&api.flow.engine),
+        queue: common::client(flowpilot::queue::Serializer::Pickle).await,
+        metrics: Arc::new(ApiMetrics::register(&registry).unwrap()),
+        registry,
+        log_filter: Some(filter),
+    });
+    let path = "/api/v1/admin/log-filter";
+    let (status, body) = api
+        .call(Method::PUT, path, Some(json!({"filter": "debug"})))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (403, json!("forbidden"))
+    );
+    let (admin, _) = flowpilot::app::create_api_key(&pool, api.flow.account, "admin", true)
+        .await
+        .unwrap();
+    let (status, body) = api
+        .call_as(
+            Some(&admin),
+            Method::PUT,
+            path,
+            Some(json!({"filter": "info,flowpilot=debug"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"filter": "info,flowpilot=debug"}))
+    );
+    let (status, body) = api
+        .call_as(
+            Some(&admin),
+            Method::PUT,
+            path,
+            Some(json!({"filter": "flowpilot=loud"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].clone()),
+        (422, json!("filter"))
+    );
+    api.finish().await;
 }

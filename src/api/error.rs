@@ -21,7 +21,7 @@ pub struct ErrorBody {
 /// What went wrong.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable machine-readable code: `unauthorized`, `not_found`,
+    /// Stable machine-readable code: `unauthorized`, `forbidden`, `not_found`,
     /// `invalid_request`, `invalid_json`, `conflict`, `payload_too_large`,
     /// `method_not_allowed`, `unsupported_media_type`, `unavailable`, `internal`.
     pub code: &'static str,
@@ -60,6 +60,11 @@ impl ApiError {
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403: authenticated, but not allowed.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     /// 404 for `what`.

@@ -7,8 +7,52 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
 use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, Auth};
 use super::view::Health;
+use crate::telemetry::FilterError;
+
+/// A log filter in `tracing` EnvFilter syntax.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogFilterBody {
+    /// e.g. `info,flowpilot=debug`.
+    pub filter: String,
+}
+
+/// Change the process's log filter at runtime (admin keys only).
+#[utoipa::path(operation_id = "set_log_filter", put, path = "/api/v1/admin/log-filter", tag = "admin",
+    request_body = LogFilterBody,
+    responses((status = 200, body = LogFilterBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_log_filter(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<LogFilterBody>,
+) -> Result<Json<LogFilterBody>, ApiError> {
+    if !auth.admin {
+        return Err(ApiError::forbidden(
+            "changing the log filter needs an admin key",
+        ));
+    }
+    let handle = state
+        .log_filter
+        .as_ref()
+        .ok_or_else(|| ApiError::conflict("this process has no reloadable log filter"))?;
+    match handle.set(&body.filter) {
+        Ok(()) => {
+            tracing::info!(filter = %body.filter, "log filter changed");
+            Ok(Json(body))
+        }
+        Err(FilterError::Invalid(m)) => Err(ApiError::invalid("filter", m).unprocessable()),
+        Err(FilterError::Gone) => Err(ApiError::conflict("the log subscriber is gone")),
+    }
+}
 
 /// Alive.
 #[utoipa::path(operation_id = "healthz", get, path = "/healthz", tag = "health", security(()), responses((status = 200, body = Health)))]

@@ -49,6 +49,8 @@ pub struct AppState {
     pub metrics: Arc<ApiMetrics>,
     /// The Prometheus registry `/metrics` renders.
     pub registry: prometheus::Registry,
+    /// The process's reloadable log filter, when it has one.
+    pub log_filter: Option<crate::telemetry::LogFilter>,
 }
 
 #[derive(OpenApi)]
@@ -94,6 +96,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(execution::logs))
         .routes(routes!(execution::cancel))
         .routes(routes!(execution::retry))
+        .routes(routes!(health::set_log_filter))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
