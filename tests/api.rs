@@ -113,6 +113,11 @@ impl Api {
         self.call(Method::GET, path, None).await
     }
 
+    /// POST without a body (activate, cancel, retry, ...).
+    async fn action(&self, path: &str) -> (u16, Json) {
+        self.call(Method::POST, path, None).await
+    }
+
     async fn post(&self, path: &str, body: Json) -> (u16, Json) {
         self.call(Method::POST, path, Some(body)).await
     }
@@ -258,19 +263,11 @@ async fn workflows_are_created_versioned_read_listed_and_toggled(pool: PgPool) {
     );
 
     let (status, off) = api
-        .call(
-            Method::POST,
-            &format!("/api/v1/workflows/{id}/deactivate"),
-            None,
-        )
+        .action(&format!("/api/v1/workflows/{id}/deactivate"))
         .await;
     assert_eq!((status, off["is_active"].clone()), (200, json!(false)));
     let (_, on) = api
-        .call(
-            Method::POST,
-            &format!("/api/v1/workflows/{id}/activate"),
-            None,
-        )
+        .action(&format!("/api/v1/workflows/{id}/activate"))
         .await;
     assert_eq!(on["is_active"], json!(true));
 
@@ -698,32 +695,14 @@ async fn cancel_and_retry_follow_the_state_machine(pool: PgPool) {
         )
         .await;
     let id = e["id"].as_str().unwrap().to_owned();
-    let (status, c) = api
-        .call(
-            Method::POST,
-            &format!("/api/v1/executions/{id}/cancel"),
-            None,
-        )
-        .await;
+    let (status, c) = api.action(&format!("/api/v1/executions/{id}/cancel")).await;
     assert_eq!((status, c["status"].clone()), (200, json!("CANCELLED")));
-    let (status, err) = api
-        .call(
-            Method::POST,
-            &format!("/api/v1/executions/{id}/cancel"),
-            None,
-        )
-        .await;
+    let (status, err) = api.action(&format!("/api/v1/executions/{id}/cancel")).await;
     assert_eq!(
         (status, err["error"]["code"].clone()),
         (409, json!("conflict"))
     );
-    let (status, _) = api
-        .call(
-            Method::POST,
-            &format!("/api/v1/executions/{id}/retry"),
-            None,
-        )
-        .await;
+    let (status, _) = api.action(&format!("/api/v1/executions/{id}/retry")).await;
     assert_eq!(status, 409, "only FAILED executions can be retried");
 
     let (_, e) = api
@@ -739,13 +718,7 @@ async fn cancel_and_retry_follow_the_state_machine(pool: PgPool) {
     })
     .await;
     assert_eq!(failed["error"], json!("webhook answered HTTP 404"));
-    let (status, r) = api
-        .call(
-            Method::POST,
-            &format!("/api/v1/executions/{id}/retry"),
-            None,
-        )
-        .await;
+    let (status, r) = api.action(&format!("/api/v1/executions/{id}/retry")).await;
     assert_eq!(
         (status, r["status"].clone(), r["error"].clone()),
         (200, json!("QUEUED"), json!(null))
@@ -899,12 +872,8 @@ async fn bad_input_gets_a_4xx_json_error_naming_the_field_and_never_a_5xx(pool: 
     assert_eq!(status, 405);
 
     // Inactive workflow: a conflict, and nothing created.
-    api.call(
-        Method::POST,
-        &format!("/api/v1/workflows/{workflow}/deactivate"),
-        None,
-    )
-    .await;
+    api.action(&format!("/api/v1/workflows/{workflow}/deactivate"))
+        .await;
     let (status, body) = api.post(&execute, json!({"contact_id": contact})).await;
     assert_eq!(
         (status, body["error"]["field"].clone()),
