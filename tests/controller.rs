@@ -496,6 +496,11 @@ async fn a_pool_applies_its_deployment_with_the_decided_replicas_and_patches_its
                         ])
                     );
                     assert_eq!(c["envFrom"][0]["secretRef"]["name"], json!("flowpilot-db"));
+                    assert_eq!(
+                        c["env"][1],
+                        json!({"name": "FLOWPILOT_ADMIN_LISTEN", "value": "0.0.0.0:8081"})
+                    );
+                    assert_eq!(c["readinessProbe"]["httpGet"]["path"], json!("/readyz"));
                 },
                 deployment_reply,
             ),

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, PodSpec, PodTemplateSpec, SecretEnvSource,
+    Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec,
+    Probe, SecretEnvSource,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -25,6 +27,8 @@ use crate::crd::{WorkerPool, WorkerPoolSpec, WorkerPoolStatus};
 
 /// Pod label naming the pool.
 pub const POOL_LABEL: &str = "flowpilot.io/pool";
+/// Port of `flowpilot worker --admin-listen` in pool pods.
+const ADMIN_PORT: i32 = 8081;
 /// Extra seconds of termination grace beyond the job timeout.
 const DRAIN_MARGIN_S: i64 = 30;
 
@@ -86,6 +90,9 @@ pub fn deployment(pool: &WorkerPool, replicas: i32, default_image: &str) -> Depl
         ),
         (POOL_LABEL.to_owned(), name.clone()),
     ]);
+    // Our own worker also serves /healthz, /readyz and /metrics; another
+    // image is run as it is.
+    let ours = spec.command.is_none();
     let command = spec.command.clone().unwrap_or_else(|| {
         vec![
             "flowpilot".into(),
@@ -96,12 +103,28 @@ pub fn deployment(pool: &WorkerPool, replicas: i32, default_image: &str) -> Depl
             format!("{}s", spec.job_timeout_seconds),
         ]
     });
-    let mut env = vec![EnvVar {
-        name: "FLOWPILOT_LOG_FORMAT".into(),
-        value: Some("json".into()),
+    let var = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
         ..EnvVar::default()
-    }];
+    };
+    let mut env = vec![var("FLOWPILOT_LOG_FORMAT", "json".into())];
+    if ours {
+        env.push(var(
+            "FLOWPILOT_ADMIN_LISTEN",
+            format!("0.0.0.0:{ADMIN_PORT}"),
+        ));
+    }
     env.extend(spec.env.clone().unwrap_or_default());
+    let admin = IntOrString::String("admin".into());
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: admin.clone(),
+            ..HTTPGetAction::default()
+        }),
+        ..Probe::default()
+    };
     Deployment {
         metadata: ObjectMeta {
             name: Some(name),
@@ -145,6 +168,15 @@ pub fn deployment(pool: &WorkerPool, replicas: i32, default_image: &str) -> Depl
                             }]
                         }),
                         resources: spec.resources.clone(),
+                        ports: ours.then(|| {
+                            vec![ContainerPort {
+                                name: Some("admin".into()),
+                                container_port: ADMIN_PORT,
+                                ..ContainerPort::default()
+                            }]
+                        }),
+                        liveness_probe: ours.then(|| probe("/healthz")),
+                        readiness_probe: ours.then(|| probe("/readyz")),
                         ..Container::default()
                     }],
                     ..PodSpec::default()
@@ -325,4 +357,69 @@ async fn measure(ctx: &Context, queues: &[String]) -> crate::queue::Result<Load>
         load.in_progress += ctx.queue.in_progress(q, now).await? as i64;
     }
     Ok(load)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(spec: serde_json::Value) -> WorkerPool {
+        let mut p = WorkerPool::new("p", serde_json::from_value(spec).unwrap());
+        p.metadata.namespace = Some("ns".into());
+        p
+    }
+
+    #[test]
+    fn an_arq_image_runs_as_it_is_without_our_admin_port() {
+        let p = pool(
+            serde_json::json!({"queues": ["scoring"], "maxReplicas": 3, "image": "py:1", "command": ["arq", "app.Settings"]}),
+        );
+        let d = deployment(&p, 2, "flowpilot:x");
+        let pod = d.spec.template.spec.unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("py:1"));
+        assert_eq!(
+            c.command.as_deref(),
+            Some(&["arq".to_owned(), "app.Settings".to_owned()][..])
+        );
+        assert!(c.ports.is_none() && c.readiness_probe.is_none());
+        assert_eq!(c.env.as_ref().unwrap().len(), 1, "only the log format");
+        assert_eq!(
+            pod.termination_grace_period_seconds,
+            Some(330),
+            "default job timeout 300 + 30"
+        );
+        assert_eq!(d.spec.replicas, Some(2));
+    }
+
+    #[test]
+    fn invalid_pools_are_refused_with_a_reason() {
+        let spec = |v: serde_json::Value| -> WorkerPoolSpec { serde_json::from_value(v).unwrap() };
+        assert_eq!(
+            validate(&spec(
+                serde_json::json!({"queues": ["q"], "minReplicas": 4, "maxReplicas": 2})
+            ))
+            .unwrap_err()
+            .0,
+            "InvalidReplicas"
+        );
+        assert_eq!(
+            validate(&spec(
+                serde_json::json!({"queues": [" "], "maxReplicas": 2})
+            ))
+            .unwrap_err()
+            .0,
+            "InvalidQueues"
+        );
+        assert_eq!(
+            validate(&spec(serde_json::json!({"queues": ["q"], "maxReplicas": 2, "mode": "Manual", "replicas": 5}))).unwrap_err().0,
+            "InvalidReplicas"
+        );
+        assert!(
+            validate(&spec(
+                serde_json::json!({"queues": ["q"], "maxReplicas": 2})
+            ))
+            .is_ok()
+        );
+    }
 }
