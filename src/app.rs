@@ -58,7 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(usage(&msg));
             }
             let pool = connect_db(&db).await?;
-            serve(pool, &redis, Some(&worker), &engine, None, log_filter).await?;
+            serve(pool, &redis, Some(&worker), &engine, None, log_filter, None).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev {
@@ -76,12 +76,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = connect_db(&db).await?;
             store::migrate(&pool).await.context("migrating")?;
             info!("database migrated");
-            if seed_demo {
-                let client = connect_redis(&redis).await?;
-                let e = build_engine(pool.clone(), client, &redis, &worker, &engine, None)?;
-                seed(&e, &redis.redis_url, demo_api_key.as_deref()).await?;
-            }
-            serve(pool, &redis, Some(&worker), &engine, Some(&api), log_filter).await?;
+            let demo = seed_demo.then_some(Demo {
+                api_key: demo_api_key.as_deref(),
+            });
+            serve(
+                pool,
+                &redis,
+                Some(&worker),
+                &engine,
+                Some(&api),
+                log_filter,
+                demo,
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Api {
@@ -94,7 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(usage(&msg));
             }
             let pool = connect_db(&db).await?;
-            serve(pool, &redis, None, &engine, Some(&api), log_filter).await?;
+            serve(pool, &redis, None, &engine, Some(&api), log_filter, None).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Account {
@@ -181,7 +188,7 @@ pub fn build_engine(
     pool: sqlx::PgPool,
     queue: Client,
     redis: &RedisConfig,
-    worker: &WorkerConfig,
+    job_timeout: Duration,
     config: &EngineConfig,
     registry: Option<&prometheus::Registry>,
 ) -> anyhow::Result<Arc<Engine>> {
@@ -229,8 +236,8 @@ pub fn build_engine(
         webhook: webhook::Client::new(webhook::Guard::new(webhook_allow))?,
     };
     let settings = engine::Settings {
-        lease: worker.job_timeout + LEASE_MARGIN,
-        run_budget: worker.job_timeout / 2,
+        lease: job_timeout + LEASE_MARGIN,
+        run_budget: job_timeout / 2,
         retry: RetryPolicy {
             max_attempts: retry_max_attempts,
             initial: retry_backoff,
@@ -248,6 +255,12 @@ pub fn build_engine(
     Ok(Arc::new(engine))
 }
 
+/// `flowpilot dev --seed-demo`: seed the demo before serving.
+struct Demo<'a> {
+    /// An API key to register for the demo account.
+    api_key: Option<&'a str>,
+}
+
 /// Runs the subsystems asked for (the worker with the maintenance loop,
 /// the API) until a signal; one that stops early stops the others and fails
 /// the process.
@@ -258,18 +271,26 @@ async fn serve(
     config: &EngineConfig,
     api: Option<&ApiConfig>,
     log_filter: telemetry::LogFilter,
+    demo: Option<Demo<'_>>,
 ) -> anyhow::Result<()> {
     let client = connect_redis(redis).await?;
-    let worker_config = worker.cloned().unwrap_or_else(default_worker_config);
+    // Leases follow the worker's job timeout; without a worker (the API
+    // alone), the default one.
+    let job_timeout = worker.map_or(crate::worker::Settings::default().job_timeout, |w| {
+        w.job_timeout
+    });
     let registry = prometheus::Registry::new();
     let engine = build_engine(
         pool.clone(),
         client.clone(),
         redis,
-        &worker_config,
+        job_timeout,
         config,
         Some(&registry),
     )?;
+    if let Some(d) = demo {
+        seed(&engine, &redis.redis_url, d.api_key).await?;
+    }
     let token = shutdown::on_signal()?;
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     if let Some(w) = worker {
@@ -330,7 +351,7 @@ async fn run_controller(
         pool.clone(),
         client.clone(),
         redis,
-        &default_worker_config(),
+        crate::worker::Settings::default().job_timeout,
         config,
         None,
     )?;
@@ -418,21 +439,6 @@ async fn run_controller(
     admin_task.await.context("admin server panicked")??;
     pool.close().await;
     lost.map_or(Ok(()), Err)
-}
-
-/// Worker settings the API uses for leases when it runs without a worker.
-fn default_worker_config() -> WorkerConfig {
-    WorkerConfig {
-        queues: None,
-        max_jobs: 10,
-        job_timeout: Duration::from_secs(300),
-        poll_delay: Duration::from_millis(500),
-        keep_result: Duration::from_secs(3600),
-        max_tries: 5,
-        health_check_interval: Duration::from_secs(3600),
-        drain_timeout: None,
-        admin_listen: None,
-    }
 }
 
 /// Creates a key for `account`: `fp_` and 64 hex digits (256 random bits);

@@ -102,12 +102,16 @@ async fn a_sigkilled_workers_job_is_rerun_by_another_after_its_in_progress_key_e
         common::RunningWorker::start(diagnostics(), common::settings(&queue), Serializer::Pickle)
             .await;
     let client = common::client(Serializer::Pickle).await;
-    let result = common::eventually(Duration::from_secs(30), "the re-run result", || {
-        let client = client.clone();
-        let id = id.clone();
-        async move { client.result(&id).await.unwrap() }
-    })
-    .await;
+    let result = client
+        .wait_result(
+            &queue,
+            &id,
+            Duration::from_millis(50),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap()
+        .expect("the re-run result");
     second.shutdown().await;
 
     assert!(result.success, "{result:?}");

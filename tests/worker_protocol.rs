@@ -19,13 +19,18 @@ fn opts(queue: &str, id: &str) -> EnqueueOptions {
     }
 }
 
-async fn wait_result(client: &Client, id: &str) -> JobResult {
-    common::eventually(Duration::from_secs(20), id, || {
-        let client = client.clone();
-        let id = id.to_owned();
-        async move { client.result(&id).await.unwrap() }
-    })
-    .await
+/// `Job.result()`: the library's poller, 20 s at most.
+async fn wait_result(client: &Client, queue: &str, id: &str) -> JobResult {
+    client
+        .wait_result(
+            queue,
+            id,
+            Duration::from_millis(50),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no result for {id}"))
 }
 
 /// Every key under `pattern` with its type, value and whether it expires.
@@ -105,7 +110,7 @@ async fn bad_input_ends_as_failed_results_the_way_arq_records_them_and_touches_n
         common::RunningWorker::start(registry, common::settings(&queue), Serializer::Pickle).await;
 
     let exc = |class: &str, msg: &str| Value::exception(class, msg);
-    let r1 = wait_result(&client, &garbage).await;
+    let r1 = wait_result(&client, &queue, &garbage).await;
     assert_eq!(
         (
             r1.success,
@@ -120,7 +125,7 @@ async fn bad_input_ends_as_failed_results_the_way_arq_records_them_and_touches_n
             0
         )
     );
-    let r2 = wait_result(&client, &unknown).await;
+    let r2 = wait_result(&client, &queue, &unknown).await;
     assert_eq!(
         (r2.success, r2.result.clone(), r2.job.function.as_str()),
         (
@@ -133,7 +138,7 @@ async fn bad_input_ends_as_failed_results_the_way_arq_records_them_and_touches_n
         )
     );
     assert_eq!(r2.job.args, vec![Value::Int(1)]);
-    let r3 = wait_result(&client, &expired).await;
+    let r3 = wait_result(&client, &queue, &expired).await;
     assert_eq!(
         (r3.success, r3.result.clone(), r3.job.function.as_str()),
         (
@@ -154,7 +159,10 @@ async fn bad_input_ends_as_failed_results_the_way_arq_records_them_and_touches_n
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(wait_result(&client, &ping).await.result, Value::str("pong"));
+    assert_eq!(
+        wait_result(&client, &queue, &ping).await.result,
+        Value::str("pong")
+    );
     worker.shutdown().await;
 
     // Python's arq reads these results as the exceptions arq raises.
@@ -288,13 +296,13 @@ async fn retries_timeouts_tries_aborts_and_panics_end_as_arq_ends_them() {
     )
     .await;
 
-    let r = wait_result(&client, &ids["retry_then_ok"]).await;
+    let r = wait_result(&client, &queue, &ids["retry_then_ok"]).await;
     assert_eq!(
         (r.success, r.result, r.job.job_try),
         (true, Value::Int(3), Some(3))
     );
 
-    let r = wait_result(&client, &ids["always_retry"]).await;
+    let r = wait_result(&client, &queue, &ids["always_retry"]).await;
     assert_eq!(
         (r.success, r.result, r.job.job_try),
         (
@@ -304,13 +312,13 @@ async fn retries_timeouts_tries_aborts_and_panics_end_as_arq_ends_them() {
         )
     );
 
-    let r = wait_result(&client, &ids["too_slow"]).await;
+    let r = wait_result(&client, &queue, &ids["too_slow"]).await;
     assert!(!r.success);
     assert!(
         matches!(r.result, Value::Object { ref class, .. } if class == "builtins.TimeoutError")
     );
 
-    let r = wait_result(&client, &ids["panics"]).await;
+    let r = wait_result(&client, &queue, &ids["panics"]).await;
     assert_eq!(
         (r.success, r.result),
         (
@@ -319,7 +327,7 @@ async fn retries_timeouts_tries_aborts_and_panics_end_as_arq_ends_them() {
         )
     );
 
-    let r = wait_result(&client, &ids["try_number"]).await;
+    let r = wait_result(&client, &queue, &ids["try_number"]).await;
     assert_eq!(
         (r.result, r.job.job_try),
         (Value::Int(3), Some(3)),
@@ -353,7 +361,7 @@ async fn retries_timeouts_tries_aborts_and_panics_end_as_arq_ends_them() {
         state: None,
     };
     for id in [slow, &deferred_abort] {
-        let r = wait_result(&client, id).await;
+        let r = wait_result(&client, &queue, id).await;
         assert_eq!((r.success, &r.result), (false, &cancelled), "{id}");
     }
     worker.shutdown().await;
@@ -404,7 +412,7 @@ async fn a_worker_looks_past_jobs_another_worker_holds() {
         .unwrap()
         .unwrap();
     let started = std::time::Instant::now();
-    let r = wait_result(&client, &quick).await;
+    let r = wait_result(&client, &queue, &quick).await;
     assert_eq!(r.result, Value::str("pong"));
     assert!(
         started.elapsed() < Duration::from_secs(2),

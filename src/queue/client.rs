@@ -144,19 +144,6 @@ pub enum JobStatus {
     NotFound,
 }
 
-impl JobStatus {
-    /// arq's spelling (`complete`, `in_progress`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Complete => "complete",
-            JobStatus::InProgress => "in_progress",
-            JobStatus::Deferred => "deferred",
-            JobStatus::Queued => "queued",
-            JobStatus::NotFound => "not_found",
-        }
-    }
-}
-
 /// `Job.info()` of arq: the result if there is one, else the job payload,
 /// plus the current queue score.
 #[derive(Debug, Clone)]

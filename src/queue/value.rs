@@ -105,22 +105,6 @@ impl Value {
         }
     }
 
-    /// Whether this is an exception-like object (a class instance whose
-    /// module is one exceptions come from, or whose name says so).
-    pub fn is_exception(&self) -> bool {
-        match self {
-            Value::Object { class, .. } => {
-                let name = class.rsplit('.').next().unwrap_or(class);
-                name.ends_with("Error")
-                    || name.ends_with("Exception")
-                    || name.ends_with("Failed")
-                    || class.starts_with("builtins.")
-                    || class == "asyncio.exceptions.CancelledError"
-            }
-            _ => false,
-        }
-    }
-
     /// A JSON rendering for the engine and for logs. Lossy by design: tuples
     /// and sets become arrays, bytes their UTF-8 text, big ints decimal
     /// strings, `datetime.datetime` its ISO-8601 text and other objects

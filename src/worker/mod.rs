@@ -89,15 +89,15 @@ impl Default for Settings {
 
 /// Counters in the health-check line (arq's `j_complete`, ...).
 #[derive(Debug, Default)]
-pub struct Counters {
+struct Counters {
     /// Jobs that returned.
-    pub complete: AtomicU64,
+    complete: AtomicU64,
     /// Jobs that failed (including before running).
-    pub failed: AtomicU64,
+    failed: AtomicU64,
     /// Runs ended by `Retry` or cut off by shutdown.
-    pub retried: AtomicU64,
+    retried: AtomicU64,
     /// Jobs running now.
-    pub ongoing: AtomicU64,
+    ongoing: AtomicU64,
 }
 
 /// How one run ended, for counters and logs.
@@ -159,11 +159,6 @@ impl Worker {
             shared.metrics = Some(metrics);
         }
         self
-    }
-
-    /// Counters so far (for tests and metrics).
-    pub fn counters(&self) -> &Counters {
-        &self.shared.counters
     }
 
     /// Polls and runs jobs until `shutdown`, then drains.
