@@ -541,21 +541,9 @@ impl Engine {
     // === arq entry points ===
 
     async fn execute_workflow_job(&self, ctx: JobContext, args: Args) -> Result<Value, JobError> {
-        let value_error = |m: String| JobError::Failed {
-            class: "builtins.ValueError".into(),
-            message: m,
-        };
-        let uuid_arg = |pos: usize, name: &str| -> Result<Uuid, JobError> {
-            let v = args.get(pos, name).ok_or_else(|| {
-                value_error(format!("execute_workflow: missing argument `{name}`"))
-            })?;
-            v.as_str()
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .ok_or_else(|| {
-                    value_error(format!("execute_workflow: `{name}` must be a UUID string"))
-                })
-        };
-        let known = [
+        const VALUE_ERROR: &str = "builtins.ValueError";
+        const LOOKUP_ERROR: &str = "builtins.LookupError";
+        const KNOWN: [&str; 6] = [
             "workflow_id",
             "contact_id",
             "priority",
@@ -563,77 +551,68 @@ impl Engine {
             "metadata",
             "account_id",
         ];
+        let bad = |m: String| JobError::raised(VALUE_ERROR, format!("execute_workflow: {m}"));
         if let Some((k, _)) = args
             .kwargs
             .iter()
-            .find(|(k, _)| !known.contains(&k.as_str()))
+            .find(|(k, _)| !KNOWN.contains(&k.as_str()))
         {
-            return Err(value_error(format!(
-                "execute_workflow: unexpected argument `{k}`"
-            )));
+            return Err(bad(format!("unexpected argument `{k}`")));
         }
         if args.args.len() > 2 {
-            return Err(value_error(
-                "execute_workflow: takes at most 2 positional arguments".into(),
-            ));
+            return Err(bad("takes at most 2 positional arguments".into()));
         }
+        let uuid_arg = |pos: usize, name: &str| -> Result<Uuid, JobError> {
+            let v = args
+                .get(pos, name)
+                .ok_or_else(|| bad(format!("missing argument `{name}`")))?;
+            v.as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| bad(format!("`{name}` must be a UUID string")))
+        };
+        // An optional keyword argument that must be a string (None = absent).
+        let str_kw = |name: &str| -> Result<Option<&str>, JobError> {
+            match args.kwargs.iter().find(|(k, _)| k == name).map(|(_, v)| v) {
+                None | Some(Value::None) => Ok(None),
+                Some(Value::Str(s)) => Ok(Some(s)),
+                Some(_) => Err(bad(format!("`{name}` must be a string"))),
+            }
+        };
         let workflow_id = uuid_arg(0, "workflow_id")?;
         let contact_id = uuid_arg(1, "contact_id")?;
-        let kw = |name: &str| {
-            args.kwargs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v)
-                .filter(|v| **v != Value::None)
-        };
-        let priority = match kw("priority") {
+        let priority = match str_kw("priority")? {
             None => Priority::Normal,
-            Some(Value::Str(p)) => p
+            Some(p) => p
                 .parse()
-                .map_err(|m: String| value_error(format!("execute_workflow: priority: {m}")))?,
-            Some(_) => {
-                return Err(value_error(
-                    "execute_workflow: `priority` must be a string".into(),
-                ));
-            }
+                .map_err(|m: String| bad(format!("priority: {m}")))?,
         };
         // Without a key of the caller's, the job id is one: a retried job
         // (a worker died mid-start) finds the execution it started.
-        let idempotency_key = match kw("idempotency_key") {
-            None => Some(format!("arq:{}", ctx.job_id)),
-            Some(Value::Str(k)) => Some(k.clone()),
-            Some(_) => {
-                return Err(value_error(
-                    "execute_workflow: `idempotency_key` must be a string".into(),
-                ));
-            }
-        };
-        let metadata = match kw("metadata") {
-            None => json!({}),
+        let idempotency_key = Some(
+            str_kw("idempotency_key")?.map_or_else(|| format!("arq:{}", ctx.job_id), str::to_owned),
+        );
+        let metadata = match args
+            .kwargs
+            .iter()
+            .find(|(k, _)| k == "metadata")
+            .map(|(_, v)| v)
+        {
+            None | Some(Value::None) => json!({}),
             Some(v @ Value::Dict(_)) => v.to_json(),
-            Some(_) => {
-                return Err(value_error(
-                    "execute_workflow: `metadata` must be a dict".into(),
-                ));
-            }
+            Some(_) => return Err(bad("`metadata` must be a dict".into())),
         };
+        // The workflow names the account; a caller may assert which one.
+        let expected_account = str_kw("account_id")?;
         let account_id = store::workflow::account_of(&self.pool, workflow_id)
             .await
             .map_err(infra)?
-            .ok_or_else(|| JobError::Failed {
-                class: "builtins.LookupError".into(),
-                message: format!("execute_workflow: workflow {workflow_id} not found"),
+            .filter(|a| expected_account.is_none_or(|given| given == a.to_string()))
+            .ok_or_else(|| {
+                JobError::raised(
+                    LOOKUP_ERROR,
+                    format!("execute_workflow: workflow {workflow_id} not found"),
+                )
             })?;
-        if let Some(given) = kw("account_id")
-            && given.as_str() != Some(account_id.to_string().as_str())
-        {
-            return Err(JobError::Failed {
-                class: "builtins.LookupError".into(),
-                message: format!(
-                    "execute_workflow: workflow {workflow_id} not found in that account"
-                ),
-            });
-        }
         let started = self
             .start(StartRequest {
                 account_id,
@@ -651,13 +630,11 @@ impl Engine {
                 (Value::str("status"), Value::str(e.status.as_str())),
                 (Value::str("created"), Value::Bool(created)),
             ])),
-            Err(Error::NotFound { what, .. }) => Err(JobError::Failed {
-                class: "builtins.LookupError".into(),
-                message: format!("execute_workflow: {what} not found"),
-            }),
-            Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => {
-                Err(value_error(format!("execute_workflow: {e}")))
-            }
+            Err(Error::NotFound { what, .. }) => Err(JobError::raised(
+                LOOKUP_ERROR,
+                format!("execute_workflow: {what} not found"),
+            )),
+            Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => Err(bad(e.to_string())),
             Err(e @ (Error::Store(_) | Error::Queue(_))) => Err(infra(e)),
         }
     }
@@ -667,9 +644,11 @@ impl Engine {
             .get(0, "execution_id")
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| JobError::Failed {
-                class: "builtins.ValueError".into(),
-                message: "run_execution: `execution_id` must be a UUID string".into(),
+            .ok_or_else(|| {
+                JobError::raised(
+                    "builtins.ValueError",
+                    "run_execution: `execution_id` must be a UUID string",
+                )
             })?;
         match self.run_execution(id).await {
             Ok(run) => Ok(Value::str(run.as_str())),

@@ -74,8 +74,14 @@ pub enum JobError {
 impl JobError {
     /// A failure raised in Python as `RuntimeError(message)`.
     pub fn failed(message: impl Into<String>) -> Self {
+        Self::raised(RUNTIME_ERROR, message)
+    }
+
+    /// A failure raised in Python as `class(message)`, e.g.
+    /// `builtins.ValueError`.
+    pub fn raised(class: &str, message: impl Into<String>) -> Self {
         JobError::Failed {
-            class: RUNTIME_ERROR.to_owned(),
+            class: class.to_owned(),
             message: message.into(),
         }
     }
