@@ -76,40 +76,23 @@ pub fn decode_log_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> 
 /// A workflow with one version's definition.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Workflow {
-    /// Id.
-    pub id: Uuid,
-    /// Name.
-    pub name: String,
-    /// Description.
-    pub description: Option<String>,
-    /// Whether executions may start.
-    pub is_active: bool,
-    /// Newest version.
-    pub latest_version: i32,
+    /// The workflow.
+    #[serde(flatten)]
+    pub summary: WorkflowSummary,
     /// The version `definition` belongs to.
     pub version: i32,
     /// The definition (see the README for the format).
     #[schema(value_type = Object)]
     pub definition: Json,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-    /// Last changed.
-    pub updated_at: DateTime<Utc>,
 }
 
 impl Workflow {
     /// The view of `w` with `definition` of `version`.
     pub fn new(w: store::workflow::Workflow, version: i32, definition: Json) -> Self {
         Workflow {
-            id: w.id,
-            name: w.name,
-            description: w.description,
-            is_active: w.is_active,
-            latest_version: w.latest_version,
+            summary: w.into(),
             version,
             definition,
-            created_at: w.created_at,
-            updated_at: w.updated_at,
         }
     }
 }
