@@ -32,14 +32,28 @@ struct Api {
 
 impl Api {
     async fn start(pool: PgPool) -> Api {
-        let flow = Flow::start(pool.clone()).await;
+        Self::start_with(pool, true, None).await
+    }
+
+    async fn start_with_no_worker(pool: PgPool) -> Api {
+        Self::start_with(pool, false, None).await
+    }
+
+    /// The router over a fresh engine (with a worker when `worker`), a key
+    /// of the test account, and the log filter handle if any.
+    async fn start_with(
+        pool: PgPool,
+        worker: bool,
+        log_filter: Option<flowpilot::telemetry::LogFilter>,
+    ) -> Api {
+        let flow = Flow::start_with(pool.clone(), worker).await;
         let registry = prometheus::Registry::new();
         let state = AppState {
             engine: Arc::clone(&flow.engine),
             queue: common::client(flowpilot::queue::Serializer::Pickle).await,
             metrics: Arc::new(ApiMetrics::register(&registry).unwrap()),
             registry,
-            log_filter: None,
+            log_filter,
         };
         let (key, _) = flowpilot::app::create_api_key(&pool, flow.account, "test", false)
             .await
@@ -929,42 +943,11 @@ async fn health_readiness_openapi_and_metrics_are_served(pool: PgPool) {
     api.finish().await;
 }
 
-impl Api {
-    async fn start_with_no_worker(pool: PgPool) -> Api {
-        let mut api = Api::start(pool.clone()).await;
-        // Swap the running flow for one without a worker, keeping the key.
-        let flow = std::mem::replace(&mut api.flow, Flow::start_with(pool.clone(), false).await);
-        flow.stop().await;
-        let account = api.flow.account;
-        let (key, _) = flowpilot::app::create_api_key(&pool, account, "test", false)
-            .await
-            .unwrap();
-        let registry = prometheus::Registry::new();
-        api.router = api::router(AppState {
-            engine: Arc::clone(&api.flow.engine),
-            queue: common::client(flowpilot::queue::Serializer::Pickle).await,
-            metrics: Arc::new(ApiMetrics::register(&registry).unwrap()),
-            registry,
-            log_filter: None,
-        });
-        api.key = key;
-        api
-    }
-}
-
 #[sqlx::test]
 async fn the_log_filter_changes_at_runtime_for_admin_keys_only(pool: PgPool) {
-    let mut api = Api::start_with_no_worker(pool.clone()).await;
     // A reloadable filter layer of our own, kept alive for the test.
     let (filter, _layer) = flowpilot::telemetry::LogFilter::new("info").unwrap();
-    let registry = prometheus::Registry::new();
-    api.router = api::router(AppState {
-        engine: Arc::clone(&api.flow.engine),
-        queue: common::client(flowpilot::queue::Serializer::Pickle).await,
-        metrics: Arc::new(ApiMetrics::register(&registry).unwrap()),
-        registry,
-        log_filter: Some(filter),
-    });
+    let api = Api::start_with(pool.clone(), false, Some(filter)).await;
     let path = "/api/v1/admin/log-filter";
     let (status, body) = api
         .call(Method::PUT, path, Some(json!({"filter": "debug"})))
