@@ -57,15 +57,6 @@ pub enum ActionError {
     Permanent(String),
 }
 
-impl ActionError {
-    /// The error text without its class.
-    pub fn message(&self) -> &str {
-        match self {
-            ActionError::Transient(m) | ActionError::Permanent(m) => m,
-        }
-    }
-}
-
 /// A built-in action with its configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {

@@ -268,11 +268,6 @@ impl Engine {
         &self.pool
     }
 
-    /// The engine's settings.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// Registers `execute_workflow` and `run_execution` on a worker.
     pub fn register(self: &Arc<Self>, registry: &mut Registry) {
         let engine = Arc::clone(self);

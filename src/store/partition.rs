@@ -129,12 +129,6 @@ mod tests {
         assert_eq!(name(month_start(t, -11)), "execution_logs_y2025m12");
         assert_eq!(name(month_start(t, -23)), "execution_logs_y2024m12");
     }
-}
-
-#[cfg(test)]
-mod db_tests {
-    use super::*;
-    use chrono::TimeZone;
 
     #[sqlx::test]
     async fn partitions_are_created_ahead_once_and_dropped_past_retention(pool: PgPool) {
