@@ -17,10 +17,16 @@ use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
 use super::{Engine, Error, Result, plan};
+use crate::action::contact::Change;
 use crate::action::{self, ActionError, Input, Outcome};
+use crate::engine::definition::Step;
 use crate::engine::plan::{Event, Status};
 use crate::queue::{keys, now_ms};
+use crate::store::execution::NewLog;
 use crate::store::{self, contact::Contact, execution::Execution};
+
+/// Why an execution whose contact was deleted mid-way fails.
+const CONTACT_GONE: &str = "the contact no longer exists";
 
 /// Keys of `step_state`: when the parked step first started, and the
 /// action's own state.
@@ -145,9 +151,7 @@ impl Engine {
         let Some(mut contact) = store::contact::get(&self.pool, e.account_id, e.contact_id).await?
         else {
             // Deleted from the CRM mirror mid-execution: nothing can run.
-            return self
-                .fail(&mut e, "contact", "the contact no longer exists", None)
-                .await;
+            return self.fail(&mut e, "contact", CONTACT_GONE, None).await;
         };
         let began = tokio::time::Instant::now();
         loop {
@@ -186,47 +190,41 @@ impl Engine {
                     next,
                     change,
                 }) => {
-                    let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
-                    if let Some(change) = &change {
-                        store::contact::apply(&mut tx, e.account_id, e.contact_id, change).await?;
-                    }
-                    self.log(
-                        &mut tx,
-                        &e,
-                        step,
-                        "SUCCEEDED",
-                        Some(&response),
-                        None,
-                        started_at,
-                    )
-                    .await?;
-                    if let Json::Object(ctx) = &mut e.context.0 {
-                        ctx.insert(step.id.clone(), response);
-                    } else {
-                        e.context.0 = Json::Object(Map::from_iter([(step.id.clone(), response)]));
-                    }
-                    e.attempt = 1;
-                    e.step_state = None;
-                    e.error = None;
-                    let finished = match def.next_index(index, &next) {
-                        Some(n) => {
-                            apply(&mut e, &[Event::Step])?;
-                            e.current_step_index = n as i32;
-                            e.current_step_id = Some(def.steps[n].id.clone());
-                            false
+                    let log =
+                        Self::log_row(&e, step, "SUCCEEDED", Some(&response), None, started_at);
+                    let mut finished = false;
+                    let advance = |e: &mut Execution| {
+                        if let Json::Object(ctx) = &mut e.context.0 {
+                            ctx.insert(step.id.clone(), response.clone());
+                        } else {
+                            e.context.0 =
+                                Json::Object(Map::from_iter([(step.id.clone(), response.clone())]));
                         }
-                        None => {
-                            apply(&mut e, &[Event::Finish])?;
-                            e.completed_at = Some(Utc::now());
-                            e.waiting_reason = None;
-                            release(&mut e);
-                            true
+                        e.attempt = 1;
+                        e.step_state = None;
+                        e.error = None;
+                        match def.next_index(index, &next) {
+                            Some(n) => {
+                                apply(e, &[Event::Step])?;
+                                e.current_step_index = n as i32;
+                                e.current_step_id = Some(def.steps[n].id.clone());
+                            }
+                            None => {
+                                apply(e, &[Event::Finish])?;
+                                e.completed_at = Some(Utc::now());
+                                e.waiting_reason = None;
+                                release(e);
+                                finished = true;
+                            }
                         }
+                        Ok(())
                     };
-                    if !store::execution::save(&mut tx, &mut e).await? {
+                    if !self
+                        .checkpoint(&mut e, Some(log), change.as_ref(), None, advance)
+                        .await?
+                    {
                         return Ok(Run::Interrupted);
                     }
-                    tx.commit().await.map_err(store::Error::from)?;
                     self.observe_step(kind, "SUCCEEDED", started_at);
                     debug!(step = %step.id, action = kind, "step done");
                     if finished {
@@ -234,12 +232,12 @@ impl Engine {
                         return Ok(Run::Completed);
                     }
                     if change.is_some() {
-                        contact = store::contact::get(&self.pool, e.account_id, e.contact_id)
-                            .await?
-                            .ok_or(Error::NotFound {
-                                what: "contact",
-                                field: "contact_id",
-                            })?;
+                        let Some(c) =
+                            store::contact::get(&self.pool, e.account_id, e.contact_id).await?
+                        else {
+                            return self.fail(&mut e, "contact", CONTACT_GONE, None).await;
+                        };
+                        contact = c;
                     }
                     if began.elapsed() >= self.settings.run_budget {
                         return self.yield_run(&mut e).await;
@@ -276,20 +274,23 @@ impl Engine {
                     }
                     let delay = policy.backoff(e.attempt, fastrand::f64());
                     let at = Utc::now() + delay;
-                    let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
-                    self.log(&mut tx, &e, step, "RETRYING", None, Some(&msg), started_at)
-                        .await?;
-                    apply(&mut e, &[Event::Backoff])?;
-                    e.next_attempt_at = Some(at);
-                    e.waiting_reason = Some("retry_backoff".into());
-                    e.error = Some(msg.clone());
-                    e.attempt += 1;
-                    e.wake_seq += 1;
-                    release(&mut e);
-                    if !store::execution::save(&mut tx, &mut e).await? {
+                    let log = Self::log_row(&e, step, "RETRYING", None, Some(&msg), started_at);
+                    let backoff = |e: &mut Execution| {
+                        apply(e, &[Event::Backoff])?;
+                        e.next_attempt_at = Some(at);
+                        e.waiting_reason = Some("retry_backoff".into());
+                        e.error = Some(msg.clone());
+                        e.attempt += 1;
+                        e.wake_seq += 1;
+                        release(e);
+                        Ok(())
+                    };
+                    if !self
+                        .checkpoint(&mut e, Some(log), None, None, backoff)
+                        .await?
+                    {
                         return Ok(Run::Interrupted);
                     }
-                    tx.commit().await.map_err(store::Error::from)?;
                     self.observe_step(kind, "RETRYING", started_at);
                     info!(step = %step.id, attempt = e.attempt, error = %msg, "step will be retried");
                     self.enqueue_run(&e, Some(at)).await?;
@@ -309,36 +310,65 @@ impl Engine {
         Ok(store::execution::save(&mut conn, e).await?)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn log(
-        &self,
-        conn: &mut sqlx::PgConnection,
+    /// The log row of `step` as `e` stands before the checkpoint moves it.
+    fn log_row<'a>(
         e: &Execution,
-        step: &crate::engine::definition::Step,
-        status: &str,
-        response: Option<&Json>,
-        error: Option<&str>,
+        step: &'a Step,
+        status: &'a str,
+        response: Option<&'a Json>,
+        error: Option<&'a str>,
         started_at: DateTime<Utc>,
-    ) -> Result<()> {
-        store::execution::insert_log(
-            conn,
-            &store::execution::NewLog {
-                execution_id: e.id,
-                account_id: e.account_id,
-                step_index: e.current_step_index,
-                step_id: &step.id,
-                action_type: step.action.kind(),
-                attempt: e.attempt,
-                status,
-                config: &step.raw,
-                response,
-                error,
-                started_at,
-                completed_at: Utc::now(),
-            },
-        )
-        .await?;
-        Ok(())
+    ) -> NewLog<'a> {
+        NewLog {
+            execution_id: e.id,
+            account_id: e.account_id,
+            step_index: e.current_step_index,
+            step_id: &step.id,
+            action_type: step.action.kind(),
+            attempt: e.attempt,
+            status,
+            config: &step.raw,
+            response,
+            error,
+            started_at,
+            completed_at: Utc::now(),
+        }
+    }
+
+    /// One checkpoint, in one transaction: the log row, the contact change,
+    /// `e` as `apply` moves it, and a dead letter for the action `dead` when
+    /// it fails for good. `false` (nothing written) when the row changed
+    /// underneath (a cancel).
+    async fn checkpoint(
+        &self,
+        e: &mut Execution,
+        log: Option<NewLog<'_>>,
+        change: Option<&Change>,
+        dead: Option<&str>,
+        apply: impl FnOnce(&mut Execution) -> Result<()>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
+        if let Some(change) = change {
+            store::contact::apply(&mut tx, e.account_id, e.contact_id, change).await?;
+        }
+        if let Some(log) = &log {
+            store::execution::insert_log(&mut tx, log).await?;
+        }
+        apply(e)?;
+        if let Some(kind) = dead {
+            store::execution::insert_dead_letter(
+                &mut tx,
+                e,
+                kind,
+                e.error.as_deref().unwrap_or(""),
+            )
+            .await?;
+        }
+        if !store::execution::save(&mut tx, e).await? {
+            return Ok(false);
+        }
+        tx.commit().await.map_err(store::Error::from)?;
+        Ok(true)
     }
 
     async fn complete(&self, e: &mut Execution) -> Result<Run> {
@@ -358,23 +388,21 @@ impl Engine {
         e: &mut Execution,
         kind: &str,
         msg: &str,
-        step: Option<(&crate::engine::definition::Step, DateTime<Utc>)>,
+        step: Option<(&Step, DateTime<Utc>)>,
     ) -> Result<Run> {
-        let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
-        if let Some((step, started_at)) = step {
-            self.log(&mut tx, e, step, "FAILED", None, Some(msg), started_at)
-                .await?;
-        }
-        apply(e, &[Event::Fail])?;
-        e.error = Some(msg.to_owned());
-        e.completed_at = Some(Utc::now());
-        e.waiting_reason = None;
-        release(e);
-        store::execution::insert_dead_letter(&mut tx, e, kind, msg).await?;
-        if !store::execution::save(&mut tx, e).await? {
+        let log =
+            step.map(|(s, started_at)| Self::log_row(e, s, "FAILED", None, Some(msg), started_at));
+        let failed = |e: &mut Execution| {
+            apply(e, &[Event::Fail])?;
+            e.error = Some(msg.to_owned());
+            e.completed_at = Some(Utc::now());
+            e.waiting_reason = None;
+            release(e);
+            Ok(())
+        };
+        if !self.checkpoint(e, log, None, Some(kind), failed).await? {
             return Ok(Run::Interrupted);
         }
-        tx.commit().await.map_err(store::Error::from)?;
         if let Some((_, started_at)) = step {
             self.observe_step(kind, "FAILED", started_at);
         }
