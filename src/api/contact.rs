@@ -189,9 +189,7 @@ pub async fn list(
     };
     let rows =
         store::contact::list(state.engine.pool(), auth.account_id, &filter, after, limit).await?;
-    let next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|c| view::encode_after(c.created_at, c.id)))
-        .flatten();
+    let next_cursor = view::next_cursor(&rows, limit, |c| view::encode_after(c.created_at, c.id));
     Ok(Json(ContactPage {
         items: rows.into_iter().map(Contact::from).collect(),
         next_cursor,

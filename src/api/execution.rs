@@ -118,9 +118,7 @@ pub async fn list(
     let pool = state.engine.pool();
     let rows = store::execution::list(pool, auth.account_id, &filter, after, limit).await?;
     let count = store::execution::count(pool, auth.account_id, &filter).await?;
-    let next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|e| view::encode_after(e.created_at, e.id)))
-        .flatten();
+    let next_cursor = view::next_cursor(&rows, limit, |e| view::encode_after(e.created_at, e.id));
     let mut items = Vec::with_capacity(rows.len());
     for e in rows {
         items.push(view_of(&state, e).await);
@@ -186,9 +184,7 @@ pub async fn logs(
         limit,
     )
     .await?;
-    let next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|l| view::encode_log_cursor(l.id)))
-        .flatten();
+    let next_cursor = view::next_cursor(&rows, limit, |l| view::encode_log_cursor(l.id));
     Ok(Json(LogPage {
         items: rows.into_iter().map(Log::from).collect(),
         next_cursor,

@@ -32,6 +32,16 @@ pub fn limit(l: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
+/// The cursor of the page after `rows`, or `None` when `rows` is the last
+/// page (fewer rows than asked for).
+pub fn next_cursor<T>(rows: &[T], limit: i64, cursor: impl Fn(&T) -> String) -> Option<String> {
+    if rows.len() as i64 == limit {
+        rows.last().map(cursor)
+    } else {
+        None
+    }
+}
+
 /// Cursor after a row of a newest-first list.
 pub fn encode_after(created_at: DateTime<Utc>, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{id}", created_at.timestamp_micros()))

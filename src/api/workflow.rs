@@ -129,9 +129,7 @@ pub async fn list(
     let limit = view::limit(q.limit)?;
     let after = view::decode_after(q.cursor.as_deref())?;
     let rows = store::workflow::list(state.engine.pool(), auth.account_id, after, limit).await?;
-    let next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|w| view::encode_after(w.created_at, w.id)))
-        .flatten();
+    let next_cursor = view::next_cursor(&rows, limit, |w| view::encode_after(w.created_at, w.id));
     Ok(Json(WorkflowPage {
         items: rows.into_iter().map(WorkflowSummary::from).collect(),
         next_cursor,
