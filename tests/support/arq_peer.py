@@ -1,7 +1,7 @@
 """The real Python arq, driven by the Rust interop tests.
 
 Every command prints one JSON document on stdout; values are tagged the way
-../shared/arq-vectors tags them ({"$tuple": ..}, {"$exception": ..}, ...).
+tests/fixtures/arq tags them ({"$tuple": ..}, {"$exception": ..}, ...).
 
   produce   enqueue jobs for the Rust worker, wait for their results
   consume   run an arq Worker in burst mode on a queue the Rust side filled
