@@ -273,6 +273,12 @@ async fn serve(
     log_filter: telemetry::LogFilter,
     demo: Option<Demo<'_>>,
 ) -> anyhow::Result<()> {
+    // Ports first: a taken one stops the process before anything starts.
+    let listener = match (api, worker.and_then(|w| w.admin_listen)) {
+        (Some(a), _) => Some((true, api::bind("API", a.listen).await?)),
+        (None, Some(addr)) => Some((false, api::bind("admin", addr).await?)),
+        (None, None) => None,
+    };
     let client = connect_redis(redis).await?;
     // Leases follow the worker's job timeout; without a worker (the API
     // alone), the default one.
@@ -289,7 +295,7 @@ async fn serve(
         Some(&registry),
     )?;
     if let Some(d) = demo {
-        seed(&engine, &redis.redis_url, d.api_key).await?;
+        seed(&engine, redis, d.api_key).await?;
     }
     let token = shutdown::on_signal()?;
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
@@ -312,16 +318,16 @@ async fn serve(
         registry,
         log_filter: Some(log_filter),
     };
-    match (api, worker.and_then(|w| w.admin_listen)) {
-        (Some(a), _) => {
-            let run = api::serve(a.listen, state, token.clone());
+    match listener {
+        Some((true, listener)) => {
+            let run = api::serve(listener, state, token.clone());
             tasks.spawn(async move { ("api", run.await) });
         }
-        (None, Some(addr)) => {
-            let run = api::serve_router(addr, api::admin_router(state), token.clone());
+        Some((false, listener)) => {
+            let run = api::serve_router(listener, api::admin_router(state), token.clone());
             tasks.spawn(async move { ("admin", run.await) });
         }
-        (None, None) => {}
+        None => {}
     }
     let mut failure = None;
     while let Some(joined) = tasks.join_next().await {
@@ -339,13 +345,15 @@ async fn serve(
 
 /// The controller: admin endpoints at once, reconcilers only while this
 /// replica holds the Lease; losing it stops the process (Kubernetes
-/// restarts it as a candidate).
+/// restarts it as a candidate), and so does the admin server stopping,
+/// whether the controller leads or waits.
 async fn run_controller(
     pool: sqlx::PgPool,
     redis: &RedisConfig,
     config: &EngineConfig,
     c: &crate::config::ControllerConfig,
 ) -> anyhow::Result<()> {
+    let listener = api::bind("admin", c.admin_listen).await?;
     let client = connect_redis(redis).await?;
     let engine = build_engine(
         pool.clone(),
@@ -382,7 +390,12 @@ async fn run_controller(
         registry,
         log_filter: None,
     });
-    let admin_task = tokio::spawn(api::serve_router(c.admin_listen, admin, token.clone()));
+    let mut admin_task = tokio::spawn(api::serve_router(listener, admin, token.clone()));
+    let admin_stopped = |r: std::result::Result<anyhow::Result<()>, tokio::task::JoinError>| {
+        r.context("admin server panicked")
+            .and_then(|r| r.context("admin server stopped"))
+            .and_then(|()| anyhow::bail!("admin server stopped"))
+    };
 
     let identity = c
         .identity
@@ -403,6 +416,10 @@ async fn run_controller(
         }
         tokio::select! {
             () = token.cancelled() => return Ok(()),
+            r = &mut admin_task => {
+                token.cancel();
+                return admin_stopped(r);
+            }
             () = tokio::time::sleep(renew) => {}
         }
     }
@@ -420,6 +437,13 @@ async fn run_controller(
                 token.cancel();
                 r.context("controller panicked")??;
                 break;
+            }
+            r = &mut admin_task => {
+                token.cancel();
+                if !reconcilers.is_finished() {
+                    reconcilers.await.context("controller panicked")??;
+                }
+                return admin_stopped(r);
             }
             () = tokio::time::sleep(renew) => match elector.try_lead().await {
                 Ok(true) => renewed = tokio::time::Instant::now(),
@@ -469,7 +493,7 @@ pub async fn create_api_key(
 
 /// The demo: an account, a contact and an active workflow, created once,
 /// and `api_key` registered for the account if its hash is new.
-async fn seed(engine: &Engine, redis_url: &str, api_key: Option<&str>) -> anyhow::Result<()> {
+async fn seed(engine: &Engine, redis: &RedisConfig, api_key: Option<&str>) -> anyhow::Result<()> {
     let pool = engine.pool();
     let account = match store::account::find_by_name(pool, "demo").await? {
         Some(a) => a,
@@ -539,13 +563,15 @@ async fn seed(engine: &Engine, redis_url: &str, api_key: Option<&str>) -> anyhow
     }
     println!(
         "\nDemo seeded: account {account} ({name}), contact {contact} (ada@example.com), workflow {workflow} (\"demo onboarding\", 7 steps).\n\
-         Start an execution from Python arq ({redis_url}):\n\
-         \n    await redis.enqueue_job('execute_workflow', '{workflow}', '{contact}')\n\
+         Start an execution from Python arq ({redis_url}), on flowpilot's normal queue:\n\
+         \n    await redis.enqueue_job('execute_workflow', '{workflow}', '{contact}', _queue_name='{queue}')\n\
          \nthen watch it: psql \"$DATABASE_URL\" -c \"SELECT step_index, step_id, action_type, status, duration_ms FROM execution_logs ORDER BY id DESC LIMIT 10\"\n",
         account = account.id,
         name = account.name,
         contact = contact.id,
         workflow = workflow.id,
+        redis_url = redis.redis_url,
+        queue = redis.queue_prefix,
     );
     Ok(())
 }

@@ -4,10 +4,15 @@
 //! the conventional `DATABASE_URL` and `REDIS_URL`), a default, and a doc
 //! comment that clap prints as help. Each subsystem gets its own flattened
 //! group; `main` destructures them so none is silently ignored.
+//!
+//! An environment variable set to the empty string counts as unset
+//! ([`Cli::from_env`]): templating tools (Helm, Compose, systemd) render an
+//! unset value as `NAME=""`, which must mean "the default", not "the empty
+//! value".
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::queue::{Serializer, keys};
 
@@ -21,6 +26,42 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's command line and environment, treating empty
+    /// environment variables as unset; on bad input prints clap's message
+    /// and exits with code 2.
+    pub fn from_env() -> Self {
+        let command = without_blank_env(Cli::command());
+        let matches = command.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// `command` with the environment fallback removed from every argument
+/// (in every subcommand) whose variable is set but empty.
+fn without_blank_env(mut command: clap::Command) -> clap::Command {
+    let ids: Vec<clap::Id> = command
+        .get_arguments()
+        .filter(|a| {
+            a.get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|v| v.is_empty())
+        })
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in ids {
+        command = command.mut_arg(id, |a| a.env(None::<&'static str>));
+    }
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for name in subcommands {
+        command = command.mut_subcommand(name, without_blank_env);
+    }
+    command
 }
 
 /// Subcommands.
@@ -265,9 +306,11 @@ pub struct RedisConfig {
     pub serializer: Serializer,
     /// Prefix of the priority queues the engine uses: `<prefix>:high`,
     /// `<prefix>` and `<prefix>:low`, plus the dead set `<prefix>:dead`.
-    /// Default `arq:queue`, arq's default queue. Give separate flowpilot
-    /// installations sharing one Redis database their own prefix.
-    #[arg(long, env = "FLOWPILOT_QUEUE_PREFIX", default_value = keys::DEFAULT_QUEUE)]
+    /// Default `flowpilot:queue`: apart from `arq:queue`, where Python arq
+    /// workers started with defaults look (they would take our jobs and
+    /// fail them). Give separate flowpilot installations sharing one Redis
+    /// database their own prefix.
+    #[arg(long, env = "FLOWPILOT_QUEUE_PREFIX", default_value = keys::FLOWPILOT_QUEUE)]
     pub queue_prefix: String,
 }
 
@@ -276,7 +319,7 @@ pub struct RedisConfig {
 pub struct WorkerConfig {
     /// Queues to serve, highest priority first, comma-separated. Default the
     /// three priority queues of `--queue-prefix`:
-    /// `arq:queue:high,arq:queue,arq:queue:low`.
+    /// `flowpilot:queue:high,flowpilot:queue,flowpilot:queue:low`.
     #[arg(long, env = "FLOWPILOT_QUEUES", value_delimiter = ',')]
     pub queues: Option<Vec<String>>,
     /// Jobs run at once. Default 10, as arq.
@@ -488,7 +531,14 @@ mod tests {
             panic!("not worker")
         };
         let s = worker.settings(&redis.queue_prefix);
-        assert_eq!(s.queues, ["arq:queue:high", "arq:queue", "arq:queue:low"]);
+        assert_eq!(
+            s.queues,
+            [
+                "flowpilot:queue:high",
+                "flowpilot:queue",
+                "flowpilot:queue:low"
+            ]
+        );
         assert_eq!(s.max_jobs, 10);
         assert_eq!(s.job_timeout, Duration::from_secs(300));
         assert_eq!(s.drain_timeout, s.job_timeout);

@@ -2,11 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = flowpilot::config::Cli::parse();
+    let cli = flowpilot::config::Cli::from_env();
     match flowpilot::app::run(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -91,10 +91,11 @@ impl WorkerMetrics {
     }
 }
 
-/// Engine step metrics.
+/// Engine step and recovery metrics.
 pub struct EngineMetrics {
     steps: IntCounterVec,
     seconds: HistogramVec,
+    recoveries: IntCounterVec,
 }
 
 impl EngineMetrics {
@@ -117,9 +118,28 @@ impl EngineMetrics {
             ),
             &["action"],
         )?;
+        let recoveries = IntCounterVec::new(
+            Opts::new(
+                "flowpilot_engine_recoveries_total",
+                "Executions the maintenance loop looked at, by status and outcome \
+                 (requeued: moved to the queue under a fresh job; job_present: its job \
+                 will still run, left alone; changed: moved by someone else meanwhile)",
+            ),
+            &["status", "outcome"],
+        )?;
         registry.register(Box::new(steps.clone()))?;
         registry.register(Box::new(seconds.clone()))?;
-        Ok(EngineMetrics { steps, seconds })
+        registry.register(Box::new(recoveries.clone()))?;
+        Ok(EngineMetrics {
+            steps,
+            seconds,
+            recoveries,
+        })
+    }
+
+    /// Records what the maintenance loop did with one execution.
+    pub fn recovered(&self, status: &str, outcome: &str) {
+        self.recoveries.with_label_values(&[status, outcome]).inc();
     }
 
     /// Records one step.

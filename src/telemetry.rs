@@ -1,5 +1,6 @@
-//! Tracing subscriber: text or JSON lines on stderr, with a filter that can
-//! be changed while running through the returned [`LogFilter`] handle.
+//! Tracing subscriber: text or JSON lines on stderr (coloured only when
+//! stderr is a terminal), with a filter that can be changed while running
+//! through the returned [`LogFilter`] handle.
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -61,7 +62,12 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<LogFilter> {
     let (handle, filter) = LogFilter::new(log_filter)
         .map_err(|e| anyhow::anyhow!("--log / FLOWPILOT_LOG `{log_filter}`: {e}"))?;
     let registry = tracing_subscriber::registry().with(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: escape codes in a log file or
+    // a log pipeline are noise that breaks grep.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match log_format {
         LogFormat::Text => registry.with(fmt).try_init()?,
         LogFormat::Json => registry

@@ -362,6 +362,58 @@ async fn deleting_a_running_execution_cancels_it_and_removes_the_finalizer(pool:
 }
 
 #[sqlx::test]
+async fn a_deleted_resource_keeps_its_finalizer_while_its_execution_is_not_final(pool: PgPool) {
+    let flow = Flow::start_with(pool.clone(), false).await;
+    let mut obj = wfx(spec(
+        &flow,
+        json!({"steps": [{"id": "w", "type": "wait", "duration": "1h"}]}),
+    )
+    .await);
+    let (ctx0, server0) = context(&flow).await;
+    let mock = serve(
+        server0,
+        vec![
+            expect(
+                Method::PATCH,
+                format!("{WFX_PATH}/status"),
+                |_| {},
+                serde_json::to_value(&obj).unwrap(),
+            ),
+            expect(Method::POST, EVENTS_PATH, |_| {}, event_reply()),
+        ],
+    );
+    workflow_execution::reconcile(Arc::new(obj.clone()), ctx0)
+        .await
+        .unwrap();
+    mock.await.unwrap();
+
+    // Every write that would cancel it is lost, as to a writer that keeps
+    // winning the row.
+    for sql in [
+        "CREATE FUNCTION lose_cancel() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
+        "CREATE TRIGGER lose_cancel BEFORE UPDATE ON workflow_executions FOR EACH ROW \
+         WHEN (NEW.status = 'CANCELLED') EXECUTE FUNCTION lose_cancel()",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    obj.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let (ctx, server) = context(&flow).await;
+    // No request at all: above all, no patch that removes the finalizer.
+    let mock = serve(server, vec![]);
+    let result = workflow_execution::reconcile(Arc::new(obj), ctx).await;
+    assert!(result.is_err(), "the reconcile is retried");
+    mock.await.unwrap();
+    let status: String = sqlx::query_scalar("SELECT status FROM workflow_executions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "QUEUED", "not cancelled, so the resource stays");
+    flow.stop().await;
+}
+
+#[sqlx::test]
 async fn a_missing_workflow_ends_in_phase_failed_with_a_reason_and_no_requeue(pool: PgPool) {
     let flow = Flow::start_with(pool.clone(), false).await;
     let (ctx, server) = context(&flow).await;

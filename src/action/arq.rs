@@ -103,35 +103,39 @@ impl ArqJob {
     ) -> Result<Outcome, ActionError> {
         let Some(state) = input.state else {
             let job_id = format!("flowpilot:{}", input.idempotency_key());
+            let Json::Array(args) =
+                template::render_json(&Json::Array(self.args.clone()), input.scope)
+                    .map_err(|e| ActionError::too_large("args", e))?
+            else {
+                unreachable!("an array renders to an array")
+            };
+            let Json::Object(kwargs) =
+                template::render_json(&Json::Object(self.kwargs.clone()), input.scope)
+                    .map_err(|e| ActionError::too_large("kwargs", e))?
+            else {
+                unreachable!("an object renders to an object")
+            };
             fx.enqueue(&Enqueue {
                 queue: self.queue.clone(),
                 job_id: job_id.clone(),
                 function: self.function.clone(),
-                args: self
-                    .args
-                    .iter()
-                    .map(|a| template::render_json(a, input.scope))
-                    .collect(),
-                kwargs: self
-                    .kwargs
-                    .iter()
-                    .map(|(k, v)| (k.clone(), template::render_json(v, input.scope)))
-                    .collect(),
+                args,
+                kwargs,
             })
             .await?;
-            let timeout = self.timeout().map_err(ActionError::Permanent)?;
+            let timeout = self.timeout().map_err(ActionError::permanent)?;
             let deadline =
                 input.now + ChronoDuration::from_std(timeout).unwrap_or(ChronoDuration::hours(1));
             return Ok(park(input.now, &job_id, deadline, FIRST_POLL));
         };
         let field = |k: &str| state.get(k).and_then(Json::as_str).map(str::to_owned);
         let (Some(job_id), Some(deadline)) = (field("job_id"), field("deadline")) else {
-            return Err(ActionError::Permanent(
-                "stored arq step state is incomplete".into(),
+            return Err(ActionError::permanent(
+                "stored arq step state is incomplete",
             ));
         };
         let deadline = DateTime::parse_from_rfc3339(&deadline)
-            .map_err(|e| ActionError::Permanent(format!("stored deadline: {e}")))?
+            .map_err(|e| ActionError::permanent(format!("stored deadline: {e}")))?
             .with_timezone(&Utc);
         match fx.job_state(&self.queue, &job_id).await? {
             JobState::Done {
@@ -145,14 +149,14 @@ impl ArqJob {
             JobState::Done {
                 success: false,
                 result,
-            } => Err(ActionError::Permanent(format!(
+            } => Err(ActionError::permanent(format!(
                 "arq job {job_id} failed: {}",
                 error_text(&result)
             ))),
-            JobState::Missing => Err(ActionError::Permanent(format!(
+            JobState::Missing => Err(ActionError::permanent(format!(
                 "arq job {job_id} is gone without a result (expired, or the worker keeps no results)"
             ))),
-            JobState::Pending if input.now >= deadline => Err(ActionError::Permanent(format!(
+            JobState::Pending if input.now >= deadline => Err(ActionError::permanent(format!(
                 "arq job {job_id} did not finish before its timeout"
             ))),
             JobState::Pending => {

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
-use super::{FieldError, Input, Next, Outcome, template};
+use super::{ActionError, FieldError, Input, Next, Outcome, template};
 
 /// A change to the contact row.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,14 +88,21 @@ impl UpdateContact {
         Ok(())
     }
 
-    pub(super) fn run(&self, input: &Input<'_>) -> Outcome {
-        let render = |t: &Option<String>| t.as_ref().map(|t| template::render_str(t, input.scope));
-        let attributes: Map<String, Json> = self
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), template::render_json(v, input.scope)))
-            .collect();
-        let timezone = render(&self.timezone).filter(|tz| tz.parse::<chrono_tz::Tz>().is_ok());
+    pub(super) fn run(&self, input: &Input<'_>) -> Result<Outcome, ActionError> {
+        let render = |field: &str, t: &Option<String>| {
+            t.as_ref()
+                .map(|t| template::render_str(t, input.scope))
+                .transpose()
+                .map_err(|e| ActionError::too_large(field, e))
+        };
+        let Json::Object(attributes) =
+            template::render_json(&Json::Object(self.attributes.clone()), input.scope)
+                .map_err(|e| ActionError::too_large("attributes", e))?
+        else {
+            unreachable!("an object renders to an object")
+        };
+        let timezone =
+            render("timezone", &self.timezone)?.filter(|tz| tz.parse::<chrono_tz::Tz>().is_ok());
         let mut updated: Vec<String> = attributes
             .keys()
             .map(|k| format!("attributes.{k}"))
@@ -109,17 +116,17 @@ impl UpdateContact {
                 updated.push(name.to_owned());
             }
         }
-        Outcome::Done {
+        Ok(Outcome::Done {
             response: json!({"updated": updated, "unset": self.unset}),
             next: Next::Following,
             change: Some(Change::Update {
-                email: render(&self.email),
-                phone: render(&self.phone),
+                email: render("email", &self.email)?,
+                phone: render("phone", &self.phone)?,
                 timezone,
                 attributes,
                 unset: self.unset.clone(),
             }),
-        }
+        })
     }
 }
 

@@ -76,18 +76,19 @@ impl SendEmail {
     }
 
     pub(super) fn render(&self, scope: &Json) -> Result<Message, ActionError> {
-        let to = template::render_str(self.to.as_deref().unwrap_or("{{contact.email}}"), scope);
+        let render = |field: &str, t: &str| {
+            template::render_str(t, scope).map_err(|e| ActionError::too_large(field, e))
+        };
+        let to = render("to", self.to.as_deref().unwrap_or("{{contact.email}}"))?;
         let to = to.trim().to_owned();
         if !to.contains('@') {
-            return Err(ActionError::Permanent(
-                "the contact has no email address".into(),
-            ));
+            return Err(ActionError::permanent("the contact has no email address"));
         }
         Ok(Message {
             to,
             from: self.from.clone(),
-            subject: template::render_str(&self.subject, scope),
-            body: template::render_str(&self.body, scope),
+            subject: render("subject", &self.subject)?,
+            body: render("body", &self.body)?,
         })
     }
 }
@@ -123,28 +124,28 @@ impl Smtp {
         let from = match &msg.from {
             Some(f) => f
                 .parse()
-                .map_err(|e| ActionError::Permanent(format!("from: {e}")))?,
+                .map_err(|e| ActionError::permanent(format!("from: {e}")))?,
             None => self.from.clone(),
         };
         let to: Mailbox = msg
             .to
             .parse()
-            .map_err(|_| ActionError::Permanent("the contact's email address is invalid".into()))?;
+            .map_err(|_| ActionError::permanent("the contact's email address is invalid"))?;
         let email = lettre::Message::builder()
             .from(from)
             .to(to)
             .subject(&msg.subject)
             .header(IdempotencyKey(idempotency_key.to_owned()))
             .body(msg.body.clone())
-            .map_err(|e| ActionError::Permanent(format!("building the message: {e}")))?;
+            .map_err(|e| ActionError::permanent(format!("building the message: {e}")))?;
         match self.transport.send(email).await {
             Ok(resp) => Ok(json!({
                 "provider": "smtp",
                 "to": mask(&msg.to),
                 "code": resp.code().to_string(),
             })),
-            Err(e) if e.is_permanent() => Err(ActionError::Permanent(format!("smtp: {e}"))),
-            Err(e) => Err(ActionError::Transient(format!("smtp: {e}"))),
+            Err(e) if e.is_permanent() => Err(ActionError::permanent(format!("smtp: {e}"))),
+            Err(e) => Err(ActionError::transient(format!("smtp: {e}"))),
         }
     }
 }

@@ -8,8 +8,8 @@
 //! row or the contact is returned as data for the engine to commit inside
 //! the step's checkpoint transaction.
 //!
-//! Errors are classified once, here: [`ActionError::Transient`] is retried
-//! with backoff, [`ActionError::Permanent`] fails the execution.
+//! Errors are classified once, here: a retryable [`ActionError`] is retried
+//! with backoff, any other fails the execution.
 
 pub mod arq;
 pub mod condition;
@@ -48,13 +48,47 @@ impl FieldError {
 
 /// How an action failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ActionError {
+#[error("{}: {message}", if *.retryable { "transient" } else { "permanent" })]
+pub struct ActionError {
     /// Worth retrying: timeouts, connection errors, 429 and 5xx answers.
-    #[error("transient: {0}")]
-    Transient(String),
-    /// Retrying cannot help: a 4xx answer, a refused address, bad data.
-    #[error("permanent: {0}")]
-    Permanent(String),
+    /// Not: a 4xx answer, a refused address, bad data.
+    pub retryable: bool,
+    /// What went wrong, for the log row and the execution's `error`.
+    pub message: String,
+    /// The answer that failed the attempt (a webhook's status, headers and
+    /// first KiB of body), kept in the attempt's log row.
+    pub response: Option<Json>,
+}
+
+impl ActionError {
+    /// A failure a later attempt may not meet.
+    pub fn transient(message: impl Into<String>) -> Self {
+        ActionError {
+            retryable: true,
+            message: message.into(),
+            response: None,
+        }
+    }
+
+    /// A failure no retry can help.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ActionError {
+            retryable: false,
+            message: message.into(),
+            response: None,
+        }
+    }
+
+    /// Keeps the answer that failed the attempt.
+    pub fn with_response(mut self, response: Json) -> Self {
+        self.response = Some(response);
+        self
+    }
+
+    /// A field of the step that renders past the template cap.
+    fn too_large(field: &str, e: template::TooLarge) -> Self {
+        Self::permanent(format!("`{field}` {e}"))
+    }
 }
 
 /// A built-in action with its configuration.
@@ -365,7 +399,7 @@ pub async fn run(
         }
         Action::Wait(a) => a.run(input),
         Action::Condition(c) => Ok(c.run(input)),
-        Action::UpdateContact(a) => Ok(a.run(input)),
+        Action::UpdateContact(a) => a.run(input),
         Action::AddTag(t) => Ok(t.run(input, true)),
         Action::RemoveTag(t) => Ok(t.run(input, false)),
         Action::Goal(g) => Ok(Outcome::Done {

@@ -55,16 +55,17 @@ impl SendSms {
     }
 
     pub(super) fn render(&self, scope: &Json) -> Result<Message, ActionError> {
-        let to = template::render_str(self.to.as_deref().unwrap_or("{{contact.phone}}"), scope);
+        let render = |field: &str, t: &str| {
+            template::render_str(t, scope).map_err(|e| ActionError::too_large(field, e))
+        };
+        let to = render("to", self.to.as_deref().unwrap_or("{{contact.phone}}"))?;
         let to = to.trim().to_owned();
         if to.chars().filter(char::is_ascii_digit).count() < 5 {
-            return Err(ActionError::Permanent(
-                "the contact has no phone number".into(),
-            ));
+            return Err(ActionError::permanent("the contact has no phone number"));
         }
         Ok(Message {
             to,
-            body: template::render_str(&self.body, scope),
+            body: render("body", &self.body)?,
         })
     }
 }
@@ -120,7 +121,7 @@ impl HttpSms {
             ])
             .send()
             .await
-            .map_err(|e| ActionError::Transient(format!("sms provider: {}", without_url(&e))))?;
+            .map_err(|e| ActionError::transient(format!("sms provider: {}", without_url(&e))))?;
         let status = resp.status();
         let body: Json = resp.json().await.unwrap_or(Json::Null);
         if status.is_success() {
@@ -133,9 +134,9 @@ impl HttpSms {
         }
         let text = format!("sms provider answered HTTP {}", status.as_u16());
         if status.as_u16() == 429 || status.is_server_error() {
-            Err(ActionError::Transient(text))
+            Err(ActionError::transient(text))
         } else {
-            Err(ActionError::Permanent(text))
+            Err(ActionError::permanent(text))
         }
     }
 }

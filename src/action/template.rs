@@ -6,8 +6,24 @@
 //! (so `"{{steps.score.value}}"` stays a number in a JSON body); anywhere
 //! else values are interpolated as text. A missing value renders empty,
 //! or as the default in `{{ contact.attributes.first_name | default: "there" }}`.
+//!
+//! A rendered field may hold at most [`MAX_RENDERED_BYTES`]: a template
+//! that copies a value into itself (an attribute doubled by each of a row
+//! of `update_contact` steps) would otherwise grow without bound.
 
 use serde_json::Value as Json;
+
+/// Most bytes one rendered field (a string, or a JSON body or argument
+/// list as serialized) may hold.
+pub const MAX_RENDERED_BYTES: usize = 64 * 1024;
+
+/// A field that renders past [`MAX_RENDERED_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("renders to more than {MAX_RENDERED_BYTES} bytes (at least {size})")]
+pub struct TooLarge {
+    /// Bytes rendered when the limit was passed.
+    pub size: usize,
+}
 
 /// Looks a dotted path up in `scope` (array items by index).
 pub fn lookup<'a>(scope: &'a Json, path: &str) -> Option<&'a Json> {
@@ -18,20 +34,66 @@ pub fn lookup<'a>(scope: &'a Json, path: &str) -> Option<&'a Json> {
     })
 }
 
-/// One `{{ ... }}` expression: a path and an optional default.
-fn eval(scope: &Json, expr: &str) -> Json {
-    let (path, default) = match expr.split_once('|') {
-        Some((p, rest)) => {
-            let d = rest.trim().strip_prefix("default:").map(|d| {
-                let d = d.trim();
+/// One `{{ ... }}` expression: a dotted path and an optional default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expr<'a> {
+    /// `contact.attributes.first_name`, `steps.lookup.body.id`, ...
+    pub path: &'a str,
+    /// What a missing value renders as (`| default: "there"`).
+    pub default: Option<String>,
+}
+
+/// Parses the inside of a placeholder.
+///
+/// # Errors
+/// A message for an empty path or a filter other than `default:`.
+pub fn parse_expr(expr: &str) -> Result<Expr<'_>, String> {
+    let (path, filter) = match expr.split_once('|') {
+        Some((p, f)) => (p.trim(), Some(f.trim())),
+        None => (expr.trim(), None),
+    };
+    if path.is_empty() {
+        return Err("empty path".into());
+    }
+    let default = match filter {
+        None => None,
+        Some(f) => {
+            let d = f
+                .strip_prefix("default:")
+                .ok_or_else(|| format!("unknown filter `{f}` (the one filter is `default: \"...\"`)"))?
+                .trim();
+            Some(
                 d.strip_prefix('"')
                     .and_then(|d| d.strip_suffix('"'))
                     .unwrap_or(d)
-                    .to_owned()
-            });
-            (p.trim(), d)
+                    .to_owned(),
+            )
         }
-        None => (expr.trim(), None),
+    };
+    Ok(Expr { path, default })
+}
+
+/// The insides of the placeholders of `template`, in order.
+pub fn placeholders(template: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start + 2..].find("}}") else {
+            break;
+        };
+        found.push(&rest[start + 2..start + 2 + len]);
+        rest = &rest[start + 2 + len + 2..];
+    }
+    found
+}
+
+/// One `{{ ... }}` expression's value. Definitions are checked when
+/// written; one stored before that check may hold a filter that does not
+/// parse, which is ignored as it always was.
+fn eval(scope: &Json, expr: &str) -> Json {
+    let (path, default) = match parse_expr(expr) {
+        Ok(e) => (e.path, e.default),
+        Err(_) => (expr.split('|').next().unwrap_or_default().trim(), None),
     };
     match lookup(scope, path) {
         Some(v) if !v.is_null() => v.clone(),
@@ -48,42 +110,72 @@ fn as_text(v: &Json) -> String {
 }
 
 /// Renders a template string to text.
-pub fn render_str(template: &str, scope: &Json) -> String {
+///
+/// # Errors
+/// [`TooLarge`] past [`MAX_RENDERED_BYTES`], as soon as it is passed.
+pub fn render_str(template: &str, scope: &Json) -> Result<String, TooLarge> {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
+    let fits = |out: &String| {
+        if out.len() > MAX_RENDERED_BYTES {
+            Err(TooLarge { size: out.len() })
+        } else {
+            Ok(())
+        }
+    };
     while let Some(start) = rest.find("{{") {
         let Some(len) = rest[start + 2..].find("}}") else {
             break;
         };
         out.push_str(&rest[..start]);
         out.push_str(&as_text(&eval(scope, &rest[start + 2..start + 2 + len])));
+        fits(&out)?;
         rest = &rest[start + 2 + len + 2..];
     }
     out.push_str(rest);
-    out
+    fits(&out)?;
+    Ok(out)
 }
 
 /// Renders every string inside a JSON value; a string that is exactly one
 /// placeholder becomes the value it names.
-pub fn render_json(template: &Json, scope: &Json) -> Json {
-    match template {
+///
+/// # Errors
+/// [`TooLarge`] when a string, or the whole value serialized, passes
+/// [`MAX_RENDERED_BYTES`].
+pub fn render_json(template: &Json, scope: &Json) -> Result<Json, TooLarge> {
+    let rendered = render_value(template, scope)?;
+    let size = rendered.to_string().len();
+    if size > MAX_RENDERED_BYTES {
+        return Err(TooLarge { size });
+    }
+    Ok(rendered)
+}
+
+fn render_value(template: &Json, scope: &Json) -> Result<Json, TooLarge> {
+    Ok(match template {
         Json::String(s) => {
             let t = s.trim();
             if let Some(inner) = t.strip_prefix("{{").and_then(|t| t.strip_suffix("}}"))
                 && !inner.contains("{{")
             {
-                return eval(scope, inner);
+                return Ok(eval(scope, inner));
             }
-            Json::String(render_str(s, scope))
+            Json::String(render_str(s, scope)?)
         }
-        Json::Array(items) => Json::Array(items.iter().map(|i| render_json(i, scope)).collect()),
+        Json::Array(items) => Json::Array(
+            items
+                .iter()
+                .map(|i| render_value(i, scope))
+                .collect::<Result<_, _>>()?,
+        ),
         Json::Object(map) => Json::Object(
             map.iter()
-                .map(|(k, v)| (k.clone(), render_json(v, scope)))
-                .collect(),
+                .map(|(k, v)| Ok((k.clone(), render_value(v, scope)?)))
+                .collect::<Result<_, _>>()?,
         ),
         other => other.clone(),
-    }
+    })
 }
 
 /// Checks that every `{{` in `template` is closed, for validation at write time.
@@ -120,15 +212,16 @@ mod tests {
     fn placeholders_interpolate_text_and_keep_whole_values_typed() {
         let s = scope();
         assert_eq!(
-            render_str("Hi {{ contact.attributes.first_name }}!", &s),
+            render_str("Hi {{ contact.attributes.first_name }}!", &s).unwrap(),
             "Hi Ada!"
         );
-        assert_eq!(render_str("{{contact.tags}}", &s), "[\"vip\"]");
+        assert_eq!(render_str("{{contact.tags}}", &s).unwrap(), "[\"vip\"]");
         assert_eq!(
             render_json(
                 &json!({"score": "{{contact.attributes.score}}", "n": "{{steps.lookup.body.items.1}}"}),
                 &s
-            ),
+            )
+            .unwrap(),
             json!({"score": 7, "n": 20})
         );
     }
@@ -136,12 +229,34 @@ mod tests {
     #[test]
     fn missing_values_render_empty_or_as_their_default() {
         let s = scope();
-        assert_eq!(render_str("Hi {{contact.attributes.nick}}.", &s), "Hi .");
         assert_eq!(
-            render_str("Hi {{ contact.attributes.nick | default: \"there\" }}.", &s),
+            render_str("Hi {{contact.attributes.nick}}.", &s).unwrap(),
+            "Hi ."
+        );
+        assert_eq!(
+            render_str("Hi {{ contact.attributes.nick | default: \"there\" }}.", &s).unwrap(),
             "Hi there."
         );
-        assert_eq!(render_json(&json!("{{nope}}"), &s), Json::Null);
+        assert_eq!(render_json(&json!("{{nope}}"), &s).unwrap(), Json::Null);
+    }
+
+    #[test]
+    fn a_field_that_renders_past_the_cap_is_refused() {
+        let big = "x".repeat(40 * 1024);
+        let s = json!({"contact": {"attributes": {"big": big}}});
+        let twice = "{{contact.attributes.big}}{{contact.attributes.big}}";
+        assert_eq!(
+            render_str("{{contact.attributes.big}}", &s).unwrap().len(),
+            40 * 1024
+        );
+        let err = render_str(twice, &s).unwrap_err();
+        assert!(err.size > MAX_RENDERED_BYTES, "{err}");
+        let err = render_json(
+            &json!({"a": "{{contact.attributes.big}}", "b": "{{contact.attributes.big}}"}),
+            &s,
+        )
+        .unwrap_err();
+        assert!(err.size > MAX_RENDERED_BYTES, "{err}");
     }
 
     #[test]

@@ -169,16 +169,17 @@ impl Wait {
         let mut t = match (&self.duration, &self.until) {
             (Some(d), _) => {
                 let d = humantime::parse_duration(d)
-                    .map_err(|e| ActionError::Permanent(format!("duration: {e}")))?;
+                    .map_err(|e| ActionError::permanent(format!("duration: {e}")))?;
                 input.now
                     + ChronoDuration::from_std(d)
-                        .map_err(|e| ActionError::Permanent(e.to_string()))?
+                        .map_err(|e| ActionError::permanent(e.to_string()))?
             }
             (None, Some(u)) => {
-                let text = template::render_str(u, input.scope);
+                let text = template::render_str(u, input.scope)
+                    .map_err(|e| ActionError::too_large("until", e))?;
                 DateTime::parse_from_rfc3339(text.trim())
                     .map_err(|_| {
-                        ActionError::Permanent(format!("until: `{text}` is not an RFC 3339 time"))
+                        ActionError::permanent(format!("until: `{text}` is not an RFC 3339 time"))
                     })?
                     .with_timezone(&Utc)
             }
@@ -187,7 +188,7 @@ impl Wait {
         if let Some(w) = &self.window {
             let span = w
                 .parse()
-                .map_err(|e| ActionError::Permanent(e.to_string()))?;
+                .map_err(|e| ActionError::permanent(e.to_string()))?;
             let tz: Tz = input.timezone.parse().unwrap_or(Tz::UTC);
             t = next_in_window(t.max(input.now), tz, span);
         }
@@ -201,7 +202,7 @@ impl Wait {
             .and_then(|u| u.as_str())
         {
             Some(u) => DateTime::parse_from_rfc3339(u)
-                .map_err(|e| ActionError::Permanent(format!("stored wait state: {e}")))?
+                .map_err(|e| ActionError::permanent(format!("stored wait state: {e}")))?
                 .with_timezone(&Utc),
             // PostgreSQL keeps microseconds: so must the deadline, or a
             // resume at the stored time would find it a few ns early.

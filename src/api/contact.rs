@@ -11,30 +11,36 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, Auth, Id};
 use super::view::{self, Contact, ContactPage};
-use crate::store;
+use crate::store::{self, contact};
 
 /// Contact fields; on update, absent fields stay as they are.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactFields {
-    /// The CRM's id, unique per account.
+    /// The CRM's id, unique per account; at most 255 characters.
     #[serde(default)]
+    #[schema(max_length = 255)]
     pub external_id: Option<String>,
-    /// Email.
+    /// Email; at most 320 characters.
     #[serde(default)]
+    #[schema(max_length = 320)]
     pub email: Option<String>,
-    /// Phone (E.164 preferred).
+    /// Phone (E.164 preferred); at most 64 characters.
     #[serde(default)]
+    #[schema(max_length = 64)]
     pub phone: Option<String>,
     /// IANA timezone, e.g. `Europe/Paris` (default UTC).
     #[serde(default)]
     pub timezone: Option<String>,
-    /// Attributes (an object; replaces the old one on update).
+    /// Attributes (an object of at most 64 KiB as JSON; replaces the old
+    /// one on update).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub attributes: Option<Map<String, Json_>>,
-    /// Tags (replace the old ones on update).
+    /// Tags, at most 100 of 1-100 characters each (replace the old ones on
+    /// update).
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub tags: Option<Vec<String>>,
     /// Opted out of messages.
     #[serde(default)]
@@ -43,28 +49,53 @@ pub struct ContactFields {
 
 impl ContactFields {
     fn validate(&self) -> Result<(), ApiError> {
+        let bad = |field: &str, message: String| Err(ApiError::invalid(field, message).unprocessable());
+        for (field, value, max) in [
+            ("external_id", &self.external_id, contact::MAX_EXTERNAL_ID),
+            ("email", &self.email, contact::MAX_EMAIL),
+            ("phone", &self.phone, contact::MAX_PHONE),
+        ] {
+            if let Some(v) = value
+                && v.chars().count() > max
+            {
+                return bad(field, format!("must be at most {max} characters"));
+            }
+        }
         if let Some(tz) = &self.timezone
             && tz.parse::<chrono_tz::Tz>().is_err()
         {
-            return Err(
-                ApiError::invalid("timezone", format!("`{tz}` is not an IANA timezone"))
-                    .unprocessable(),
-            );
+            return bad("timezone", format!("`{tz}` is not an IANA timezone"));
         }
         if let Some(e) = &self.email
             && !e.contains('@')
         {
-            return Err(ApiError::invalid("email", "not an email address").unprocessable());
+            return bad("email", "not an email address".into());
         }
-        if let Some(tags) = &self.tags
-            && let Some(i) = tags
+        if let Some(tags) = &self.tags {
+            if tags.len() > contact::MAX_TAGS {
+                return bad("tags", format!("at most {} tags", contact::MAX_TAGS));
+            }
+            if let Some(i) = tags
                 .iter()
-                .position(|t| t.trim().is_empty() || t.len() > 100)
-        {
-            return Err(
-                ApiError::invalid(format!("tags[{i}]"), "must be 1 to 100 characters")
-                    .unprocessable(),
-            );
+                .position(|t| t.trim().is_empty() || t.chars().count() > contact::MAX_TAG)
+            {
+                return bad(
+                    &format!("tags[{i}]"),
+                    format!("must be 1 to {} characters, not only spaces", contact::MAX_TAG),
+                );
+            }
+        }
+        if let Some(a) = &self.attributes {
+            let size = Json_::Object(a.clone()).to_string().len();
+            if size > contact::MAX_ATTRIBUTES_BYTES {
+                return bad(
+                    "attributes",
+                    format!(
+                        "is {size} bytes as JSON; at most {} allowed",
+                        contact::MAX_ATTRIBUTES_BYTES
+                    ),
+                );
+            }
         }
         Ok(())
     }

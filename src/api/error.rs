@@ -194,6 +194,7 @@ impl From<engine::Error> for ApiError {
                     None => err,
                 }
             }
+            engine::Error::Busy => ApiError::conflict(e.to_string()),
             engine::Error::Store(s) => s.into(),
             engine::Error::Queue(q) => ApiError::unavailable(&q),
         }

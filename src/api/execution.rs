@@ -11,8 +11,9 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, Auth, Id};
 use super::view::{self, Execution, ExecutionPage, Log, LogPage};
-use crate::engine::plan::Status;
+use crate::engine::{self, plan::Status};
 use crate::store;
+use tracing::warn;
 
 /// Execution filters and paging.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -58,13 +59,28 @@ pub struct LogQuery {
 
 const LOG_STATUSES: [&str; 3] = ["SUCCEEDED", "FAILED", "RETRYING"];
 
-async fn view_of(state: &AppState, e: store::execution::Execution) -> Execution {
-    let def = state
+/// The view of `e` with its current step's type from the pinned version.
+/// A version this engine cannot read is reported in the view (and logged),
+/// never hidden; a database error is an error.
+pub(super) async fn view_of(
+    state: &AppState,
+    e: store::execution::Execution,
+) -> Result<Execution, ApiError> {
+    match state
         .engine
         .definition(e.workflow_id, e.workflow_version)
         .await
-        .ok();
-    Execution::new(e, def.as_deref())
+    {
+        Ok(def) => Ok(Execution::new(e, Some(&def))),
+        Err(err @ (engine::Error::Invalid { .. } | engine::Error::NotFound { .. })) => {
+            warn!(execution_id = %e.id, workflow_id = %e.workflow_id, version = e.workflow_version,
+                  error = %err, "pinned workflow version cannot be read");
+            let mut view = Execution::new(e, None);
+            view.definition_error = Some(err.to_string());
+            Ok(view)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 async fn find(
@@ -87,7 +103,7 @@ pub async fn get(
     Id(id): Id,
 ) -> Result<Json<Execution>, ApiError> {
     let e = find(&state, auth, id).await?;
-    Ok(Json(view_of(&state, e).await))
+    Ok(Json(view_of(&state, e).await?))
 }
 
 /// List executions, newest first, with a count capped at 10 000.
@@ -100,6 +116,8 @@ pub async fn list(
 ) -> Result<Json<ExecutionPage>, ApiError> {
     let limit = view::limit(q.limit)?;
     let after = view::decode_after(q.cursor.as_deref())?;
+    view::time_filter("created_after", q.created_after)?;
+    view::time_filter("created_before", q.created_before)?;
     let status = q
         .status
         .as_deref()
@@ -121,7 +139,7 @@ pub async fn list(
     let next_cursor = view::next_cursor(&rows, limit, |e| view::encode_after(e.created_at, e.id));
     let mut items = Vec::with_capacity(rows.len());
     for e in rows {
-        items.push(view_of(&state, e).await);
+        items.push(view_of(&state, e).await?);
     }
     Ok(Json(ExecutionPage {
         items,
@@ -145,6 +163,8 @@ pub async fn logs(
 ) -> Result<Json<LogPage>, ApiError> {
     let limit = view::limit(q.limit)?;
     let after = view::decode_log_cursor(q.cursor.as_deref())?;
+    view::time_filter("since", q.since)?;
+    view::time_filter("until", q.until)?;
     if let Some(s) = &q.status
         && !LOG_STATUSES.contains(&s.as_str())
     {
@@ -201,7 +221,7 @@ pub async fn cancel(
     Id(id): Id,
 ) -> Result<Json<Execution>, ApiError> {
     let e = state.engine.cancel(auth.account_id, id).await?;
-    Ok(Json(view_of(&state, e).await))
+    Ok(Json(view_of(&state, e).await?))
 }
 
 /// Retry a FAILED execution from the step that failed.
@@ -214,5 +234,5 @@ pub async fn retry(
     Id(id): Id,
 ) -> Result<Json<Execution>, ApiError> {
     let e = state.engine.retry(auth.account_id, id).await?;
-    Ok(Json(view_of(&state, e).await))
+    Ok(Json(view_of(&state, e).await?))
 }

@@ -17,6 +17,8 @@ use crate::store;
 pub const MAX_BODY: usize = 1024 * 1024;
 /// Header an admin key uses to act for another account.
 pub const ACCOUNT_HEADER: &str = "x-flowpilot-account";
+/// Why a string with `\u0000` is refused.
+const NUL_MESSAGE: &str = "must not contain the NUL character (\\u0000)";
 
 /// A JSON body of `T` (`deny_unknown_fields` types reject unknown keys).
 pub struct ApiJson<T>(pub T);
@@ -46,6 +48,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         // malformed JSON is a 400 and a wrong field a 422 naming it.
         let doc: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::invalid_json(format!("malformed JSON: {e}")))?;
+        if let Some(field) = store::text::first_nul(&doc, "") {
+            return Err(ApiError::invalid(field, NUL_MESSAGE).unprocessable());
+        }
         let value = serde_path_to_error::deserialize(doc).map_err(|e| {
             let field = crate::action::field_path(&e).unwrap_or_else(|| "body".into());
             ApiError::invalid(field, e.inner().to_string()).unprocessable()
@@ -62,7 +67,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
-        let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(q.as_bytes()));
+        let pairs = url::form_urlencoded::parse(q.as_bytes());
+        if let Some((k, _)) = pairs
+            .clone()
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            let field = if k.contains('\0') { "query".into() } else { k };
+            return Err(ApiError::invalid(field, NUL_MESSAGE));
+        }
+        let de = serde_urlencoded::Deserializer::new(pairs);
         serde_path_to_error::deserialize(de)
             .map(ApiQuery)
             .map_err(|e| {

@@ -22,10 +22,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -134,16 +136,26 @@ pub fn admin_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `addr` until `shutdown`.
+/// Binds `addr` for [`serve`] or [`serve_router`]: done before anything
+/// starts, so a taken port stops the process at once with a message.
 ///
 /// # Errors
-/// When the address cannot be bound.
+/// When the address cannot be bound, naming `what` and the address.
+pub async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+///
+/// # Errors
+/// When serving fails.
 pub async fn serve_router(
-    addr: SocketAddr,
+    listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(addr = %listener.local_addr()?, "listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -169,16 +181,16 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     resp.into_response()
 }
 
-/// Serves `router` on `addr` until `shutdown`, then finishes in-flight requests.
+/// Serves the API on `listener` until `shutdown`, then finishes in-flight
+/// requests.
 ///
 /// # Errors
-/// When the address cannot be bound.
+/// When serving fails.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(addr = %listener.local_addr()?, "api listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

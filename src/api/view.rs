@@ -2,7 +2,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 use serde_json::Value as Json;
 use utoipa::ToSchema;
@@ -42,6 +42,26 @@ pub fn next_cursor<T>(rows: &[T], limit: i64, cursor: impl Fn(&T) -> String) -> 
     }
 }
 
+/// Whether PostgreSQL can hold `t` and RFC 3339 can print it: years 1 to
+/// 9999. Outside that, a timestamp is a client's mistake, not a 500.
+fn representable(t: DateTime<Utc>) -> bool {
+    (1..=9999).contains(&t.year())
+}
+
+/// Checks a time filter of a list.
+///
+/// # Errors
+/// 400 naming `field` for a time outside years 1 to 9999.
+pub fn time_filter(field: &str, t: Option<DateTime<Utc>>) -> Result<(), ApiError> {
+    match t {
+        Some(t) if !representable(t) => Err(ApiError::invalid(
+            field,
+            "must lie between the years 1 and 9999",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Cursor after a row of a newest-first list.
 pub fn encode_after(created_at: DateTime<Utc>, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{id}", created_at.timestamp_micros()))
@@ -57,8 +77,9 @@ pub fn decode_after(cursor: Option<&str>) -> Result<Option<After>, ApiError> {
     let text =
         String::from_utf8(URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?).map_err(|_| bad())?;
     let (micros, id) = text.split_once(':').ok_or_else(bad)?;
-    let created_at =
-        DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    let created_at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?)
+        .filter(|t| representable(*t))
+        .ok_or_else(bad)?;
     let id = Uuid::parse_str(id).map_err(|_| bad())?;
     Ok(Some(After { created_at, id }))
 }
@@ -253,6 +274,10 @@ pub struct Execution {
     pub started_at: Option<DateTime<Utc>>,
     /// Finished.
     pub completed_at: Option<DateTime<Utc>>,
+    /// Set when this engine cannot read the workflow version the execution
+    /// pins (`current_step.type` is then `unknown`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definition_error: Option<String>,
 }
 
 impl Execution {
@@ -273,7 +298,7 @@ impl Execution {
             workflow_version: e.workflow_version,
             contact_id: e.contact_id,
             status: e.status.as_str().to_owned(),
-            priority: e.priority,
+            priority: e.priority.as_str().to_owned(),
             current_step,
             waiting_reason: e.waiting_reason,
             attempts: e.attempt,
@@ -285,6 +310,7 @@ impl Execution {
             updated_at: e.updated_at,
             started_at: e.started_at,
             completed_at: e.completed_at,
+            definition_error: None,
         }
     }
 }
@@ -325,10 +351,11 @@ pub struct Log {
     /// SUCCEEDED, FAILED or RETRYING.
     pub status: String,
     /// The step as defined.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub config: Option<Json>,
-    /// What the action returned.
-    #[schema(value_type = Object)]
+    /// What the action returned; for a failed or retried webhook, the
+    /// answer that failed it. `null` when there is none.
+    #[schema(value_type = Option<Object>)]
     pub response: Option<Json>,
     /// Error text.
     pub error: Option<String>,

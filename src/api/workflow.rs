@@ -20,9 +20,11 @@ use crate::store;
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkflow {
     /// Name, 1-200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
-    /// Description.
+    /// Description, at most 2000 characters.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// The definition: `{"steps": [...]}`.
     #[schema(value_type = Object)]
@@ -72,12 +74,15 @@ pub struct Execute {
     /// `high`, `normal` (default) or `low`.
     #[serde(default)]
     pub priority: Option<String>,
-    /// A repeated request with the same key returns the first execution.
+    /// A repeated request with the same key returns the first execution;
+    /// 1-255 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
-    /// Free-form object, readable by templates as `execution.metadata`.
+    /// Free-form object (at most 64 KiB as JSON), readable by templates as
+    /// `execution.metadata`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Json_>,
 }
 
@@ -245,15 +250,10 @@ pub async fn execute(
             source: "api",
         })
         .await?;
-    let def = state
-        .engine
-        .definition(e.workflow_id, e.workflow_version)
-        .await
-        .ok();
     let status = if created {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(Execution::new(e, def.as_deref()))))
+    Ok((status, Json(super::execution::view_of(&state, e).await?)))
 }

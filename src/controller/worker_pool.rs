@@ -108,14 +108,14 @@ pub fn deployment(pool: &WorkerPool, replicas: i32, default_image: &str) -> Depl
         value: Some(value),
         ..EnvVar::default()
     };
-    let mut env = vec![var("FLOWPILOT_LOG_FORMAT", "json".into())];
+    let mut defaults = vec![var("FLOWPILOT_LOG_FORMAT", "json".into())];
     if ours {
-        env.push(var(
+        defaults.push(var(
             "FLOWPILOT_ADMIN_LISTEN",
             format!("0.0.0.0:{ADMIN_PORT}"),
         ));
     }
-    env.extend(spec.env.clone().unwrap_or_default());
+    let env = merge_env(defaults, spec.env.clone().unwrap_or_default());
     let admin = IntOrString::String("admin".into());
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
@@ -359,6 +359,21 @@ async fn measure(ctx: &Context, queues: &[String]) -> crate::queue::Result<Load>
     Ok(load)
 }
 
+/// `defaults` then `pool`, one entry per name: the pool's value wins over
+/// a default, and a later entry of the pool over an earlier one, each kept
+/// at the place its name first appeared. Server-side apply refuses a
+/// container whose env lists a name twice.
+fn merge_env(defaults: Vec<EnvVar>, pool: Vec<EnvVar>) -> Vec<EnvVar> {
+    let mut merged: Vec<EnvVar> = Vec::with_capacity(defaults.len() + pool.len());
+    for var in defaults.into_iter().chain(pool) {
+        match merged.iter_mut().find(|v| v.name == var.name) {
+            Some(slot) => *slot = var,
+            None => merged.push(var),
+        }
+    }
+    merged
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +405,32 @@ mod tests {
             "default job timeout 300 + 30"
         );
         assert_eq!(d.spec.replicas, Some(2));
+    }
+
+    #[test]
+    fn env_names_appear_once_with_the_pools_own_values_winning() {
+        let p = pool(serde_json::json!({"queues": ["q"], "maxReplicas": 3, "env": [
+            {"name": "FLOWPILOT_LOG_FORMAT", "value": "text"},
+            {"name": "FLOWPILOT_LOG", "value": "debug"},
+            {"name": "FLOWPILOT_LOG", "value": "info"},
+        ]}));
+        let d = deployment(&p, 1, "flowpilot:x");
+        let env = d.spec.template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let pairs: Vec<(&str, Option<&str>)> = env
+            .iter()
+            .map(|v| (v.name.as_str(), v.value.as_deref()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("FLOWPILOT_LOG_FORMAT", Some("text")),
+                ("FLOWPILOT_ADMIN_LISTEN", Some("0.0.0.0:8081")),
+                ("FLOWPILOT_LOG", Some("info")),
+            ]
+        );
     }
 
     #[test]

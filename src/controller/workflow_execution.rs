@@ -287,23 +287,32 @@ async fn apply(
     })
 }
 
-/// Deleting a running execution's resource cancels the execution.
+/// Deleting a running execution's resource cancels the execution. The
+/// finalizer goes only once the execution is final: any error (the
+/// database away, the row busy) keeps it and the reconcile is retried.
 async fn cleanup(obj: &WorkflowExecution, ctx: &Context) -> Result<Action> {
     let (Ok((account, _, _)), Some(uid)) = (ids(&obj.spec), obj.uid()) else {
         return Ok(Action::await_change());
     };
     let pool = ctx.engine.pool();
-    if let Some(e) = store::execution::get_by_key(pool, account, &key(&uid))
-        .await
-        .map_err(engine::Error::from)?
-        && !e.status.is_final()
-    {
-        match ctx.engine.cancel(account, e.id).await {
-            // Finished meanwhile: nothing to cancel.
-            Ok(_) | Err(engine::Error::Conflict { .. }) => {}
-            Err(err) => return Err(err.into()),
-        }
-        info!(execution_id = %e.id, "cancelled: resource deleted");
+    let find = || async {
+        store::execution::get_by_key(pool, account, &key(&uid))
+            .await
+            .map_err(engine::Error::from)
+    };
+    let Some(e) = find().await? else {
+        return Ok(Action::await_change());
+    };
+    if e.status.is_final() {
+        return Ok(Action::await_change());
+    }
+    match ctx.engine.cancel(account, e.id).await {
+        Ok(_) => info!(execution_id = %e.id, "cancelled: resource deleted"),
+        // Refused: only right if it finished meanwhile. Look, don't assume.
+        Err(engine::Error::Conflict { .. })
+            if find().await?.is_some_and(|now| now.status.is_final()) => {}
+        Err(engine::Error::Conflict { .. }) => return Err(engine::Error::Busy.into()),
+        Err(err) => return Err(err.into()),
     }
     Ok(Action::await_change())
 }

@@ -12,7 +12,8 @@
 //!
 //! Every step has a unique `id` and a `type`; `next` (any step) and
 //! condition targets name later steps only, so every execution ends.
-//! `retry` overrides the engine's retry policy for transient errors.
+//! `retry` overrides the engine's retry policy for transient errors. What
+//! each step's templates read is checked too ([`super::reference`]).
 
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ use crate::action::{Action, FieldError, Next};
 
 /// Most steps a definition may have.
 pub const MAX_STEPS: usize = 500;
+/// Largest definition, serialized, in bytes.
+pub const MAX_BYTES: usize = 256 * 1024;
 
 /// A validation failure, naming the step and the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,6 +137,21 @@ impl Definition {
                 "must be a JSON object with a `steps` array",
             ));
         };
+        let size = doc.to_string().len();
+        if size > MAX_BYTES {
+            return Err(err(
+                None,
+                "definition",
+                format!("is {size} bytes as JSON; at most {MAX_BYTES} allowed"),
+            ));
+        }
+        if let Some(field) = crate::store::text::first_nul(doc, "") {
+            return Err(err(
+                None,
+                field,
+                "must not contain the NUL character (\\u0000)",
+            ));
+        }
         if let Some(k) = root
             .keys()
             .find(|k| !matches!(k.as_str(), "steps" | "description"))
@@ -205,6 +223,7 @@ impl Definition {
         }
         let def = Definition { steps };
         def.check_targets()?;
+        super::reference::check(&def)?;
         Ok(def)
     }
 

@@ -49,7 +49,7 @@ impl Outbox {
             },
         )
         .await
-        .map_err(|e| ActionError::Transient(format!("outbox: {e}")))?;
+        .map_err(|e| ActionError::transient(format!("outbox: {e}")))?;
         Ok(json!({
             "provider": "outbox",
             "outbox_id": id,
@@ -125,11 +125,11 @@ impl Effects for Providers {
             .await
             // `None` is a duplicate: a re-run of this attempt enqueued it already.
             .map(|_| ())
-            .map_err(|e| ActionError::Transient(format!("enqueue arq job: {e}")))
+            .map_err(|e| ActionError::transient(format!("enqueue arq job: {e}")))
     }
 
     async fn job_state(&self, queue: &str, job_id: &str) -> Result<arq::JobState, ActionError> {
-        let transient = |e: queue::Error| ActionError::Transient(format!("arq job state: {e}"));
+        let transient = |e: queue::Error| ActionError::transient(format!("arq job state: {e}"));
         if let Some(r) = self.queue.result(job_id).await.map_err(transient)? {
             return Ok(arq::JobState::Done {
                 success: r.success,

@@ -10,20 +10,29 @@
 //! external job, a retry backoff: WAITING / RETRYING with a deferred job),
 //! or spends its time budget (QUEUED with a fresh job). Every row that is
 //! not moving says why (`waiting_reason`) and until when.
+//!
+//! A run that hits a database or Redis error after its claim gives the
+//! claim back (QUEUED under a fresh job) as soon as the database answers
+//! again, and this process may take back a lease of its own that no run
+//! of it holds: a blip costs seconds, not a lease period.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value as Json, json};
 use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
-use super::{Engine, Error, Result, plan};
+use super::{Engine, Enqueued, Error, Result, job_id, lock, plan};
 use crate::action::contact::Change;
 use crate::action::{self, ActionError, Input, Outcome};
 use crate::engine::definition::Step;
 use crate::engine::plan::{Event, Status};
-use crate::queue::{keys, now_ms};
+use crate::queue::{Presence, keys, now_ms};
 use crate::store::execution::NewLog;
-use crate::store::{self, contact::Contact, execution::Execution};
+use crate::store::{self, contact::Contact, execution::Execution, text};
 
 /// Why an execution whose contact was deleted mid-way fails.
 const CONTACT_GONE: &str = "the contact no longer exists";
@@ -32,6 +41,10 @@ const CONTACT_GONE: &str = "the contact no longer exists";
 /// action's own state.
 const STARTED_AT: &str = "started_at";
 const STATE: &str = "state";
+/// First pause between attempts to give a claim back after an error.
+const RELEASE_FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// Longest pause between those attempts.
+const RELEASE_MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +65,9 @@ pub enum Run {
     Yielded,
     /// Another writer (a cancel) changed the row mid-run.
     Interrupted,
+    /// A database or Redis error cut the run short; the claim was given
+    /// back and a fresh job enqueued.
+    Released,
 }
 
 impl Run {
@@ -66,21 +82,138 @@ impl Run {
             Run::Failed => "failed",
             Run::Yielded => "yielded",
             Run::Interrupted => "interrupted",
+            Run::Released => "released",
         }
     }
 }
 
-/// The events that take `e` to RUNNING now, if it may be claimed.
-pub fn claim_path(e: &Execution, now: DateTime<Utc>) -> Option<Vec<Event>> {
+/// The events that take `e` to RUNNING now, if it may be claimed by
+/// `owner`, which holds no run of it: a lease of `owner`'s own is as good
+/// as lapsed (the run that took it ended without giving it back).
+pub fn claim_path(e: &Execution, now: DateTime<Utc>, owner: &str) -> Option<Vec<Event>> {
     let due = |t: Option<DateTime<Utc>>| t.is_some_and(|t| t <= now);
+    let lapsed = e.lease_expires_at.is_none_or(|t| t < now);
     match e.status {
         Status::Queued => Some(vec![Event::Claim]),
         Status::Waiting if due(e.resume_at) => Some(vec![Event::Due, Event::Claim]),
         Status::Retrying if due(e.next_attempt_at) => Some(vec![Event::Due, Event::Claim]),
-        Status::Running if e.lease_expires_at.is_none_or(|t| t < now) => {
+        Status::Running if lapsed || e.lease_owner.as_deref() == Some(owner) => {
             Some(vec![Event::LeaseExpired, Event::Claim])
         }
         _ => None,
+    }
+}
+
+/// What the maintenance loop did with one execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Recovery {
+    /// Due, lapsed or lost: moved to QUEUED under a fresh job.
+    Requeued,
+    /// Its job will still run (queued, deferred or held): left alone.
+    JobPresent,
+    /// Someone else moved the row meanwhile.
+    Changed,
+}
+
+impl Recovery {
+    /// Lower-case name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recovery::Requeued => "requeued",
+            Recovery::JobPresent => "job_present",
+            Recovery::Changed => "changed",
+        }
+    }
+}
+
+/// Marks an execution as run by this process while alive.
+struct Held<'a> {
+    set: &'a Mutex<HashSet<Uuid>>,
+    id: Uuid,
+}
+
+impl<'a> Held<'a> {
+    /// `None` when a run of this process holds `id` already.
+    fn take(set: &'a Mutex<HashSet<Uuid>>, id: Uuid) -> Option<Self> {
+        lock(set).insert(id).then_some(Held { set, id })
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(&self.id);
+    }
+}
+
+/// What the engine lets through of a step's outcome. Third parties' data
+/// (a webhook's answer, an arq result, a provider's error text) is kept
+/// with any NUL replaced, which PostgreSQL would refuse at every retry of
+/// the checkpoint; a contact change that would pass the contact's limits
+/// fails the step for good, with a message saying which.
+fn admit(
+    outcome: std::result::Result<Outcome, ActionError>,
+    contact: &Contact,
+) -> std::result::Result<Outcome, ActionError> {
+    match outcome {
+        Ok(Outcome::Done {
+            response,
+            next,
+            change,
+        }) => {
+            if let Some(Err(msg)) = change.as_ref().map(|c| fits(c, contact)) {
+                return Err(ActionError::permanent(msg));
+            }
+            Ok(Outcome::Done {
+                response: text::scrub(response),
+                next,
+                change,
+            })
+        }
+        Err(mut err) => {
+            err.message = text::scrub_str(err.message);
+            err.response = err.response.map(text::scrub);
+            Err(err)
+        }
+        park => park,
+    }
+}
+
+/// Whether `change` leaves `contact` within the store's limits.
+fn fits(change: &Change, contact: &Contact) -> std::result::Result<(), String> {
+    use store::contact::{MAX_ATTRIBUTES_BYTES, MAX_EMAIL, MAX_PHONE, MAX_TAGS};
+    match change {
+        Change::Update {
+            email,
+            phone,
+            attributes,
+            unset,
+            ..
+        } => {
+            for (field, value, max) in [("email", email, MAX_EMAIL), ("phone", phone, MAX_PHONE)] {
+                let n = value.as_ref().map_or(0, |v| v.chars().count());
+                if n > max {
+                    return Err(format!(
+                        "the contact's {field} would be {n} characters; at most {max} allowed"
+                    ));
+                }
+            }
+            let mut merged = contact.attributes.0.as_object().cloned().unwrap_or_default();
+            merged.extend(attributes.clone());
+            for key in unset {
+                merged.remove(key);
+            }
+            let size = Json::Object(merged).to_string().len();
+            if size > MAX_ATTRIBUTES_BYTES {
+                return Err(format!(
+                    "the contact's attributes would be {size} bytes as JSON; at most {MAX_ATTRIBUTES_BYTES} allowed"
+                ));
+            }
+            Ok(())
+        }
+        Change::AddTag(tag) if !contact.tags.contains(tag) && contact.tags.len() >= MAX_TAGS => {
+            Err(format!("the contact has {MAX_TAGS} tags already; no more can be added"))
+        }
+        Change::AddTag(_) | Change::RemoveTag(_) => Ok(()),
     }
 }
 
@@ -114,16 +247,75 @@ impl Engine {
     /// fails, parks or spends its budget.
     ///
     /// # Errors
-    /// Store and queue errors (the job is retried; the row is unchanged
-    /// since the last checkpoint); an invalid stored definition.
+    /// Store and queue errors that outlast the attempts to give the claim
+    /// back (the job is retried; the row is unchanged since the last
+    /// checkpoint); an invalid stored definition.
     #[instrument(skip_all, fields(execution_id = %id), err)]
     pub async fn run_execution(&self, id: Uuid) -> Result<Run> {
+        let Some(_held) = Held::take(&self.running, id) else {
+            debug!("a run of this process holds it");
+            return Ok(Run::Skipped);
+        };
+        match self.run_held(id).await {
+            Err(err @ (Error::Store(_) | Error::Queue(_))) => {
+                warn!(error = %err, "run cut short; giving the claim back");
+                if self.release(id).await {
+                    return Ok(Run::Released);
+                }
+                Err(err)
+            }
+            other => other,
+        }
+    }
+
+    /// Gives back this process's claim on `id` after an error: QUEUED under
+    /// a fresh job, retried while the database comes back, for at most half
+    /// the run budget (the job's timeout stays out of reach). `true` once
+    /// the row no longer holds a lease of ours.
+    async fn release(&self, id: Uuid) -> bool {
+        let deadline = tokio::time::Instant::now() + self.settings.run_budget / 2;
+        let mut pause = RELEASE_FIRST_PAUSE;
+        loop {
+            match self.try_release(id).await {
+                Ok(true) => return true,
+                // The row changed between read and write: look again.
+                Ok(false) => {}
+                Err(err) if tokio::time::Instant::now() + pause >= deadline => {
+                    warn!(error = %err, "could not give the claim back; the job will retry");
+                    return false;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RELEASE_MAX_PAUSE);
+        }
+    }
+
+    /// One attempt of [`Engine::release`]; `false` when the row changed
+    /// underneath.
+    async fn try_release(&self, id: Uuid) -> Result<bool> {
+        let Some(mut e) = store::execution::get(&self.pool, id).await? else {
+            return Ok(true);
+        };
+        if e.status != Status::Running || e.lease_owner.as_deref() != Some(&self.settings.owner) {
+            // Parked, finished or cancelled before the error: nothing held.
+            return Ok(true);
+        }
+        if self.yield_run(&mut e).await? == Run::Interrupted {
+            return Ok(false);
+        }
+        info!("claim given back after an error");
+        Ok(true)
+    }
+
+    /// The body of [`Engine::run_execution`], while this process holds `id`.
+    async fn run_held(&self, id: Uuid) -> Result<Run> {
         let Some(mut e) = store::execution::get(&self.pool, id).await? else {
             warn!("execution not found");
             return Ok(Run::Missing);
         };
         let now = Utc::now();
-        let Some(path) = claim_path(&e, now) else {
+        let Some(path) = claim_path(&e, now, &self.settings.owner) else {
             debug!(status = %e.status, "nothing to run");
             return Ok(Run::Skipped);
         };
@@ -182,7 +374,10 @@ impl Engine {
                 opted_out: contact.opted_out,
                 now: Utc::now(),
             };
-            let outcome = action::run(&step.action, &input, &self.providers).await;
+            let outcome = admit(
+                action::run(&step.action, &input, &self.providers).await,
+                &contact,
+            );
             let kind = step.action.kind();
             match outcome {
                 Ok(Outcome::Done {
@@ -201,6 +396,7 @@ impl Engine {
                                 Json::Object(Map::from_iter([(step.id.clone(), response.clone())]));
                         }
                         e.attempt = 1;
+                        e.first_attempt = 1;
                         e.step_state = None;
                         e.error = None;
                         match def.next_index(index, &next) {
@@ -264,17 +460,30 @@ impl Engine {
                     self.enqueue_run(&e, Some(until)).await?;
                     return Ok(Run::Waiting);
                 }
-                Err(ActionError::Transient(msg)) => {
+                Err(ActionError {
+                    retryable: true,
+                    message: msg,
+                    response,
+                }) => {
                     let policy = step.retry.unwrap_or(self.settings.retry);
-                    if e.attempt >= policy.max_attempts {
-                        let msg = format!("{msg} (after {} attempts)", e.attempt);
-                        return self
-                            .fail(&mut e, kind, &msg, Some((step, started_at)))
-                            .await;
+                    // Attempts since the step (re)started: a manual retry
+                    // gives a step its whole policy again.
+                    let tries = e.attempt - e.first_attempt + 1;
+                    if tries >= policy.max_attempts {
+                        let msg = format!("{msg} (after {tries} attempts)");
+                        let failed = (step, started_at, response.as_ref());
+                        return self.fail(&mut e, kind, &msg, Some(failed)).await;
                     }
-                    let delay = policy.backoff(e.attempt, fastrand::f64());
+                    let delay = policy.backoff(tries, fastrand::f64());
                     let at = Utc::now() + delay;
-                    let log = Self::log_row(&e, step, "RETRYING", None, Some(&msg), started_at);
+                    let log = Self::log_row(
+                        &e,
+                        step,
+                        "RETRYING",
+                        response.as_ref(),
+                        Some(&msg),
+                        started_at,
+                    );
                     let backoff = |e: &mut Execution| {
                         apply(e, &[Event::Backoff])?;
                         e.next_attempt_at = Some(at);
@@ -296,10 +505,13 @@ impl Engine {
                     self.enqueue_run(&e, Some(at)).await?;
                     return Ok(Run::Retrying);
                 }
-                Err(ActionError::Permanent(msg)) => {
-                    return self
-                        .fail(&mut e, kind, &msg, Some((step, started_at)))
-                        .await;
+                Err(ActionError {
+                    retryable: false,
+                    message: msg,
+                    response,
+                }) => {
+                    let failed = (step, started_at, response.as_ref());
+                    return self.fail(&mut e, kind, &msg, Some(failed)).await;
                 }
             }
         }
@@ -381,17 +593,18 @@ impl Engine {
         Ok(Run::Completed)
     }
 
-    /// FAILED, with a log row for the failed step, a dead letter, and an
-    /// entry in `arq:queue:dead`.
+    /// FAILED, with a log row for the failed step (with the answer that
+    /// failed it, if any), a dead letter, and an entry in `<prefix>:dead`.
     async fn fail(
         &self,
         e: &mut Execution,
         kind: &str,
         msg: &str,
-        step: Option<(&Step, DateTime<Utc>)>,
+        step: Option<(&Step, DateTime<Utc>, Option<&Json>)>,
     ) -> Result<Run> {
-        let log =
-            step.map(|(s, started_at)| Self::log_row(e, s, "FAILED", None, Some(msg), started_at));
+        let log = step.map(|(s, started_at, response)| {
+            Self::log_row(e, s, "FAILED", response, Some(msg), started_at)
+        });
         let failed = |e: &mut Execution| {
             apply(e, &[Event::Fail])?;
             e.error = Some(msg.to_owned());
@@ -403,17 +616,22 @@ impl Engine {
         if !self.checkpoint(e, log, None, Some(kind), failed).await? {
             return Ok(Run::Interrupted);
         }
-        if let Some((_, started_at)) = step {
+        if let Some((_, started_at, _)) = step {
             self.observe_step(kind, "FAILED", started_at);
         }
         warn!(error = %msg, action = kind, "execution failed");
-        self.queue
+        // The dead letter row is the record; the sorted set only announces it.
+        if let Err(err) = self
+            .queue
             .mark_dead(
                 &keys::dead_queue(&self.settings.queue_prefix),
                 &e.id.to_string(),
                 now_ms(),
             )
-            .await?;
+            .await
+        {
+            warn!(error = %err, "could not announce the failure in the dead set");
+        }
         Ok(Run::Failed)
     }
 
@@ -429,29 +647,44 @@ impl Engine {
         Ok(Run::Yielded)
     }
 
-    /// Moves a due, lapsed or possibly lost execution back to the queue.
-    /// `false` when the row changed meanwhile (someone else moved it).
-    pub(crate) async fn recover(&self, mut e: Execution, now: DateTime<Utc>) -> Result<bool> {
+    /// Moves a due, lapsed or possibly lost execution back to the queue,
+    /// unless `job` (where its current job stands) says that job will still
+    /// run: then a second job would only add load to a queue that is behind.
+    pub(crate) async fn recover(
+        &self,
+        mut e: Execution,
+        job: Presence,
+        now: DateTime<Utc>,
+    ) -> Result<Recovery> {
+        if job != Presence::Gone {
+            return Ok(Recovery::JobPresent);
+        }
         match e.status {
-            // Possibly lost with Redis: enqueueing the same job id again is
-            // a no-op while the job exists.
-            Status::Queued => {
-                self.enqueue_run(&e, None).await?;
-                return Ok(true);
-            }
+            // Its job finished without running it, expired or was lost with
+            // Redis: its id may be taken by a result, so take the next one.
+            Status::Queued => {}
             Status::Waiting | Status::Retrying => apply(&mut e, &[Event::Due])?,
             Status::Running if e.lease_expires_at.is_none_or(|t| t < now) => {
                 apply(&mut e, &[Event::LeaseExpired])?
             }
-            _ => return Ok(false),
+            _ => return Ok(Recovery::Changed),
         }
         e.wake_seq += 1;
         e.waiting_reason = None;
         release(&mut e);
         if !self.save(&mut e).await? {
-            return Ok(false);
+            return Ok(Recovery::Changed);
         }
-        self.enqueue_run(&e, None).await?;
-        Ok(true)
+        if self.enqueue_run(&e, None).await? == Enqueued::Refused {
+            // A fresh id cannot be taken unless someone wrote our key space;
+            // the row is QUEUED, so the next pass moves on to the next id.
+            warn!(execution_id = %e.id, job_id = %job_id(&e), "fresh job id refused");
+        }
+        Ok(Recovery::Requeued)
+    }
+
+    /// The queue and job id of `e`'s current job, for [`Engine::recover`].
+    pub(crate) fn job_of(&self, e: &Execution) -> (String, String) {
+        (self.queue_of(e), job_id(e))
     }
 }

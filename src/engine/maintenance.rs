@@ -1,16 +1,19 @@
 //! The maintenance loop: one active instance across all processes (a
 //! PostgreSQL session advisory lock), every `maintenance_interval`:
 //!
-//! - re-enqueues WAITING / RETRYING executions whose time came more than
+//! - looks at WAITING / RETRYING executions whose time came more than
 //!   `due_grace` ago (their own deferred job normally wakes them first),
 //!   RUNNING ones whose lease lapsed (their worker died), and QUEUED ones
 //!   untouched for `stale_queued_after` (their job may have been lost with
-//!   Redis);
+//!   Redis), and asks Redis where each one's current job stands: a job that
+//!   will still run (queued behind a backlog, or held by a worker) is left
+//!   alone; otherwise the row moves to QUEUED under a fresh job id;
 //! - keeps log partitions created ahead and, with a retention, drops old ones.
 //!
 //! Every process runs it; the lock makes all but one idle. A leader whose
 //! connection drops loses the lock with it, and another takes over.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::executor::Recovery;
 use super::{Engine, Result};
 use crate::store;
 
@@ -65,7 +69,7 @@ impl Maintenance {
     }
 
     /// One pass: lead if possible, then recover and keep partitions.
-    /// Returns how many executions were re-enqueued.
+    /// Returns how many executions were moved back to the queue.
     ///
     /// # Errors
     /// Database and queue errors.
@@ -84,17 +88,40 @@ impl Maintenance {
             BATCH,
         )
         .await?;
-        let mut moved = 0;
+        // Where each row's current job stands: one round trip per queue.
+        let mut by_queue: HashMap<String, Vec<(String, store::execution::Execution)>> =
+            HashMap::new();
         for e in due {
-            let id = e.id;
-            let status = e.status;
-            if engine.recover(e, now).await? {
-                debug!(execution_id = %id, %status, "recovered");
-                moved += 1;
+            let (queue, job) = engine.job_of(&e);
+            by_queue.entry(queue).or_default().push((job, e));
+        }
+        let mut outcomes: BTreeMap<(&'static str, &'static str), usize> = BTreeMap::new();
+        for (queue, rows) in by_queue {
+            let ids: Vec<String> = rows.iter().map(|(job, _)| job.clone()).collect();
+            let presence = engine.queue.presence(&queue, &ids).await?;
+            for ((job, e), job_stands) in rows.into_iter().zip(presence) {
+                let (id, status) = (e.id, e.status);
+                let outcome = engine.recover(e, job_stands, now).await?;
+                debug!(execution_id = %id, %status, %job, ?job_stands, outcome = outcome.as_str(), "recovery");
+                engine.observe_recovery(status.as_str(), outcome.as_str());
+                *outcomes
+                    .entry((status.as_str(), outcome.as_str()))
+                    .or_default() += 1;
             }
         }
-        if moved > 0 {
-            info!(executions = moved, "maintenance re-enqueued executions");
+        let requeued: usize = outcomes
+            .iter()
+            .filter(|((_, o), _)| *o == Recovery::Requeued.as_str())
+            .map(|(_, n)| n)
+            .sum();
+        if requeued > 0 {
+            info!(
+                executions = requeued,
+                ?outcomes,
+                "maintenance moved executions back to the queue"
+            );
+        } else if !outcomes.is_empty() {
+            debug!(?outcomes, "maintenance found nothing to move");
         }
         if self
             .last_partitions
@@ -114,7 +141,7 @@ impl Maintenance {
             }
             self.last_partitions = Some(tokio::time::Instant::now());
         }
-        Ok(moved)
+        Ok(requeued)
     }
 
     /// Whether this process leads, taking the lock if it is free.

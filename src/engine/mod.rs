@@ -4,6 +4,7 @@
 //!
 //! - [`plan`]: the state machine, pure;
 //! - [`definition`]: workflow definitions, parsed and validated;
+//! - [`reference`]: what each step's templates may read, checked on write;
 //! - [`executor`]: `run_execution`, the effectful half that applies plans;
 //! - [`effects`]: real providers behind the actions' side effects;
 //! - [`maintenance`]: the singleton recovery loop.
@@ -12,21 +13,26 @@
 //! (what a Python application enqueues) and `run_execution` (what the
 //! engine enqueues for itself: job id `run_execution:<id>:<wake_seq>`).
 //! PostgreSQL is the record; a lost job only delays an execution until the
-//! maintenance loop re-enqueues it.
+//! maintenance loop re-enqueues it. Recovery never depends on a job id
+//! being free: a job that will not run (finished early, expired, flushed)
+//! is replaced under the next `wake_seq`, and a job that will still run is
+//! left alone, so a backlog never grows a second job per execution.
 
 pub mod definition;
 pub mod effects;
 pub mod executor;
 pub mod maintenance;
 pub mod plan;
+pub mod reference;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Value as Json, json};
 use sqlx::PgPool;
+use tracing::warn;
 use uuid::Uuid;
 
 use crate::queue::{self, Defer, EnqueueOptions, Value, keys};
@@ -34,17 +40,24 @@ use crate::store::{self, execution::Execution};
 use crate::worker::{Args, Function, JobContext, JobError, Registry};
 use definition::{Definition, RetryPolicy, ValidationError};
 use effects::Providers;
-use plan::Event;
+use plan::{Event, Status};
 
 /// ARQ function a Python application enqueues to start an execution.
 pub const EXECUTE_WORKFLOW: &str = "execute_workflow";
 /// ARQ function the engine enqueues to continue an execution.
 pub const RUN_EXECUTION: &str = "run_execution";
-/// Optimistic attempts of a user's cancel / retry against a row a worker
-/// keeps checkpointing.
+/// Optimistic attempts of a user's retry against concurrent writers.
 const USER_TRANSITION_TRIES: usize = 20;
 /// Largest metadata object accepted, serialized bytes.
 const MAX_METADATA_BYTES: usize = 64 * 1024;
+/// Longest workflow name, in characters.
+pub const MAX_NAME: usize = 200;
+/// Longest workflow description, in characters.
+pub const MAX_DESCRIPTION: usize = 2000;
+/// Longest idempotency key, in characters.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Why a string with `\u0000` is refused.
+const NUL_MESSAGE: &str = "must not contain the NUL character (\\u0000)";
 
 /// Errors of the engine, shaped for callers that must branch (the API
 /// maps them to status codes, arq functions to Python exceptions).
@@ -80,12 +93,20 @@ pub enum Error {
     /// Redis.
     #[error(transparent)]
     Queue(#[from] queue::Error),
+    /// The row kept changing under a user's request; trying again later
+    /// may succeed.
+    #[error("the execution is changing too fast; try again")]
+    Busy,
 }
 
 impl From<ValidationError> for Error {
     fn from(e: ValidationError) -> Self {
         Error::Invalid {
-            field: format!("definition.{}", e.field),
+            field: if e.field == "definition" {
+                e.field
+            } else {
+                format!("definition.{}", e.field)
+            },
             message: match e.step {
                 Some(s) => format!("step `{s}`: {}", e.message),
                 None => e.message,
@@ -117,12 +138,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Queue priority of an execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Priority {
-    /// Real-time triggers: `arq:queue:high`.
+    /// Real-time triggers: `flowpilot:queue:high`.
     High,
-    /// `arq:queue`.
+    /// `flowpilot:queue`.
     #[default]
     Normal,
-    /// Bulk work: `arq:queue:low`.
+    /// Bulk work: `flowpilot:queue:low`.
     Low,
 }
 
@@ -136,7 +157,7 @@ impl Priority {
         }
     }
 
-    /// The queue its jobs go to, given the queue prefix (`arq:queue`).
+    /// The queue its jobs go to, given the queue prefix (`flowpilot:queue`).
     pub fn queue(self, prefix: &str) -> String {
         match self {
             Priority::High => keys::high_queue(prefix),
@@ -155,6 +176,20 @@ impl std::str::FromStr for Priority {
             "low" => Ok(Priority::Low),
             other => Err(format!("`{other}` is not a priority (high, normal, low)")),
         }
+    }
+}
+
+/// A stored priority this engine cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a priority (high, normal, low)")]
+pub struct UnknownPriority(pub String);
+
+/// How the store reads the column: a value it cannot read is an error,
+/// never silently `normal`.
+impl TryFrom<String> for Priority {
+    type Error = UnknownPriority;
+    fn try_from(s: String) -> Result<Self, UnknownPriority> {
+        s.parse().map_err(|_| UnknownPriority(s))
     }
 }
 
@@ -195,7 +230,7 @@ impl Default for Settings {
             stale_queued_after: Duration::from_secs(30),
             log_retention_months: 0,
             owner: format!("flowpilot-{}", uuid::Uuid::new_v4().simple()),
-            queue_prefix: keys::DEFAULT_QUEUE.to_owned(),
+            queue_prefix: keys::FLOWPILOT_QUEUE.to_owned(),
         }
     }
 }
@@ -219,6 +254,15 @@ pub struct StartRequest {
     pub source: &'static str,
 }
 
+/// What [`Engine::enqueue_run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    /// The job is in its queue.
+    Added,
+    /// Refused: a job or result with this id is still there (arq's dedupe).
+    Refused,
+}
+
 /// The workflow engine.
 pub struct Engine {
     pool: PgPool,
@@ -227,6 +271,10 @@ pub struct Engine {
     settings: Settings,
     /// Versions are immutable, so parsed definitions are cached forever.
     definitions: Mutex<HashMap<(Uuid, i32), Arc<Definition>>>,
+    /// Executions a run of this process holds now. A lease of ours on any
+    /// other execution belongs to a run that ended with an error, so this
+    /// process may take it back at once instead of waiting for it to lapse.
+    running: Mutex<HashSet<Uuid>>,
     /// Prometheus metrics, when the process exports them.
     metrics: Option<crate::metrics::EngineMetrics>,
 }
@@ -245,6 +293,7 @@ impl Engine {
             providers,
             settings,
             definitions: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashSet::new()),
             metrics: None,
         }
     }
@@ -260,6 +309,13 @@ impl Engine {
         if let Some(m) = &self.metrics {
             let took = (Utc::now() - began).to_std().unwrap_or_default();
             m.observe(action, outcome, took);
+        }
+    }
+
+    /// Records what the maintenance loop did with one execution.
+    fn observe_recovery(&self, status: &str, outcome: &str) {
+        if let Some(m) = &self.metrics {
+            m.recovered(status, outcome);
         }
     }
 
@@ -307,10 +363,18 @@ impl Engine {
         definition: &Json,
     ) -> Result<store::workflow::Workflow> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 200 {
+        if name.is_empty() || name.chars().count() > MAX_NAME || name.contains('\0') {
             return Err(Error::Invalid {
                 field: "name".into(),
-                message: "must be 1 to 200 characters".into(),
+                message: format!("must be 1 to {MAX_NAME} characters, without NUL"),
+            });
+        }
+        if let Some(d) = description
+            && (d.chars().count() > MAX_DESCRIPTION || d.contains('\0'))
+        {
+            return Err(Error::Invalid {
+                field: "description".into(),
+                message: format!("must be at most {MAX_DESCRIPTION} characters, without NUL"),
             });
         }
         Definition::parse(definition)?;
@@ -387,12 +451,18 @@ impl Engine {
                 message: format!("must be at most {MAX_METADATA_BYTES} bytes"),
             });
         }
+        if let Some(field) = store::text::first_nul(&req.metadata, "metadata") {
+            return Err(Error::Invalid {
+                field,
+                message: NUL_MESSAGE.into(),
+            });
+        }
         if let Some(k) = &req.idempotency_key
-            && (k.is_empty() || k.len() > 255)
+            && (k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY || k.contains('\0'))
         {
             return Err(Error::Invalid {
                 field: "idempotency_key".into(),
-                message: "must be 1 to 255 characters".into(),
+                message: format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters, without NUL"),
             });
         }
         let wf = store::workflow::get(&self.pool, req.account_id, req.workflow_id)
@@ -427,7 +497,7 @@ impl Engine {
                 workflow_id: wf.id,
                 workflow_version: wf.latest_version,
                 contact_id: contact.id,
-                priority: req.priority.as_str().to_owned(),
+                priority: req.priority,
                 idempotency_key: req.idempotency_key,
                 metadata: req.metadata,
                 source: req.source.to_owned(),
@@ -441,30 +511,43 @@ impl Engine {
         Ok((execution, created))
     }
 
-    /// Cancels an execution of `account_id`.
+    /// Cancels an execution of `account_id`, in one statement that waits
+    /// for a checkpoint in flight instead of racing it, so a busy execution
+    /// cannot outrun its cancel.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::Conflict`] when it is already final.
+    /// [`Error::NotFound`]; [`Error::Conflict`] when it is already final;
+    /// [`Error::Busy`] if it is still not final after the statement (a
+    /// writer this engine does not know of keeps changing it).
     pub async fn cancel(&self, account_id: Uuid, id: Uuid) -> Result<Execution> {
-        self.transition_by_user(account_id, id, Event::Cancel, |e| {
-            e.completed_at = Some(Utc::now());
-            e.lease_owner = None;
-            e.lease_expires_at = None;
-            e.waiting_reason = Some("cancelled".into());
-            e.resume_at = None;
-            e.next_attempt_at = None;
-        })
-        .await
+        let from = plan::sources(Event::Cancel);
+        let to = plan::transition(Status::Running, Event::Cancel)?;
+        if let Some(e) = store::execution::cancel(&self.pool, account_id, id, &from, to).await? {
+            return Ok(e);
+        }
+        let e = store::execution::get_in(&self.pool, account_id, id)
+            .await?
+            .ok_or(Error::NotFound {
+                what: "execution",
+                field: "execution_id",
+            })?;
+        plan::transition(e.status, Event::Cancel)?;
+        Err(Error::Busy)
     }
 
-    /// Restarts a FAILED execution at the step that failed, attempt 1.
+    /// Restarts a FAILED execution at the step that failed, as a new
+    /// attempt: the attempt number goes on (so side effects carry a new
+    /// idempotency key `<id>:<step>:<attempt>`, which receivers that drop
+    /// duplicates do not drop), and the step gets its retry policy's full
+    /// number of attempts again, counted from this one.
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Conflict`] unless it is FAILED.
     pub async fn retry(&self, account_id: Uuid, id: Uuid) -> Result<Execution> {
         let e = self
             .transition_by_user(account_id, id, Event::Retry, |e| {
-                e.attempt = 1;
+                e.attempt += 1;
+                e.first_attempt = e.attempt;
                 e.error = None;
                 e.completed_at = None;
                 e.waiting_reason = None;
@@ -477,7 +560,7 @@ impl Engine {
     }
 
     /// Applies a user's event with optimistic retries against concurrent
-    /// writers (a worker checkpointing the same row).
+    /// writers.
     async fn transition_by_user(
         &self,
         account_id: Uuid,
@@ -499,38 +582,57 @@ impl Engine {
                 return Ok(e);
             }
         }
-        Err(Error::Conflict {
-            field: None,
-            message: "the execution is changing too fast; try again".into(),
-        })
+        Err(Error::Busy)
     }
 
     /// Enqueues `e` now; if Redis is down, the row (committed, QUEUED) is
     /// enough: the maintenance loop enqueues it once it is stale. So a
     /// caller never sees an error for work that is safely recorded.
     async fn enqueue_soon(&self, e: &Execution) {
-        if let Err(err) = self.enqueue_run(e, None).await {
-            tracing::warn!(execution_id = %e.id, error = %err, "enqueue failed; maintenance will re-enqueue");
+        match self.enqueue_run(e, None).await {
+            Ok(Enqueued::Added) => {}
+            // Only a reused wake_seq can meet an old job or result; the
+            // maintenance loop moves the row to a fresh job id.
+            Ok(Enqueued::Refused) => {
+                warn!(execution_id = %e.id, job_id = %job_id(e), "job id taken; maintenance will enqueue a fresh one")
+            }
+            Err(err) => {
+                warn!(execution_id = %e.id, error = %err, "enqueue failed; maintenance will re-enqueue")
+            }
         }
     }
 
-    /// Enqueues the job that runs `e` now, or at `at`.
-    async fn enqueue_run(&self, e: &Execution, at: Option<chrono::DateTime<Utc>>) -> Result<()> {
-        let priority: Priority = e.priority.parse().unwrap_or_default();
-        self.queue
+    /// Enqueues the job that runs `e` now, or at `at`, under `e`'s current
+    /// job id; says whether arq's dedupe refused it.
+    async fn enqueue_run(
+        &self,
+        e: &Execution,
+        at: Option<chrono::DateTime<Utc>>,
+    ) -> Result<Enqueued> {
+        let added = self
+            .queue
             .enqueue(
                 RUN_EXECUTION,
                 vec![Value::str(e.id.to_string())],
                 vec![],
                 EnqueueOptions {
-                    job_id: Some(format!("{RUN_EXECUTION}:{}:{}", e.id, e.wake_seq)),
-                    queue: Some(priority.queue(&self.settings.queue_prefix)),
+                    job_id: Some(job_id(e)),
+                    queue: Some(self.queue_of(e)),
                     defer: at.map_or(Defer::No, |t| Defer::UntilMs(t.timestamp_millis())),
                     ..EnqueueOptions::default()
                 },
             )
             .await?;
-        Ok(())
+        Ok(if added.is_some() {
+            Enqueued::Added
+        } else {
+            Enqueued::Refused
+        })
+    }
+
+    /// The queue `e`'s jobs go to.
+    fn queue_of(&self, e: &Execution) -> String {
+        e.priority.queue(&self.settings.queue_prefix)
     }
 
     // === arq entry points ===
@@ -630,7 +732,7 @@ impl Engine {
                 format!("execute_workflow: {what} not found"),
             )),
             Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => Err(bad(e.to_string())),
-            Err(e @ (Error::Store(_) | Error::Queue(_))) => Err(infra(e)),
+            Err(e @ (Error::Store(_) | Error::Queue(_) | Error::Busy)) => Err(infra(e)),
         }
     }
 
@@ -647,19 +749,24 @@ impl Engine {
             })?;
         match self.run_execution(id).await {
             Ok(run) => Ok(Value::str(run.as_str())),
-            Err(e @ (Error::Store(_) | Error::Queue(_))) => Err(infra(e)),
+            Err(e @ (Error::Store(_) | Error::Queue(_) | Error::Busy)) => Err(infra(e)),
             Err(e) => Err(JobError::failed(e.to_string())),
         }
     }
 }
 
 /// An infrastructure error inside a job: retry the job later; the row is
-/// unchanged, so nothing is lost.
+/// unchanged since its last checkpoint, so nothing is lost.
 fn infra(e: impl std::fmt::Display) -> JobError {
-    tracing::warn!(error = %e, "job hit an infrastructure error; retrying");
+    warn!(error = %e, "job hit an infrastructure error; retrying");
     JobError::Retry {
         defer: Some(Duration::from_secs(5)),
     }
+}
+
+/// The id of `e`'s current `run_execution` job.
+fn job_id(e: &Execution) -> String {
+    format!("{RUN_EXECUTION}:{}:{}", e.id, e.wake_seq)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

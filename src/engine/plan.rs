@@ -91,10 +91,16 @@ impl FromStr for Status {
     }
 }
 
+/// A stored status this engine cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status `{0}`")]
+pub struct UnknownStatus(pub String);
+
+/// How the store reads the column: a value it cannot read is an error.
 impl TryFrom<String> for Status {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
+    type Error = UnknownStatus;
+    fn try_from(s: String) -> Result<Self, UnknownStatus> {
+        s.parse().map_err(|_| UnknownStatus(s))
     }
 }
 

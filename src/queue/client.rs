@@ -156,6 +156,18 @@ pub struct JobInfo {
     pub score: Option<i64>,
 }
 
+/// Whether a job will still run, as recovery must know before it adds one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Its payload and its queue entry are there: a worker will run it.
+    Queued,
+    /// A worker holds it (its in-progress key is there).
+    Running,
+    /// It will not run: finished (maybe before running, leaving a result
+    /// key), expired, flushed, or only half there.
+    Gone,
+}
+
 /// How a finished run leaves the job (arq's `finish_job` branches).
 #[derive(Debug, Clone)]
 pub enum Finish {
@@ -288,6 +300,33 @@ impl Client {
             .invoke_async(&mut self.conn())
             .await?;
         Ok((added == 1).then_some(id))
+    }
+
+    /// Where each of `ids` (jobs of `queue`) stands, in one round trip.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn presence(&self, queue: &str, ids: &[String]) -> Result<Vec<Presence>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("EXISTS").arg(keys::in_progress(id));
+            pipe.cmd("EXISTS").arg(keys::job(id));
+            pipe.cmd("ZSCORE").arg(queue).arg(id);
+        }
+        let rows: Vec<(bool, bool, Option<f64>)> = pipe.query_async(&mut self.conn()).await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(running, payload, score)| match (running, payload, score) {
+                    (true, _, _) => Presence::Running,
+                    (false, true, Some(_)) => Presence::Queued,
+                    _ => Presence::Gone,
+                },
+            )
+            .collect())
     }
 
     /// Up to `limit` due job ids of `queue` with their scores, earliest first.
@@ -624,7 +663,7 @@ impl Client {
     }
 
     /// Adds `member` to the dead-letter sorted set `dead_set`
-    /// (`arq:queue:dead`), scored by the time it died.
+    /// (`flowpilot:queue:dead`), scored by the time it died.
     ///
     /// # Errors
     /// Redis errors.

@@ -5,9 +5,15 @@
 //! unique across every queue sharing the Redis database. Only the queue key
 //! and its health-check key depend on the queue name.
 
-/// arq's default queue (`arq.constants.default_queue_name`); our normal
-/// priority, and the prefix of the others.
+/// arq's default queue (`arq.constants.default_queue_name`): where Python
+/// arq workers started with defaults look, so where `arq` steps send their
+/// jobs by default. Never one of flowpilot's own queues.
 pub const DEFAULT_QUEUE: &str = "arq:queue";
+/// flowpilot's normal-priority queue and the prefix of its others
+/// (`flowpilot:queue:high`, `flowpilot:queue:low`, `flowpilot:queue:dead`).
+/// Apart from [`DEFAULT_QUEUE`] so that a Python arq worker started with
+/// defaults never takes (and fails) `run_execution` jobs.
+pub const FLOWPILOT_QUEUE: &str = "flowpilot:queue";
 /// Sorted set of job ids whose abort was requested, scored by request time.
 pub const ABORT_SET: &str = "arq:abort";
 
@@ -17,18 +23,18 @@ const RESULT_PREFIX: &str = "arq:result:";
 const RETRY_PREFIX: &str = "arq:retry:";
 const HEALTH_CHECK_SUFFIX: &str = ":health-check";
 
-/// `<prefix>:high`: real-time triggers (`arq:queue:high` by default).
+/// `<prefix>:high`: real-time triggers (`flowpilot:queue:high` by default).
 pub fn high_queue(prefix: &str) -> String {
     format!("{prefix}:high")
 }
 
-/// `<prefix>:low`: bulk work (`arq:queue:low` by default).
+/// `<prefix>:low`: bulk work (`flowpilot:queue:low` by default).
 pub fn low_queue(prefix: &str) -> String {
     format!("{prefix}:low")
 }
 
 /// `<prefix>:dead`: executions that failed for good, scored by when
-/// (`arq:queue:dead` by default, DESIGN.md).
+/// (`flowpilot:queue:dead` by default).
 pub fn dead_queue(prefix: &str) -> String {
     format!("{prefix}:dead")
 }

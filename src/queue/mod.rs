@@ -1,4 +1,4 @@
-//! The ARQ wire protocol as a library (`../shared/arq-vectors/PROTOCOL.md`).
+//! The ARQ wire protocol as a library (`tests/fixtures/arq/PROTOCOL.md`).
 //!
 //! - [`keys`]: Redis key names, the only place they are spelled;
 //! - [`value`]: the Python value model payloads carry;
@@ -18,7 +18,8 @@ pub mod pickle;
 pub mod value;
 
 pub use client::{
-    Client, Defer, EnqueueOptions, Error, Finish, JobInfo, JobStatus, Result, Started, now_ms,
+    Client, Defer, EnqueueOptions, Error, Finish, JobInfo, JobStatus, Presence, Result, Started,
+    now_ms,
 };
 pub use codec::{Job, JobResult, Serializer};
 pub use value::Value;

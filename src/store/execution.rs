@@ -13,6 +13,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Result;
+use crate::engine::Priority;
 use crate::engine::plan::Status;
 
 /// An execution row.
@@ -29,16 +30,19 @@ pub struct Execution {
     /// Contact.
     pub contact_id: Uuid,
     /// Status.
-    #[sqlx(try_from = "String")]
     pub status: Status,
-    /// `high`, `normal` or `low`: the queue its jobs go to.
-    pub priority: String,
+    /// The queue its jobs go to. A stored value this engine cannot read
+    /// fails the row's read loudly instead of becoming `normal`.
+    pub priority: Priority,
     /// Index of the step to run next.
     pub current_step_index: i32,
     /// Id of that step.
     pub current_step_id: Option<String>,
-    /// Attempt at the current step, from 1.
+    /// Attempt at the current step, from 1; goes on across manual retries.
     pub attempt: i32,
+    /// The attempt the current round of the step started at: 1, or the
+    /// attempt a manual retry started. The retry policy counts from here.
+    pub first_attempt: i32,
     /// Outputs of finished steps by step id.
     pub context: SqlJson<Json>,
     /// Caller's metadata.
@@ -87,6 +91,38 @@ impl Execution {
     }
 }
 
+// === typed text columns ===
+//
+// `status` and `priority` are text in PostgreSQL (readable in psql, checked
+// by constraints) and enums here. A value this engine cannot read (a newer
+// engine's, or one written by hand past the checks) fails the read with an
+// error naming it, never becomes a default.
+
+macro_rules! text_column {
+    ($ty:ty) => {
+        impl sqlx::Type<sqlx::Postgres> for $ty {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <String as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $ty {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <String as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(<$ty>::try_from(text)?)
+            }
+        }
+    };
+}
+
+text_column!(Status);
+text_column!(Priority);
+
 /// What a new execution needs.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
@@ -99,7 +135,7 @@ pub struct NewExecution {
     /// Contact.
     pub contact_id: Uuid,
     /// Queue priority.
-    pub priority: String,
+    pub priority: Priority,
     /// Caller's idempotency key.
     pub idempotency_key: Option<String>,
     /// Caller's metadata (an object).
@@ -126,7 +162,7 @@ pub async fn insert(pool: &PgPool, new: &NewExecution) -> Result<(Execution, boo
     .bind(new.workflow_id)
     .bind(new.workflow_version)
     .bind(new.contact_id)
-    .bind(&new.priority)
+    .bind(new.priority.as_str())
     .bind(&new.idempotency_key)
     .bind(SqlJson(&new.metadata))
     .bind(&new.source)
@@ -185,7 +221,7 @@ pub async fn save(conn: &mut PgConnection, e: &mut Execution) -> Result<bool> {
            status = $3, current_step_index = $4, current_step_id = $5, attempt = $6, context = $7, \
            waiting_reason = $8, resume_at = $9, next_attempt_at = $10, lease_owner = $11, lease_expires_at = $12, \
            error = $13, started_at = $14, completed_at = $15, step_state = $16, wake_seq = $17, \
-           revision = revision + 1, updated_at = now() \
+           first_attempt = $18, revision = revision + 1, updated_at = now() \
          WHERE id = $1 AND revision = $2 RETURNING revision, updated_at",
     )
     .bind(e.id)
@@ -205,6 +241,7 @@ pub async fn save(conn: &mut PgConnection, e: &mut Execution) -> Result<bool> {
     .bind(e.completed_at)
     .bind(&e.step_state)
     .bind(e.wake_seq)
+    .bind(e.first_attempt)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(match row {
@@ -215,6 +252,35 @@ pub async fn save(conn: &mut PgConnection, e: &mut Execution) -> Result<bool> {
         }
         None => false,
     })
+}
+
+/// Moves the execution `id` of `account_id` to `to` (CANCELLED) if its
+/// status is one of `from`, in one statement: it waits for a checkpoint in
+/// flight and then judges the row as committed, so a busy execution cannot
+/// outrun it. `None` when no row matched (missing, or not in `from`).
+///
+/// # Errors
+/// Database errors.
+pub async fn cancel(
+    pool: &PgPool,
+    account_id: Uuid,
+    id: Uuid,
+    from: &[Status],
+    to: Status,
+) -> Result<Option<Execution>> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    Ok(sqlx::query_as(
+        "UPDATE workflow_executions SET status = $4, completed_at = now(), lease_owner = NULL, \
+           lease_expires_at = NULL, waiting_reason = 'cancelled', resume_at = NULL, next_attempt_at = NULL, \
+           revision = revision + 1, updated_at = now() \
+         WHERE id = $1 AND account_id = $2 AND status = ANY($3) RETURNING *",
+    )
+    .bind(id)
+    .bind(account_id)
+    .bind(&from)
+    .bind(to.as_str())
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Rows the recovery loop must move: waits and retries due for longer than

@@ -6,7 +6,8 @@
 //!   [`outbox`], [`api_key`];
 //! - [`page`]: keyset pagination types shared by the list queries;
 //! - [`partition`]: monthly `execution_logs` partitions, created ahead and
-//!   dropped past retention.
+//!   dropped past retention;
+//! - [`text`]: the NUL character, which `text` and `jsonb` refuse.
 
 pub mod account;
 pub mod api_key;
@@ -15,6 +16,7 @@ pub mod execution;
 pub mod outbox;
 pub mod page;
 pub mod partition;
+pub mod text;
 pub mod workflow;
 
 use std::time::Duration;
@@ -172,6 +174,23 @@ mod tests {
                 .await
                 .unwrap_err();
         assert!(err.to_string().contains("immutable"), "{err}");
+    }
+
+    #[sqlx::test]
+    async fn a_priority_the_engine_cannot_read_is_an_error_never_normal(pool: PgPool) {
+        let ids = seed(&pool).await;
+        let id = execute(&pool, ids, None).await.unwrap();
+        let read = super::execution::get(&pool, id).await.unwrap().unwrap();
+        assert_eq!(read.priority, crate::engine::Priority::Normal);
+        // A row written by a newer engine (or by hand) past the check.
+        for sql in [
+            "ALTER TABLE workflow_executions DROP CONSTRAINT workflow_executions_priority_check",
+            "UPDATE workflow_executions SET priority = 'urgent'",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        let err = super::execution::get(&pool, id).await.unwrap_err();
+        assert!(err.to_string().contains("urgent"), "{err}");
     }
 
     #[sqlx::test]

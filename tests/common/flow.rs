@@ -168,41 +168,48 @@ impl Flow {
             providers,
             engine_settings(&prefix),
         ));
-        let stop = CancellationToken::new();
-        let mut tasks = Vec::new();
-        if run {
-            let mut registry = Registry::new();
-            engine.register(&mut registry);
-            let settings = flowpilot::worker::Settings {
-                queues: vec![
-                    keys::high_queue(&prefix),
-                    prefix.clone(),
-                    keys::low_queue(&prefix),
-                ],
-                max_jobs: 20,
-                poll_delay: Duration::from_millis(20),
-                job_timeout: Duration::from_secs(10),
-                drain_timeout: Duration::from_secs(10),
-                ..flowpilot::worker::Settings::default()
-            };
-            tasks.push(tokio::spawn(
-                Worker::new(client, registry, settings).run(stop.clone()),
-            ));
-            tasks.push(tokio::spawn(
-                Maintenance::new(Arc::clone(&engine)).run(stop.clone()),
-            ));
-        }
         let account = store::account::create(&pool, "test").await.unwrap().id;
-        Flow {
+        let mut flow = Flow {
             pool,
             engine,
             prefix,
             receiver,
             base,
             account,
-            stop,
-            tasks,
+            stop: CancellationToken::new(),
+            tasks: Vec::new(),
+        };
+        if run {
+            flow.spawn_worker().await;
         }
+        flow
+    }
+
+    /// Starts the in-process worker (on this flow's queues) and maintenance
+    /// loop; [`Flow::stop`] stops them.
+    pub async fn spawn_worker(&mut self) {
+        let mut registry = Registry::new();
+        self.engine.register(&mut registry);
+        let prefix = &self.prefix;
+        let settings = flowpilot::worker::Settings {
+            queues: vec![
+                keys::high_queue(prefix),
+                prefix.clone(),
+                keys::low_queue(prefix),
+            ],
+            max_jobs: 20,
+            poll_delay: Duration::from_millis(20),
+            job_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+            ..flowpilot::worker::Settings::default()
+        };
+        let client = super::client(Serializer::Pickle).await;
+        self.tasks.push(tokio::spawn(
+            Worker::new(client, registry, settings).run(self.stop.clone()),
+        ));
+        self.tasks.push(tokio::spawn(
+            Maintenance::new(Arc::clone(&self.engine)).run(self.stop.clone()),
+        ));
     }
 
     pub async fn stop(self) {

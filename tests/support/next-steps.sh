@@ -12,7 +12,7 @@ flowpilot dev: PostgreSQL and Redis are up, the database is migrated on start.
   REDIS_URL=$REDIS_URL
 
 The API listens on $API (OpenAPI: $API/openapi.json, metrics: $API/metrics).
-The worker serves arq:queue:high, arq:queue and arq:queue:low: the engine's
+The worker serves flowpilot:queue:high, flowpilot:queue and flowpilot:queue:low: the engine's
 execute_workflow and run_execution, and the diagnostics ping, echo and sleep.
 A demo account, contact and 7-step workflow are seeded on start (ids below),
 with the API key $KEY.
@@ -42,7 +42,8 @@ q = "SELECT w.id, c.id FROM workflows w JOIN contacts c USING (account_id) WHERE
 wf, contact = subprocess.check_output(["psql", "$DATABASE_URL", "-tAF", " ", "-c", q], text=True).split()
 async def main():
     redis = await create_pool(RedisSettings.from_dsn("$REDIS_URL"))
-    job = await redis.enqueue_job("execute_workflow", wf, contact)
+    # flowpilot's queues are its own: name the normal one (arq's default is arq:queue)
+    job = await redis.enqueue_job("execute_workflow", wf, contact, _queue_name="flowpilot:queue")
     print(await job.result(timeout=10))   # {'execution_id': '...', 'status': 'QUEUED', 'created': True}
 asyncio.run(main())
 PY
@@ -53,7 +54,7 @@ PY
   psql $DATABASE_URL -c 'SELECT channel, recipient, subject, body FROM outbox ORDER BY created_at DESC LIMIT 5'
 
   # look at the queues
-  redis-cli -u $REDIS_URL keys 'arq:*'
+  redis-cli -u $REDIS_URL keys 'flowpilot:*'; redis-cli -u $REDIS_URL keys 'arq:*'
 
 Stop with Ctrl-C (running jobs drain first); 'make stop' stops PostgreSQL and Redis.
 
