@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request};
+use base64::Engine as _;
 use common::flow::Flow;
 use flowpilot::api::{self, AppState};
 use flowpilot::metrics::ApiMetrics;
@@ -895,6 +896,225 @@ async fn bad_input_gets_a_4xx_json_error_naming_the_field_and_never_a_5xx(pool: 
     );
     let (_, page) = api.get("/api/v1/executions").await;
     assert_eq!(page["count"]["value"], json!(0));
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn hostile_strings_and_sizes_get_a_4xx_naming_the_field(pool: PgPool) {
+    let api = Api::start_with_no_worker(pool).await;
+    let workflow = api
+        .workflow(json!({"steps": [{"id": "e", "type": "end"}]}))
+        .await;
+    let contact = api.contact("a@example.com").await;
+    let execute = format!("/api/v1/workflows/{workflow}/execute");
+    let long = "x".repeat(7000);
+    let nul = "a\u{0}b";
+
+    // PostgreSQL refuses NUL in text and jsonb; indexes refuse huge keys.
+    let cases: Vec<(&str, Json, &str)> = vec![
+        (
+            "/api/v1/contacts",
+            json!({"email": format!("{nul}@x.test")}),
+            "email",
+        ),
+        (
+            "/api/v1/contacts",
+            json!({"external_id": nul}),
+            "external_id",
+        ),
+        (
+            "/api/v1/contacts",
+            json!({"attributes": {nul: 1}}),
+            "attributes",
+        ),
+        (
+            "/api/v1/contacts",
+            json!({"attributes": {"k": [nul]}}),
+            "attributes.k[0]",
+        ),
+        ("/api/v1/contacts", json!({"tags": ["ok", nul]}), "tags[1]"),
+        (
+            "/api/v1/contacts",
+            json!({"external_id": long}),
+            "external_id",
+        ),
+        (
+            "/api/v1/contacts",
+            json!({"email": format!("{long}@x.test")}),
+            "email",
+        ),
+        ("/api/v1/contacts", json!({"phone": long}), "phone"),
+        ("/api/v1/contacts", json!({"tags": vec!["t"; 101]}), "tags"),
+        (
+            "/api/v1/contacts",
+            json!({"attributes": {"blob": "x".repeat(70 * 1024)}}),
+            "attributes",
+        ),
+        (
+            "/api/v1/workflows",
+            json!({"name": nul, "definition": {"steps": [{"id": "e", "type": "end"}]}}),
+            "name",
+        ),
+        (
+            "/api/v1/workflows",
+            json!({"name": "w", "description": nul, "definition": {"steps": [{"id": "e", "type": "end"}]}}),
+            "description",
+        ),
+        (
+            "/api/v1/workflows",
+            json!({"name": "w", "definition": {"steps": [{"id": "s", "type": "send_sms", "body": nul}]}}),
+            "definition.steps[0].body",
+        ),
+        (
+            "/api/v1/workflows",
+            json!({"name": "w", "definition": {"steps": [{"id": "h", "type": "webhook", "url": "https://x.test", "headers": {"X-A": "1\r\nX-B: 2"}}]}}),
+            "definition.steps[0].headers.X-A",
+        ),
+        (
+            "/api/v1/workflows",
+            json!({"name": "w", "definition": {"steps": [{"id": "s", "type": "send_sms", "body": "Hi {{contakt.first_name}}"}]}}),
+            "definition.steps[0].body",
+        ),
+        (
+            &execute,
+            json!({"contact_id": contact, "metadata": {"m": nul}}),
+            "metadata.m",
+        ),
+        (
+            &execute,
+            json!({"contact_id": contact, "idempotency_key": nul}),
+            "idempotency_key",
+        ),
+        (
+            &execute,
+            json!({"contact_id": contact, "idempotency_key": "k".repeat(256)}),
+            "idempotency_key",
+        ),
+    ];
+    for (path, payload, field) in cases {
+        let (status, body) = api.post(path, payload.clone()).await;
+        assert_eq!(
+            (status, body["error"]["field"].clone()),
+            (422, json!(field)),
+            "{path} {}: {body}",
+            payload.to_string().chars().take(200).collect::<String>()
+        );
+    }
+    let (status, body) = api
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/contacts/{contact}"),
+            Some(json!({"phone": nul})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].clone()),
+        (422, json!("phone"))
+    );
+
+    // Query strings: NUL, and times PostgreSQL cannot hold.
+    // About 7500 BC: chrono can hold it, PostgreSQL cannot.
+    let far = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("-300000000000000000:{}", Uuid::new_v4()));
+    for (path, field) in [
+        ("/api/v1/contacts?email=a%00b".to_owned(), "email"),
+        ("/api/v1/contacts?tag=%00".to_owned(), "tag"),
+        ("/api/v1/executions?status=QUEUED%00".to_owned(), "status"),
+        (format!("/api/v1/executions?cursor={far}"), "cursor"),
+        (format!("/api/v1/contacts?cursor={far}"), "cursor"),
+        (format!("/api/v1/workflows?cursor={far}"), "cursor"),
+    ] {
+        let (status, body) = api.get(&path).await;
+        assert_eq!(
+            (status, body["error"]["field"].clone()),
+            (400, json!(field)),
+            "{path}: {body}"
+        );
+    }
+
+    // What the OpenAPI document says may be null, may be null.
+    let (status, c) = api
+        .post(
+            "/api/v1/contacts",
+            json!({"email": "n@x.test", "attributes": null, "tags": null}),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let (_, spec) = api.get("/openapi.json").await;
+    let mut root = spec.clone();
+    root["$ref"] = json!("#/components/schemas/ContactFields");
+    assert!(
+        jsonschema::validator_for(&root)
+            .unwrap()
+            .is_valid(&json!({"attributes": null, "tags": null}))
+    );
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn a_failed_steps_log_and_an_unreadable_definition_are_reported_as_documented(pool: PgPool) {
+    let api = Api::start(pool.clone()).await;
+    let contact = api.contact("a@example.com").await;
+    // 127.0.0.2 is not allow-listed: refused before any connection, so the
+    // failed attempt has no answer to keep (`response: null`).
+    let refused = api
+        .workflow(
+            json!({"steps": [{"id": "hook", "type": "webhook", "url": "http://127.0.0.2:9/"}]}),
+        )
+        .await;
+    let (_, e) = api
+        .post(
+            &format!("/api/v1/workflows/{refused}/execute"),
+            json!({"contact_id": contact}),
+        )
+        .await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    let id_uuid = Uuid::parse_str(&id).unwrap();
+    api.flow
+        .wait_status(id_uuid, "FAILED", Duration::from_secs(20))
+        .await;
+    let (status, logs) = api.get(&format!("/api/v1/executions/{id}/logs")).await;
+    assert_eq!(status, 200);
+    assert_eq!(logs["items"][0]["status"], json!("FAILED"));
+    assert_eq!(logs["items"][0]["response"], Json::Null);
+
+    // A version this engine cannot read (written by a newer engine, or by
+    // hand): the execution is still shown, with the reason.
+    let bad: Uuid = sqlx::query_scalar(
+        "WITH w AS (INSERT INTO workflows (account_id, name, latest_version, is_active) \
+           VALUES ($1, 'future', 1, true) RETURNING id), \
+         v AS (INSERT INTO workflow_versions (workflow_id, version, account_id, definition) \
+           SELECT id, 1, $1, '{\"steps\": [{\"id\": \"x\", \"type\": \"teleport\"}]}' FROM w) \
+         SELECT id FROM w",
+    )
+    .bind(api.flow.account)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let stuck: Uuid = sqlx::query_scalar(
+        "INSERT INTO workflow_executions (account_id, workflow_id, workflow_version, contact_id, current_step_id, status, attempt) \
+         VALUES ($1, $2, 1, $3, 'x', 'COMPLETED', 1) RETURNING id",
+    )
+    .bind(api.flow.account)
+    .bind(bad)
+    .bind(Uuid::parse_str(&contact).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let (status, view) = api.get(&format!("/api/v1/executions/{stuck}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["current_step"]["type"], json!("unknown"));
+    let reason = view["definition_error"].as_str().unwrap_or_default();
+    assert!(reason.contains("teleport"), "{view}");
+    let (_, page) = api.get("/api/v1/executions").await;
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["definition_error"].is_string()),
+        "{page}"
+    );
     api.finish().await;
 }
 

@@ -59,7 +59,16 @@ async fn smtp_delivers_to_a_real_server_and_classifies_a_rejected_recipient_as_p
         ..msg.clone()
     };
     let err = smtp.send(&bounced, "exec:0:2").await.unwrap_err();
-    assert!(matches!(err, ActionError { retryable: false, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ActionError {
+                retryable: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     let received: Vec<Json> = std::fs::read_to_string(&file)
         .unwrap()
@@ -78,7 +87,10 @@ async fn smtp_delivers_to_a_real_server_and_classifies_a_rejected_recipient_as_p
     let down = email::Smtp::new(&format!("smtp://127.0.0.1:{}", free_port()), "a@b.test").unwrap();
     assert!(matches!(
         down.send(&msg, "k").await,
-        Err(ActionError { retryable: true, .. })
+        Err(ActionError {
+            retryable: true,
+            ..
+        })
     ));
     std::fs::remove_file(&file).ok();
 }
@@ -164,11 +176,17 @@ async fn http_sms_posts_twilio_style_forms_and_classifies_errors() {
     );
     assert!(matches!(
         provider.send(&msg("+15550000500"), "k").await,
-        Err(ActionError { retryable: true, .. })
+        Err(ActionError {
+            retryable: true,
+            ..
+        })
     ));
     assert!(matches!(
         provider.send(&msg("+15550000400"), "k").await,
-        Err(ActionError { retryable: false, .. })
+        Err(ActionError {
+            retryable: false,
+            ..
+        })
     ));
 
     let seen = twilio.seen.lock().unwrap().clone();

@@ -60,7 +60,9 @@ pub fn parse_expr(expr: &str) -> Result<Expr<'_>, String> {
         Some(f) => {
             let d = f
                 .strip_prefix("default:")
-                .ok_or_else(|| format!("unknown filter `{f}` (the one filter is `default: \"...\"`)"))?
+                .ok_or_else(|| {
+                    format!("unknown filter `{f}` (the one filter is `default: \"...\"`)")
+                })?
                 .trim();
             Some(
                 d.strip_prefix('"')

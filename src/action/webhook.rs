@@ -189,7 +189,10 @@ impl Webhook {
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| FieldError::new(field(), "not a valid header name"))?;
             if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-                return Err(FieldError::new(field(), "set by flowpilot; a step may not set it"));
+                return Err(FieldError::new(
+                    field(),
+                    "set by flowpilot; a step may not set it",
+                ));
             }
             header_value(value).map_err(|m| FieldError::new(field(), m))?;
             template::check(value).map_err(|m| FieldError::new(field(), m))?;
@@ -214,9 +217,9 @@ impl Webhook {
         }
         headers.push(("Idempotency-Key".into(), idempotency_key));
         let body = match &self.body {
-            Some(b) => {
-                Some(template::render_json(b, scope).map_err(|e| ActionError::too_large("body", e))?)
-            }
+            Some(b) => Some(
+                template::render_json(b, scope).map_err(|e| ActionError::too_large("body", e))?,
+            ),
             None => None,
         };
         Ok(Request {
@@ -486,7 +489,10 @@ impl Client {
             .iter()
             .filter_map(|name| {
                 let value = resp.headers().get(*name)?;
-                Some(((*name).to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+                Some((
+                    (*name).to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                ))
             })
             .collect();
         // Read no more than we keep: a receiver cannot make us buffer a
@@ -564,32 +570,42 @@ mod tests {
             .check("http://169.254.169.254/latest/meta-data")
             .await
             .unwrap_err();
+        assert!(!err.retryable && err.message.contains("refused"), "{err}");
+        let err = client.check("http://localhost:8080/").await.unwrap_err();
         assert!(
-            !err.retryable && err.message.contains("refused"),
+            matches!(
+                err,
+                ActionError {
+                    retryable: false,
+                    ..
+                }
+            ),
             "{err}"
         );
-        let err = client.check("http://localhost:8080/").await.unwrap_err();
-        assert!(matches!(err, ActionError { retryable: false, .. }), "{err}");
     }
 
     #[test]
     fn every_ipv6_encoding_of_a_refused_ipv4_address_is_refused() {
         let guard = Guard::default();
         for refused in [
-            "::127.0.0.1",       // IPv4-compatible
-            "::ffff:127.0.0.1",  // IPv4-mapped
-            "64:ff9b::7f00:1",   // NAT64, well-known prefix
-            "64:ff9b:1::7f00:1", // NAT64, local-use prefix
-            "2002:7f00:1::1",    // 6to4
+            "::127.0.0.1",                          // IPv4-compatible
+            "::ffff:127.0.0.1",                     // IPv4-mapped
+            "64:ff9b::7f00:1",                      // NAT64, well-known prefix
+            "64:ff9b:1::7f00:1",                    // NAT64, local-use prefix
+            "2002:7f00:1::1",                       // 6to4
             "2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo, client 127.0.0.1
-            "2001:0:7f00:1::1",  // Teredo, server 127.0.0.1
-            "fe80::5efe:7f00:1", // ISATAP
-            "2001:db8::1",       // documentation
-            "fec0::1",           // site-local
+            "2001:0:7f00:1::1",                     // Teredo, server 127.0.0.1
+            "fe80::5efe:7f00:1",                    // ISATAP
+            "2001:db8::1",                          // documentation
+            "fec0::1",                              // site-local
         ] {
             assert!(!guard.ip_allowed(refused.parse().unwrap()), "{refused}");
         }
-        for public in ["::ffff:93.184.216.34", "2002:5db8:d822::1", "64:ff9b::5db8:d822"] {
+        for public in [
+            "::ffff:93.184.216.34",
+            "2002:5db8:d822::1",
+            "64:ff9b::5db8:d822",
+        ] {
             assert!(guard.ip_allowed(public.parse().unwrap()), "{public}");
         }
         // Allow-listing an IPv4 address allows its IPv6 forms: same host.
@@ -628,7 +644,10 @@ mod tests {
         w.validate().unwrap();
         let scope = json!({"contact": {"attributes": {"name": "a\r\nb"}}});
         let err = w.render(&scope, "k".into()).unwrap_err();
-        assert!(!err.retryable && err.message.contains("headers.X-Name"), "{err}");
+        assert!(
+            !err.retryable && err.message.contains("headers.X-Name"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -660,8 +679,26 @@ mod tests {
             duration_ms: 1,
         };
         assert!(w.judge(resp(204)).is_ok());
-        assert!(matches!(w.judge(resp(503)), Err(ActionError { retryable: true, .. })));
-        assert!(matches!(w.judge(resp(429)), Err(ActionError { retryable: true, .. })));
-        assert!(matches!(w.judge(resp(404)), Err(ActionError { retryable: false, .. })));
+        assert!(matches!(
+            w.judge(resp(503)),
+            Err(ActionError {
+                retryable: true,
+                ..
+            })
+        ));
+        assert!(matches!(
+            w.judge(resp(429)),
+            Err(ActionError {
+                retryable: true,
+                ..
+            })
+        ));
+        assert!(matches!(
+            w.judge(resp(404)),
+            Err(ActionError {
+                retryable: false,
+                ..
+            })
+        ));
     }
 }

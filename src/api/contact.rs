@@ -16,6 +16,8 @@ use crate::store::{self, contact};
 /// Contact fields; on update, absent fields stay as they are.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"external_id": "crm-42", "email": "ada@example.com", "phone": "+15550100001",
+    "timezone": "Europe/London", "attributes": {"first_name": "Ada", "plan": "pro"}, "tags": ["trial"]}))]
 pub struct ContactFields {
     /// The CRM's id, unique per account; at most 255 characters.
     #[serde(default)]
@@ -49,7 +51,8 @@ pub struct ContactFields {
 
 impl ContactFields {
     fn validate(&self) -> Result<(), ApiError> {
-        let bad = |field: &str, message: String| Err(ApiError::invalid(field, message).unprocessable());
+        let bad =
+            |field: &str, message: String| Err(ApiError::invalid(field, message).unprocessable());
         for (field, value, max) in [
             ("external_id", &self.external_id, contact::MAX_EXTERNAL_ID),
             ("email", &self.email, contact::MAX_EMAIL),
@@ -81,7 +84,10 @@ impl ContactFields {
             {
                 return bad(
                     &format!("tags[{i}]"),
-                    format!("must be 1 to {} characters, not only spaces", contact::MAX_TAG),
+                    format!(
+                        "must be 1 to {} characters, not only spaces",
+                        contact::MAX_TAG
+                    ),
                 );
             }
         }

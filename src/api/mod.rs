@@ -103,14 +103,96 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
 }
 
+/// One response's links: the operation and status it belongs to, and the
+/// `(link name, target operation)` pairs.
+type Links = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// What a response leads to, each link passing the response's `id` as the
+/// next operation's `{id}`. Client generators and stateful fuzzers follow
+/// them from a created resource to the operations on it.
+const LINKS: &[Links] = &[
+    (
+        "create_workflow",
+        "201",
+        &[
+            ("GetWorkflow", "get_workflow"),
+            ("AddVersion", "add_workflow_version"),
+            ("Activate", "activate_workflow"),
+            ("Deactivate", "deactivate_workflow"),
+            ("Execute", "execute_workflow"),
+        ],
+    ),
+    (
+        "add_workflow_version",
+        "201",
+        &[("GetWorkflow", "get_workflow")],
+    ),
+    (
+        "create_contact",
+        "201",
+        &[
+            ("GetContact", "get_contact"),
+            ("UpdateContact", "update_contact"),
+        ],
+    ),
+    (
+        "execute_workflow",
+        "202",
+        &[
+            ("GetExecution", "get_execution"),
+            ("ListLogs", "list_execution_logs"),
+            ("Cancel", "cancel_execution"),
+            ("Retry", "retry_execution"),
+        ],
+    ),
+];
+
+/// Adds [`LINKS`] to the responses of `doc`.
+fn link(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.post, &mut item.patch]
+            .into_iter()
+            .flatten()
+        {
+            let Some(id) = op.operation_id.as_deref() else {
+                continue;
+            };
+            for (_, status, targets) in LINKS.iter().filter(|(from, ..)| *from == id) {
+                if let Some(RefOr::T(resp)) = op.responses.responses.get_mut(*status) {
+                    for (name, target) in *targets {
+                        let link = LinkBuilder::new()
+                            .operation_id(*target)
+                            .parameter("id", "$response.body#/id")
+                            .build();
+                        resp.links.insert((*name).to_owned(), RefOr::T(link));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The router's routes and the OpenAPI document, links added.
+fn document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = routes().split_for_parts();
+    link(&mut doc);
+    (router, doc)
+}
+
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    document().1
 }
 
 /// The router with every endpoint, `/openapi.json` and `/metrics`.
 pub fn router(state: AppState) -> Router {
-    let (router, doc) = routes().split_for_parts();
+    let (router, doc) = document();
     let doc = Arc::new(doc);
     router
         .route(

@@ -18,6 +18,11 @@ use crate::store;
 /// A new workflow.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "welcome", "description": "greets new contacts", "definition": {"steps": [
+    {"id": "hello", "type": "send_email", "subject": "Hi {{contact.attributes.first_name | default: \"there\"}}", "body": "Welcome!"},
+    {"id": "pause", "type": "wait", "duration": "2d"},
+    {"id": "welcomed", "type": "add_tag", "tag": "welcomed"}
+]}}))]
 pub struct CreateWorkflow {
     /// Name, 1-200 characters.
     #[schema(min_length = 1, max_length = 200)]
@@ -41,6 +46,10 @@ fn yes() -> bool {
 /// A new version.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"definition": {"steps": [
+    {"id": "hello", "type": "send_sms", "body": "Hi {{contact.attributes.first_name | default: \"there\"}}"},
+    {"id": "done", "type": "goal", "name": "greeted"}
+]}}))]
 pub struct NewVersion {
     /// The definition: `{"steps": [...]}`.
     #[schema(value_type = Object)]
@@ -68,6 +77,8 @@ pub struct PageQuery {
 /// Start an execution.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"contact_id": "3f2a6c1e-8d47-4b0a-9a55-0c1f2e3d4b5a", "priority": "high",
+    "idempotency_key": "signup-42", "metadata": {"campaign": "spring"}}))]
 pub struct Execute {
     /// The contact entering the workflow.
     pub contact_id: Uuid,

@@ -409,11 +409,13 @@ mod tests {
 
     #[test]
     fn env_names_appear_once_with_the_pools_own_values_winning() {
-        let p = pool(serde_json::json!({"queues": ["q"], "maxReplicas": 3, "env": [
-            {"name": "FLOWPILOT_LOG_FORMAT", "value": "text"},
-            {"name": "FLOWPILOT_LOG", "value": "debug"},
-            {"name": "FLOWPILOT_LOG", "value": "info"},
-        ]}));
+        let p = pool(
+            serde_json::json!({"queues": ["q"], "maxReplicas": 3, "env": [
+                {"name": "FLOWPILOT_LOG_FORMAT", "value": "text"},
+                {"name": "FLOWPILOT_LOG", "value": "debug"},
+                {"name": "FLOWPILOT_LOG", "value": "info"},
+            ]}),
+        );
         let d = deployment(&p, 1, "flowpilot:x");
         let env = d.spec.template.spec.unwrap().containers[0]
             .env

@@ -197,7 +197,12 @@ fn fits(change: &Change, contact: &Contact) -> std::result::Result<(), String> {
                     ));
                 }
             }
-            let mut merged = contact.attributes.0.as_object().cloned().unwrap_or_default();
+            let mut merged = contact
+                .attributes
+                .0
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             merged.extend(attributes.clone());
             for key in unset {
                 merged.remove(key);
@@ -211,7 +216,9 @@ fn fits(change: &Change, contact: &Contact) -> std::result::Result<(), String> {
             Ok(())
         }
         Change::AddTag(tag) if !contact.tags.contains(tag) && contact.tags.len() >= MAX_TAGS => {
-            Err(format!("the contact has {MAX_TAGS} tags already; no more can be added"))
+            Err(format!(
+                "the contact has {MAX_TAGS} tags already; no more can be added"
+            ))
         }
         Change::AddTag(_) | Change::RemoveTag(_) => Ok(()),
     }

@@ -135,7 +135,9 @@ fn path(
                 return Ok(());
             };
             if target == at {
-                return Err(format!("`{id}` is this step; its response is not there yet"));
+                return Err(format!(
+                    "`{id}` is this step; its response is not there yet"
+                ));
             }
             if target > at {
                 return Err(format!("step `{id}` runs after this one"));
@@ -338,7 +340,10 @@ mod tests {
             {"id": "c", "type": "condition", "if": {"all": [{"tag": "x"}, {"field": "contakt.plan", "op": "eq", "value": 1}]}},
             {"id": "d", "type": "end"}
         ]));
-        assert_eq!((step.as_str(), field.as_str()), ("c", "steps[0].if.all[1].field"));
+        assert_eq!(
+            (step.as_str(), field.as_str()),
+            ("c", "steps[0].if.all[1].field")
+        );
         assert!(message.contains("unknown root"), "{message}");
     }
 }

@@ -73,7 +73,10 @@ mod tests {
     #[test]
     fn the_first_nul_is_found_by_path_in_values_and_keys() {
         let v = json!({"name": "ok", "definition": {"steps": [{"id": "a"}, {"url": "x\u{0}y"}]}});
-        assert_eq!(first_nul(&v, "").as_deref(), Some("definition.steps[1].url"));
+        assert_eq!(
+            first_nul(&v, "").as_deref(),
+            Some("definition.steps[1].url")
+        );
         let v = json!({"attributes": {"bad\u{0}key": 1}});
         assert_eq!(first_nul(&v, "").as_deref(), Some("attributes"));
         assert_eq!(first_nul(&json!("\u{0}"), "").as_deref(), Some("body"));
