@@ -206,6 +206,7 @@ pub fn build_engine(
         retry_backoff,
         retry_max_backoff,
         maintenance_interval,
+        stale_queued_after,
         log_retention_months,
     } = config.clone();
     crate::tls::install_crypto_provider();
@@ -244,6 +245,7 @@ pub fn build_engine(
             max: retry_max_backoff,
         },
         maintenance_interval,
+        stale_queued_after,
         log_retention_months,
         queue_prefix: redis.queue_prefix.clone(),
         ..engine::Settings::default()

@@ -422,6 +422,12 @@ pub struct EngineConfig {
     /// Default 1s.
     #[arg(long, env = "FLOWPILOT_MAINTENANCE_INTERVAL", default_value = "1s", value_parser = positive_duration)]
     pub maintenance_interval: Duration,
+    /// QUEUED executions untouched this long are checked against Redis:
+    /// one whose job is gone (lost with Redis, or ended without running)
+    /// gets a fresh job. Default 30s, well past the moment between a row's
+    /// insert and its first enqueue.
+    #[arg(long, env = "FLOWPILOT_STALE_QUEUED_AFTER", default_value = "30s", value_parser = positive_duration)]
+    pub stale_queued_after: Duration,
     /// Drop execution log partitions older than this many months; 0 keeps
     /// them forever. Default 0.
     #[arg(long, env = "FLOWPILOT_LOG_RETENTION_MONTHS", default_value_t = 0)]

@@ -1032,6 +1032,19 @@ async fn hostile_strings_and_sizes_get_a_4xx_naming_the_field(pool: PgPool) {
         );
     }
 
+    // Numbers at the edges of f64 come back as they went in (PostgreSQL
+    // prints them as long decimals).
+    let edges =
+        json!({"big": -1.7976931348623155e308, "tiny": -5.515537246559582e-42, "int": 1e20});
+    let (status, c) = api
+        .post("/api/v1/contacts", json!({"attributes": edges}))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let (status, read) = api
+        .get(&format!("/api/v1/contacts/{}", c["id"].as_str().unwrap()))
+        .await;
+    assert_eq!((status, read["attributes"].clone()), (200, edges));
+
     // What the OpenAPI document says may be null, may be null.
     let (status, c) = api
         .post(

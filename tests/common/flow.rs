@@ -120,6 +120,8 @@ pub struct Flow {
     pub receiver: Receiver,
     pub base: String,
     pub account: Uuid,
+    /// The Redis the engine (and the in-process worker) use.
+    pub redis_url: String,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -149,11 +151,16 @@ impl Flow {
 
     /// As [`Flow::start`]; `run` false starts no worker (jobs stay queued).
     pub async fn start_with(pool: PgPool, run: bool) -> Flow {
+        Self::start_on(pool, &super::redis_url(), run).await
+    }
+
+    /// As [`Flow::start_with`], on the Redis at `redis_url`.
+    pub async fn start_on(pool: PgPool, redis_url: &str, run: bool) -> Flow {
         store::partition::ensure_ahead(&pool, chrono::Utc::now())
             .await
             .unwrap();
         let prefix = super::unique("test-queue");
-        let client = super::client(Serializer::Pickle).await;
+        let client = super::client_at(redis_url, Serializer::Pickle).await;
         let (receiver, base) = Receiver::start().await;
         let providers = Providers {
             queue: client.clone(),
@@ -176,6 +183,7 @@ impl Flow {
             receiver,
             base,
             account,
+            redis_url: redis_url.to_owned(),
             stop: CancellationToken::new(),
             tasks: Vec::new(),
         };
@@ -203,7 +211,7 @@ impl Flow {
             drain_timeout: Duration::from_secs(10),
             ..flowpilot::worker::Settings::default()
         };
-        let client = super::client(Serializer::Pickle).await;
+        let client = super::client_at(&self.redis_url, Serializer::Pickle).await;
         self.tasks.push(tokio::spawn(
             Worker::new(client, registry, settings).run(self.stop.clone()),
         ));

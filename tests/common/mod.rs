@@ -21,9 +21,14 @@ pub fn redis_url() -> String {
 
 /// A client on the test Redis.
 pub async fn client(serializer: Serializer) -> Client {
-    Client::connect(&redis_url(), serializer)
+    client_at(&redis_url(), serializer).await
+}
+
+/// A client on the Redis at `url`.
+pub async fn client_at(url: &str, serializer: Serializer) -> Client {
+    Client::connect(url, serializer)
         .await
-        .expect("connect to REDIS_URL")
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
 /// A raw connection for assertions on keys.

@@ -6,6 +6,9 @@
 #                       (installing them with apt-get when missing), then
 #                       write the URLs to $STATE/env
 #   services.sh stop    stop the local instances this script started
+#   services.sh restart-postgres
+#                       restart the local PostgreSQL (fast: sessions are cut),
+#                       for tests that check what survives it
 #
 # Data lives under $STATE (default: .local/ in the checkout, git-ignored);
 # ports are the first free ones from 25432 (PostgreSQL) and 26379 (Redis),
@@ -73,6 +76,21 @@ as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# Where PostgreSQL's data goes when user postgres cannot reach $STATE; one
+# per state directory, so that a test's private instance never meets
+# the checkout's.
+fallback_pg_dir() {
+  echo "/var/tmp/flowpilot-$(echo "$STATE" | md5sum | cut -c1-8)/pg"
+}
+
+# The data directory of the local PostgreSQL this script started, if any.
+pg_data() {
+  local dir
+  for dir in "$STATE/pg" "$(fallback_pg_dir)"; do
+    if [ -f "$dir/data/PG_VERSION" ]; then echo "$dir/data"; return; fi
+  done
+}
+
 pg_start() {
   local bin dir data port
   bin=$(pg_bin)
@@ -81,7 +99,7 @@ pg_start() {
   # under a private home may not allow that, so fall back to /var/tmp.
   mkdir -p "$dir"
   if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$dir"; then
-    dir=/var/tmp/flowpilot-$(echo "$ROOT" | md5sum | cut -c1-8)/pg
+    dir=$(fallback_pg_dir)
     mkdir -p "$dir"
     say "checkout not readable by user postgres; PostgreSQL data in $dir"
   fi
@@ -176,7 +194,7 @@ start() {
 
 stop() {
   local bin dir
-  for dir in "$STATE/pg" /var/tmp/flowpilot-"$(echo "$ROOT" | md5sum | cut -c1-8)"/pg; do
+  for dir in "$STATE/pg" "$(fallback_pg_dir)"; do
     if [ -f "$dir/data/postmaster.pid" ]; then
       bin=$(pg_bin)
       as_pg "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null && say "PostgreSQL stopped"
@@ -188,8 +206,18 @@ stop() {
   rm -f "$STATE/env"
 }
 
+restart_postgres() {
+  local data
+  data=$(pg_data)
+  [ -n "$data" ] || die "no local PostgreSQL under $STATE to restart"
+  as_pg "$(pg_bin)/pg_ctl" -D "$data" -l "$(dirname "$data")/server.log" -m fast -w -t 60 restart >/dev/null \
+    || die "PostgreSQL did not restart; see $(dirname "$data")/server.log"
+  say "PostgreSQL restarted"
+}
+
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
-  *) die "usage: $0 start|stop" ;;
+  restart-postgres) restart_postgres ;;
+  *) die "usage: $0 start|stop|restart-postgres" ;;
 esac
