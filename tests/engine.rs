@@ -483,3 +483,85 @@ async fn a_lost_job_is_recovered_from_the_row_by_maintenance(pool: PgPool) {
         .await;
     flow.stop().await;
 }
+
+#[sqlx::test]
+async fn a_template_that_grows_past_the_cap_fails_its_step_for_good_saying_why(pool: PgPool) {
+    // Each step doubles the attribute: 64 B would reach 4 MiB after 16.
+    let flow = Flow::start(pool.clone()).await;
+    let contact = flow.contact("ada@example.com", false).await;
+    sqlx::query("UPDATE contacts SET attributes = jsonb_build_object('blob', repeat('x', 64))")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let steps: Vec<Json> = (0..16)
+        .map(|i| {
+            json!({"id": format!("double{i}"), "type": "update_contact",
+                   "attributes": {"blob": "{{contact.attributes.blob}}{{contact.attributes.blob}}"}})
+        })
+        .collect();
+    let workflow = flow.workflow(json!({ "steps": steps })).await;
+    let id = flow.start_execution(workflow, contact).await;
+    flow.wait_status(id, "FAILED", Duration::from_secs(30))
+        .await;
+    let (error, step): (String, String) =
+        sqlx::query_as("SELECT error, current_step_id FROM workflow_executions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        error.contains("attributes") && error.contains("65536"),
+        "{error}"
+    );
+    // 64 B doubled 10 times is 64 KiB: the string still renders, the
+    // attributes object holding it does not fit.
+    assert_eq!(step, "double9");
+    let size: i32 = sqlx::query_scalar("SELECT length(attributes->>'blob') FROM contacts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(size, 64 << 9, "the last change that fit");
+    flow.stop().await;
+}
+
+#[sqlx::test]
+async fn a_refused_webhook_keeps_its_answer_and_a_nul_in_an_answer_is_kept_readable(pool: PgPool) {
+    let flow = Flow::start(pool.clone()).await;
+    let contact = flow.contact("ada@example.com", false).await;
+    let refused = flow
+        .workflow(json!({"steps": [{"id": "hook", "type": "webhook", "url": format!("{}/refuse", flow.base)}]}))
+        .await;
+    let id = flow.start_execution(refused, contact).await;
+    flow.wait_status(id, "FAILED", Duration::from_secs(30))
+        .await;
+    let (status, response): (String, Json) =
+        sqlx::query_as("SELECT status, response FROM execution_logs WHERE execution_id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "FAILED");
+    assert_eq!(response["status"], json!(400));
+    assert_eq!(
+        response["body"],
+        json!({"error": "email is not deliverable"})
+    );
+    assert_eq!(response["headers"]["x-request-id"], json!("req-7"));
+
+    // PostgreSQL refuses NUL in jsonb: kept as U+FFFD, the step goes on.
+    let nul = flow
+        .workflow(json!({"steps": [
+            {"id": "hook", "type": "webhook", "url": format!("{}/nul", flow.base)},
+            {"id": "save", "type": "update_contact", "attributes": {"note": "{{steps.hook.body.note}}"}}
+        ]}))
+        .await;
+    let id = flow.start_execution(nul, contact).await;
+    flow.wait_status(id, "COMPLETED", Duration::from_secs(30))
+        .await;
+    let note: String = sqlx::query_scalar("SELECT attributes->>'note' FROM contacts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(note, "a\u{fffd}b");
+    flow.stop().await;
+}

@@ -31,7 +31,9 @@ pub struct Hook {
 }
 
 /// A local HTTP receiver recording every request; `/flaky/<n>` answers 503
-/// to the first `n` requests of each idempotency-key prefix, `/gone` 404.
+/// to the first `n` requests of each idempotency-key prefix, `/gone` 404,
+/// `/refuse` 400 with a JSON reason and an `X-Request-Id`, `/nul` 200 with
+/// a NUL character in its JSON.
 #[derive(Clone, Default)]
 pub struct Receiver {
     pub hooks: Arc<Mutex<Vec<Hook>>>,
@@ -44,6 +46,8 @@ impl Receiver {
             .route("/hook", post(record))
             .route("/flaky/{n}", post(flaky))
             .route("/gone", post(gone))
+            .route("/refuse", post(refuse))
+            .route("/nul", post(nul))
             .with_state(receiver.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -110,6 +114,28 @@ async fn gone(
 ) -> StatusCode {
     r.push("/gone", &headers, body);
     StatusCode::NOT_FOUND
+}
+
+async fn refuse(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (
+    StatusCode,
+    [(&'static str, &'static str); 1],
+    AxumJson<Json>,
+) {
+    r.push("/refuse", &headers, body);
+    (
+        StatusCode::BAD_REQUEST,
+        [("x-request-id", "req-7")],
+        AxumJson(json!({"error": "email is not deliverable"})),
+    )
+}
+
+async fn nul(State(r): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> String {
+    r.push("/nul", &headers, body);
+    "{\"note\": \"a\\u0000b\"}".to_owned()
 }
 
 /// A running engine over one test database.
