@@ -17,8 +17,6 @@ use crate::store;
 pub const MAX_BODY: usize = 1024 * 1024;
 /// Header an admin key uses to act for another account.
 pub const ACCOUNT_HEADER: &str = "x-flowpilot-account";
-/// Why a string with `\u0000` is refused.
-const NUL_MESSAGE: &str = "must not contain the NUL character (\\u0000)";
 
 /// A JSON body of `T` (`deny_unknown_fields` types reject unknown keys).
 pub struct ApiJson<T>(pub T);
@@ -49,7 +47,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         let doc: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::invalid_json(format!("malformed JSON: {e}")))?;
         if let Some(field) = store::text::first_nul(&doc, "") {
-            return Err(ApiError::invalid(field, NUL_MESSAGE).unprocessable());
+            return Err(ApiError::invalid(field, store::text::NUL_MESSAGE).unprocessable());
         }
         let value = serde_path_to_error::deserialize(doc).map_err(|e| {
             let field = crate::action::field_path(&e).unwrap_or_else(|| "body".into());
@@ -73,7 +71,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .find(|(k, v)| k.contains('\0') || v.contains('\0'))
         {
             let field = if k.contains('\0') { "query".into() } else { k };
-            return Err(ApiError::invalid(field, NUL_MESSAGE));
+            return Err(ApiError::invalid(field, store::text::NUL_MESSAGE));
         }
         let de = serde_urlencoded::Deserializer::new(pairs);
         serde_path_to_error::deserialize(de)

@@ -146,11 +146,7 @@ impl Definition {
             ));
         }
         if let Some(field) = crate::store::text::first_nul(doc, "") {
-            return Err(err(
-                None,
-                field,
-                "must not contain the NUL character (\\u0000)",
-            ));
+            return Err(err(None, field, crate::store::text::NUL_MESSAGE));
         }
         if let Some(k) = root
             .keys()

@@ -56,8 +56,6 @@ pub const MAX_NAME: usize = 200;
 pub const MAX_DESCRIPTION: usize = 2000;
 /// Longest idempotency key, in characters.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
-/// Why a string with `\u0000` is refused.
-const NUL_MESSAGE: &str = "must not contain the NUL character (\\u0000)";
 
 /// Errors of the engine, shaped for callers that must branch (the API
 /// maps them to status codes, arq functions to Python exceptions).
@@ -454,7 +452,7 @@ impl Engine {
         if let Some(field) = store::text::first_nul(&req.metadata, "metadata") {
             return Err(Error::Invalid {
                 field,
-                message: NUL_MESSAGE.into(),
+                message: store::text::NUL_MESSAGE.into(),
             });
         }
         if let Some(k) = &req.idempotency_key

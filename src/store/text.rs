@@ -7,6 +7,9 @@
 
 use serde_json::Value as Json;
 
+/// Why a string holding NUL is refused, as clients are told.
+pub const NUL_MESSAGE: &str = "must not contain the NUL character (\\u0000)";
+
 const NUL: char = '\0';
 const REPLACEMENT: char = '\u{fffd}';
 
