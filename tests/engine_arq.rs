@@ -7,6 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::flow::Flow;
+use flowpilot::queue::keys;
+use redis::AsyncCommands;
 use serde_json::{Value as Json, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -157,4 +159,42 @@ async fn an_arq_step_runs_on_a_python_worker_and_the_execution_resumes_with_its_
         .unwrap();
     assert!(error.contains("ValueError: kaput"), "{error}");
     flow.stop().await;
+}
+
+#[sqlx::test]
+async fn a_python_arq_worker_started_with_defaults_never_takes_flowpilots_jobs(pool: PgPool) {
+    // Default queue names are shared by everything on a Redis database, so
+    // this test has one of its own.
+    let mut url = url::Url::parse(&common::redis_url()).unwrap();
+    url.set_path("/7");
+    let url = url.to_string();
+    let mut r = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut r).await.unwrap();
+
+    let prefix = flowpilot::engine::Settings::default().queue_prefix;
+    let mut flow = Flow::start_queued(pool.clone(), &url, &prefix, false).await;
+    let contact = flow.contact("ada@example.com", false).await;
+    let workflow = flow
+        .workflow(json!({"steps": [{"id": "hi", "type": "send_sms", "body": "hi"}]}))
+        .await;
+    let id = flow.start_execution(workflow, contact).await;
+    // arq's own defaults: queue `arq:queue`, burst mode until it is empty.
+    let counters = common::python_peer_at(&url, &["consume", "--timeout", "10"]).await;
+    assert_eq!(
+        (&counters["complete"], &counters["failed"]),
+        (&json!(0), &json!(0)),
+        "the Python worker ran nothing: {counters}"
+    );
+    let job = format!("run_execution:{id}:0");
+    let result: bool = r.exists(keys::result(&job)).await.unwrap();
+    assert!(!result, "no failed result left behind");
+    flow.spawn_worker().await;
+    flow.wait_status(id, "COMPLETED", Duration::from_secs(20))
+        .await;
+    flow.stop().await;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut r).await.unwrap();
 }

@@ -182,10 +182,15 @@ impl Flow {
 
     /// As [`Flow::start_with`], on the Redis at `redis_url`.
     pub async fn start_on(pool: PgPool, redis_url: &str, run: bool) -> Flow {
+        Self::start_queued(pool, redis_url, &super::unique("test-queue"), run).await
+    }
+
+    /// As [`Flow::start_on`], with the queue prefix `prefix`.
+    pub async fn start_queued(pool: PgPool, redis_url: &str, prefix: &str, run: bool) -> Flow {
         store::partition::ensure_ahead(&pool, chrono::Utc::now())
             .await
             .unwrap();
-        let prefix = super::unique("test-queue");
+        let prefix = prefix.to_owned();
         let client = super::client_at(redis_url, Serializer::Pickle).await;
         let (receiver, base) = Receiver::start().await;
         let providers = Providers {

@@ -79,13 +79,18 @@ impl RunningWorker {
 /// Runs `tests/support/arq_peer.py` with the real Python arq; returns its
 /// JSON report.
 pub async fn python_peer(args: &[&str]) -> serde_json::Value {
+    python_peer_at(&redis_url(), args).await
+}
+
+/// As [`python_peer`], on the Redis at `redis_url`.
+pub async fn python_peer_at(redis_url: &str, args: &[&str]) -> serde_json::Value {
     let python = std::env::var("FLOWPILOT_TEST_PYTHON")
         .expect("FLOWPILOT_TEST_PYTHON must name a Python with arq installed: run `make test`");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/arq_peer.py");
     let out = Command::new(python)
         .arg(script)
         .args(args)
-        .args(["--redis-url", &redis_url()])
+        .args(["--redis-url", redis_url])
         .output()
         .await
         .expect("run python");
