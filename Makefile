@@ -1,10 +1,12 @@
 # The two commands a newcomer needs: `make dev` and `make test`.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
-# One shared target dir across checkouts and CI runs keeps rebuilds cheap.
-export CARGO_TARGET_DIR ?= /tmp/flowpilot-target
+# Build output: cargo's own target/ of this checkout, or CARGO_TARGET_DIR.
+# NB: never one target dir for two checkouts of flowpilot: cargo's artifact
+# names do not depend on the checkout's path, so the two overwrite each
+# other's library and binary and a test can run the other checkout's code.
 STATE := $(or $(FLOWPILOT_STATE_DIR),$(CURDIR)/.local)
-BIN := $(CARGO_TARGET_DIR)/debug/flowpilot
+BIN := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/debug/flowpilot
 
 .PHONY: dev test services stop
 
