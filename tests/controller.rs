@@ -297,19 +297,17 @@ async fn a_finished_execution_past_its_ttl_is_deleted(pool: PgPool) {
     flow.stop().await;
 }
 
-#[sqlx::test]
-async fn deleting_a_running_execution_cancels_it_and_removes_the_finalizer(pool: PgPool) {
-    let flow = Flow::start_with(pool.clone(), false).await;
-    let (ctx, server) = context(&flow).await;
+/// A resource whose execution (a one-hour wait) was started by a first
+/// reconcile (status patch, Event), now being deleted.
+async fn deleted_while_waiting(flow: &Flow) -> WorkflowExecution {
     let mut obj = wfx(spec(
-        &flow,
+        flow,
         json!({"steps": [{"id": "w", "type": "wait", "duration": "1h"}]}),
     )
     .await);
-    // It was created and started before.
-    let (ctx0, server0) = context(&flow).await;
+    let (ctx, server) = context(flow).await;
     let mock = serve(
-        server0,
+        server,
         vec![
             expect(
                 Method::PATCH,
@@ -320,14 +318,21 @@ async fn deleting_a_running_execution_cancels_it_and_removes_the_finalizer(pool:
             expect(Method::POST, EVENTS_PATH, |_| {}, event_reply()),
         ],
     );
-    workflow_execution::reconcile(Arc::new(obj.clone()), ctx0)
+    workflow_execution::reconcile(Arc::new(obj.clone()), ctx)
         .await
         .unwrap();
     mock.await.unwrap();
-
     obj.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::now(),
     ));
+    obj
+}
+
+#[sqlx::test]
+async fn deleting_a_running_execution_cancels_it_and_removes_the_finalizer(pool: PgPool) {
+    let flow = Flow::start_with(pool.clone(), false).await;
+    let (ctx, server) = context(&flow).await;
+    let obj = deleted_while_waiting(&flow).await;
     let mut reply = serde_json::to_value(&obj).unwrap();
     reply["metadata"]["finalizers"] = json!([]);
     let mock = serve(
@@ -364,29 +369,7 @@ async fn deleting_a_running_execution_cancels_it_and_removes_the_finalizer(pool:
 #[sqlx::test]
 async fn a_deleted_resource_keeps_its_finalizer_while_its_execution_is_not_final(pool: PgPool) {
     let flow = Flow::start_with(pool.clone(), false).await;
-    let mut obj = wfx(spec(
-        &flow,
-        json!({"steps": [{"id": "w", "type": "wait", "duration": "1h"}]}),
-    )
-    .await);
-    let (ctx0, server0) = context(&flow).await;
-    let mock = serve(
-        server0,
-        vec![
-            expect(
-                Method::PATCH,
-                format!("{WFX_PATH}/status"),
-                |_| {},
-                serde_json::to_value(&obj).unwrap(),
-            ),
-            expect(Method::POST, EVENTS_PATH, |_| {}, event_reply()),
-        ],
-    );
-    workflow_execution::reconcile(Arc::new(obj.clone()), ctx0)
-        .await
-        .unwrap();
-    mock.await.unwrap();
-
+    let obj = deleted_while_waiting(&flow).await;
     // Every write that would cancel it is lost, as to a writer that keeps
     // winning the row.
     for sql in [
@@ -396,9 +379,6 @@ async fn a_deleted_resource_keeps_its_finalizer_while_its_execution_is_not_final
     ] {
         sqlx::query(sql).execute(&pool).await.unwrap();
     }
-    obj.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::now(),
-    ));
     let (ctx, server) = context(&flow).await;
     // No request at all: above all, no patch that removes the finalizer.
     let mock = serve(server, vec![]);

@@ -6,35 +6,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::flow::Flow;
+use common::flow::{Flow, duplicate_attempts, logs};
 use flowpilot::engine::{Error, Priority, StartRequest};
 use flowpilot::queue::keys;
 use redis::AsyncCommands;
 use serde_json::{Value as Json, json};
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// `(step_index, step_id, action_type, status, attempt)` of an execution's logs.
-async fn logs(pool: &PgPool, id: Uuid) -> Vec<(i32, String, String, String, i32)> {
-    sqlx::query_as(
-        "SELECT step_index, step_id, action_type, status, attempt FROM execution_logs WHERE execution_id = $1 ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await
-    .unwrap()
-}
-
-/// Log rows repeated for one (execution, step, attempt): must be none.
-async fn duplicate_attempts(pool: &PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT execution_id, step_index, attempt FROM execution_logs \
-         GROUP BY 1, 2, 3 HAVING count(*) > 1) d",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
-}
 
 #[sqlx::test]
 async fn a_six_step_workflow_runs_to_completed_with_one_log_row_per_step_and_every_effect(
@@ -164,12 +142,7 @@ async fn a_hundred_concurrent_executions_complete_without_running_a_step_twice(p
         .await
         .unwrap();
     assert_eq!(outbox, 200);
-    let keys: HashSet<String> = flow
-        .receiver
-        .hooks()
-        .into_iter()
-        .map(|h| h.idempotency_key)
-        .collect();
+    let keys: HashSet<String> = flow.receiver.keys().into_iter().collect();
     assert_eq!(keys.len(), 100);
     flow.stop().await;
 }
@@ -198,13 +171,10 @@ async fn a_transient_failure_is_retried_with_a_new_attempt_key_until_it_succeeds
             ("SUCCEEDED", 1)
         ]
     );
-    let keys: Vec<String> = flow
-        .receiver
-        .hooks()
-        .into_iter()
-        .map(|h| h.idempotency_key)
-        .collect();
-    assert_eq!(keys, [1, 2, 3].map(|a| format!("{id}:0:{a}")));
+    assert_eq!(
+        flow.receiver.keys(),
+        [1, 2, 3].map(|a| format!("{id}:0:{a}"))
+    );
     flow.stop().await;
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::flow::Flow;
+use common::flow::{Flow, duplicate_attempts, outbox_by_channel, statuses};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
@@ -126,7 +126,8 @@ fn killed_workers_a_wiped_redis_and_a_restarted_postgres_lose_nothing_and_repeat
 async fn chaos(s: &Services) {
     let pool = flowpilot::store::connect(&s.database_url, 5).await.unwrap();
     flowpilot::store::migrate(&pool).await.unwrap();
-    let flow = Flow::start_on(pool.clone(), &s.redis_url, false).await;
+    let flow =
+        Flow::start_queued(pool.clone(), &s.redis_url, &common::unique("chaos"), false).await;
     let workflow = flow
         .workflow(json!({"steps": [
             {"id": "welcome", "type": "send_email", "subject": "Hi {{contact.attributes.first_name}}", "body": "Welcome."},
@@ -223,12 +224,10 @@ async fn chaos(s: &Services) {
     }
     let _ = s; // the services outlive every connection below
 
-    let statuses: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count(*) FROM workflow_executions GROUP BY 1")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert_eq!(statuses, vec![("COMPLETED".to_owned(), EXECUTIONS as i64)]);
+    assert_eq!(
+        statuses(&pool).await,
+        vec![("COMPLETED".to_owned(), EXECUTIONS as i64)]
+    );
     let left: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM workflow_executions WHERE lease_owner IS NOT NULL \
          OR waiting_reason IS NOT NULL OR resume_at IS NOT NULL OR next_attempt_at IS NOT NULL",
@@ -239,14 +238,11 @@ async fn chaos(s: &Services) {
     assert_eq!(left, 0, "an execution was left holding a lease or a wait");
 
     // Once-only effects.
-    let dup: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT execution_id, step_index, attempt FROM execution_logs \
-         GROUP BY 1, 2, 3 HAVING count(*) > 1) d",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(dup, 0, "a step was recorded twice within one attempt");
+    assert_eq!(
+        duplicate_attempts(&pool).await,
+        0,
+        "a step was recorded twice within one attempt"
+    );
     // One success per step. A step may also have failed transiently (its
     // provider was the database being restarted) and succeeded as a new
     // attempt: those rows are RETRYING, never a second success.
@@ -274,13 +270,8 @@ async fn chaos(s: &Services) {
         others.iter().all(|(status, ..)| status == "RETRYING"),
         "{others:?}"
     );
-    let outbox: Vec<(String, i64)> =
-        sqlx::query_as("SELECT channel, count(*) FROM outbox GROUP BY 1 ORDER BY 1")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
     assert_eq!(
-        outbox,
+        outbox_by_channel(&pool).await,
         vec![
             ("email".into(), EXECUTIONS as i64),
             ("sms".into(), EXECUTIONS as i64)

@@ -6,13 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::flow::Flow;
+use common::flow::{Flow, logs, outbox_by_channel, statuses};
 use flowpilot::engine::maintenance::Maintenance;
 use flowpilot::queue::keys;
 use redis::AsyncCommands;
 use serde_json::json;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 /// `(status, wake_seq)` of every execution, oldest first.
 async fn rows(pool: &PgPool) -> Vec<(String, i32)> {
@@ -31,11 +30,9 @@ async fn a_queued_execution_whose_job_ended_before_running_completes_within_the_
     // the job as arq does ("job expired") and keeps that result for an
     // hour. Recovery must not wait for the result key to expire.
     let mut flow = Flow::start_with(pool.clone(), false).await;
-    let contact = flow.contact("ada@example.com", false).await;
-    let workflow = flow
-        .workflow(json!({"steps": [{"id": "hi", "type": "send_sms", "body": "hi"}]}))
+    let id = flow
+        .enter(json!({"steps": [{"id": "hi", "type": "send_sms", "body": "hi"}]}))
         .await;
-    let id = flow.start_execution(workflow, contact).await;
     let job = format!("run_execution:{id}:0");
     let mut r = common::raw().await;
     let removed: u64 = r.del(keys::job(&job)).await.unwrap();
@@ -117,25 +114,15 @@ async fn connections_killed_mid_checkpoint_cost_seconds_not_a_lease(pool: PgPool
         .await
         .unwrap();
     assert!(tried > i64::from(KILLS), "every planned kill happened");
-    let statuses: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count(*) FROM workflow_executions GROUP BY 1")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert_eq!(statuses, [("COMPLETED".to_owned(), N as i64)]);
+    assert_eq!(statuses(&pool).await, [("COMPLETED".to_owned(), N as i64)]);
     let per_execution: Vec<i64> =
         sqlx::query_scalar("SELECT count(*) FROM execution_logs GROUP BY execution_id")
             .fetch_all(&pool)
             .await
             .unwrap();
     assert_eq!(per_execution, vec![3; N], "one log row per step");
-    let outbox: Vec<(String, i64)> =
-        sqlx::query_as("SELECT channel, count(*) FROM outbox GROUP BY 1 ORDER BY 1")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
     assert_eq!(
-        outbox,
+        outbox_by_channel(&pool).await,
         [("email".to_owned(), N as i64), ("sms".to_owned(), N as i64)]
     );
     flow.stop().await;
@@ -195,45 +182,33 @@ async fn maintenance_adds_no_second_job_while_the_first_is_still_queued(pool: Pg
     let _: () = r.del(&prefix).await.unwrap();
 }
 
-/// `(status, attempt)` of an execution's log rows, in order.
-async fn attempts(pool: &PgPool, id: Uuid) -> Vec<(String, i32)> {
-    sqlx::query_as("SELECT status, attempt FROM execution_logs WHERE execution_id = $1 ORDER BY id")
-        .bind(id)
-        .fetch_all(pool)
-        .await
-        .unwrap()
-}
-
 #[sqlx::test]
 async fn a_manual_retry_is_a_new_attempt_with_a_new_key_and_a_whole_retry_policy(pool: PgPool) {
     // The receiver fails the first 5 calls; the policy allows 3 attempts.
     let flow = Flow::start(pool.clone()).await;
-    let contact = flow.contact("ada@example.com", false).await;
-    let workflow = flow
-        .workflow(json!({"steps": [
+    let id = flow
+        .enter(json!({"steps": [
             {"id": "flaky", "type": "webhook", "url": format!("{}/flaky/5", flow.base)},
             {"id": "done", "type": "end"}
         ]}))
         .await;
-    let id = flow.start_execution(workflow, contact).await;
     flow.wait_status(id, "FAILED", Duration::from_secs(30))
         .await;
     flow.engine.retry(flow.account, id).await.unwrap();
     flow.wait_status(id, "COMPLETED", Duration::from_secs(30))
         .await;
-    let keys: Vec<String> = flow
-        .receiver
-        .hooks()
-        .into_iter()
-        .map(|h| h.idempotency_key)
-        .collect();
     assert_eq!(
-        keys,
+        flow.receiver.keys(),
         (1..=6).map(|a| format!("{id}:0:{a}")).collect::<Vec<_>>()
     );
+    let attempts: Vec<(String, i32)> = logs(&pool, id)
+        .await
+        .into_iter()
+        .map(|(.., status, attempt)| (status, attempt))
+        .collect();
     let s = |st: &str, a| (st.to_owned(), a);
     assert_eq!(
-        attempts(&pool, id).await,
+        attempts,
         [
             s("RETRYING", 1),
             s("RETRYING", 2),

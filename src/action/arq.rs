@@ -103,24 +103,14 @@ impl ArqJob {
     ) -> Result<Outcome, ActionError> {
         let Some(state) = input.state else {
             let job_id = format!("flowpilot:{}", input.idempotency_key());
-            let Json::Array(args) =
-                template::render_json(&Json::Array(self.args.clone()), input.scope)
-                    .map_err(|e| ActionError::too_large("args", e))?
-            else {
-                unreachable!("an array renders to an array")
-            };
-            let Json::Object(kwargs) =
-                template::render_json(&Json::Object(self.kwargs.clone()), input.scope)
-                    .map_err(|e| ActionError::too_large("kwargs", e))?
-            else {
-                unreachable!("an object renders to an object")
-            };
             fx.enqueue(&Enqueue {
                 queue: self.queue.clone(),
                 job_id: job_id.clone(),
                 function: self.function.clone(),
-                args,
-                kwargs,
+                args: template::render_list(&self.args, input.scope)
+                    .map_err(|e| ActionError::too_large("args", e))?,
+                kwargs: template::render_map(&self.kwargs, input.scope)
+                    .map_err(|e| ActionError::too_large("kwargs", e))?,
             })
             .await?;
             let timeout = self.timeout().map_err(ActionError::permanent)?;

@@ -108,15 +108,24 @@ impl Condition {
         t
     }
 
+    pub(super) fn exits(&self) -> Vec<Next> {
+        vec![next(&self.then), next(&self.otherwise)]
+    }
+
     pub(super) fn run(&self, input: &Input<'_>) -> Outcome {
         let result = self.test.eval(input.scope, input.tags);
         let target = if result { &self.then } else { &self.otherwise };
         Outcome::Done {
             response: json!({"result": result, "next": target}),
-            next: target.clone().map_or(Next::Following, Next::Step),
+            next: next(target),
             change: None,
         }
     }
+}
+
+/// Where a branch goes: its target, or on with the following step.
+fn next(target: &Option<String>) -> Next {
+    target.clone().map_or(Next::Following, Next::Step)
 }
 
 impl Test {

@@ -89,18 +89,13 @@ impl UpdateContact {
     }
 
     pub(super) fn run(&self, input: &Input<'_>) -> Result<Outcome, ActionError> {
-        let render = |field: &str, t: &Option<String>| {
-            t.as_ref()
-                .map(|t| template::render_str(t, input.scope))
+        let render = |field, text: &Option<String>| {
+            text.as_deref()
+                .map(|t| super::render(field, t, input.scope))
                 .transpose()
-                .map_err(|e| ActionError::too_large(field, e))
         };
-        let Json::Object(attributes) =
-            template::render_json(&Json::Object(self.attributes.clone()), input.scope)
-                .map_err(|e| ActionError::too_large("attributes", e))?
-        else {
-            unreachable!("an object renders to an object")
-        };
+        let attributes = template::render_map(&self.attributes, input.scope)
+            .map_err(|e| ActionError::too_large("attributes", e))?;
         let timezone =
             render("timezone", &self.timezone)?.filter(|tz| tz.parse::<chrono_tz::Tz>().is_ok());
         let mut updated: Vec<String> = attributes

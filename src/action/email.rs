@@ -76,9 +76,7 @@ impl SendEmail {
     }
 
     pub(super) fn render(&self, scope: &Json) -> Result<Message, ActionError> {
-        let render = |field: &str, t: &str| {
-            template::render_str(t, scope).map_err(|e| ActionError::too_large(field, e))
-        };
+        let render = |field, text| super::render(field, text, scope);
         let to = render("to", self.to.as_deref().unwrap_or("{{contact.email}}"))?;
         let to = to.trim().to_owned();
         if !to.contains('@') {

@@ -91,6 +91,17 @@ impl ActionError {
     }
 }
 
+/// Renders the step's text `field`; past the template cap the step fails
+/// for good, naming the field.
+fn render(field: &str, text: &str, scope: &Json) -> Result<String, ActionError> {
+    template::render_str(text, scope).map_err(|e| ActionError::too_large(field, e))
+}
+
+/// As [`render`], for a JSON `field` (a body, arguments).
+fn render_json(field: &str, value: &Json, scope: &Json) -> Result<Json, ActionError> {
+    template::render_json(value, scope).map_err(|e| ActionError::too_large(field, e))
+}
+
 /// A built-in action with its configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -198,6 +209,16 @@ impl Action {
             Action::AddTag(t) | Action::RemoveTag(t) => t.validate(),
             Action::Arq(a) => a.validate(),
             Action::Goal(_) | Action::End => Ok(()),
+        }
+    }
+
+    /// Every way [`run`] may route on after this action, for checks of the
+    /// whole definition.
+    pub fn exits(&self) -> Vec<Next> {
+        match self {
+            Action::Condition(c) => c.exits(),
+            Action::Goal(_) | Action::End => vec![Next::End],
+            _ => vec![Next::Following],
         }
     }
 

@@ -55,9 +55,7 @@ impl SendSms {
     }
 
     pub(super) fn render(&self, scope: &Json) -> Result<Message, ActionError> {
-        let render = |field: &str, t: &str| {
-            template::render_str(t, scope).map_err(|e| ActionError::too_large(field, e))
-        };
+        let render = |field, text| super::render(field, text, scope);
         let to = render("to", self.to.as_deref().unwrap_or("{{contact.phone}}"))?;
         let to = to.trim().to_owned();
         if to.chars().filter(char::is_ascii_digit).count() < 5 {

@@ -11,7 +11,7 @@
 //! that copies a value into itself (an attribute doubled by each of a row
 //! of `update_contact` steps) would otherwise grow without bound.
 
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
 
 /// Most bytes one rendered field (a string, or a JSON body or argument
 /// list as serialized) may hold.
@@ -146,10 +146,46 @@ pub fn render_str(template: &str, scope: &Json) -> Result<String, TooLarge> {
 /// [`TooLarge`] when a string, or the whole value serialized, passes
 /// [`MAX_RENDERED_BYTES`].
 pub fn render_json(template: &Json, scope: &Json) -> Result<Json, TooLarge> {
-    let rendered = render_value(template, scope)?;
-    let size = rendered.to_string().len();
-    if size > MAX_RENDERED_BYTES {
-        return Err(TooLarge { size });
+    capped(render_value(template, scope)?)
+}
+
+/// [`render_json`] of each item, the list capped as one field (arq
+/// arguments).
+///
+/// # Errors
+/// As [`render_json`].
+pub fn render_list(items: &[Json], scope: &Json) -> Result<Vec<Json>, TooLarge> {
+    capped(render_items(items, scope)?)
+}
+
+/// [`render_json`] of each value, the map capped as one field (arq
+/// keyword arguments, contact attributes).
+///
+/// # Errors
+/// As [`render_json`].
+pub fn render_map(map: &Map<String, Json>, scope: &Json) -> Result<Map<String, Json>, TooLarge> {
+    capped(render_entries(map, scope)?)
+}
+
+/// `rendered` if its JSON fits [`MAX_RENDERED_BYTES`], counted without
+/// building the text.
+fn capped<T: serde::Serialize>(rendered: T) -> Result<T, TooLarge> {
+    /// Counts what serde_json writes.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing JSON values into a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, &rendered);
+    if count.0 > MAX_RENDERED_BYTES {
+        return Err(TooLarge { size: count.0 });
     }
     Ok(rendered)
 }
@@ -165,19 +201,20 @@ fn render_value(template: &Json, scope: &Json) -> Result<Json, TooLarge> {
             }
             Json::String(render_str(s, scope)?)
         }
-        Json::Array(items) => Json::Array(
-            items
-                .iter()
-                .map(|i| render_value(i, scope))
-                .collect::<Result<_, _>>()?,
-        ),
-        Json::Object(map) => Json::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), render_value(v, scope)?)))
-                .collect::<Result<_, _>>()?,
-        ),
+        Json::Array(items) => Json::Array(render_items(items, scope)?),
+        Json::Object(map) => Json::Object(render_entries(map, scope)?),
         other => other.clone(),
     })
+}
+
+fn render_items(items: &[Json], scope: &Json) -> Result<Vec<Json>, TooLarge> {
+    items.iter().map(|i| render_value(i, scope)).collect()
+}
+
+fn render_entries(map: &Map<String, Json>, scope: &Json) -> Result<Map<String, Json>, TooLarge> {
+    map.iter()
+        .map(|(k, v)| Ok((k.clone(), render_value(v, scope)?)))
+        .collect()
 }
 
 /// Checks that every `{{` in `template` is closed, for validation at write time.

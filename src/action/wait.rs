@@ -175,8 +175,7 @@ impl Wait {
                         .map_err(|e| ActionError::permanent(e.to_string()))?
             }
             (None, Some(u)) => {
-                let text = template::render_str(u, input.scope)
-                    .map_err(|e| ActionError::too_large("until", e))?;
+                let text = super::render("until", u, input.scope)?;
                 DateTime::parse_from_rfc3339(text.trim())
                     .map_err(|_| {
                         ActionError::permanent(format!("until: `{text}` is not an RFC 3339 time"))

@@ -92,7 +92,8 @@ impl ContactFields {
             }
         }
         if let Some(a) = &self.attributes {
-            let size = Json_::Object(a.clone()).to_string().len();
+            // A map of JSON values always serializes.
+            let size = serde_json::to_string(a).unwrap_or_default().len();
             if size > contact::MAX_ATTRIBUTES_BYTES {
                 return bad(
                     "attributes",

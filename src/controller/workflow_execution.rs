@@ -295,12 +295,10 @@ async fn cleanup(obj: &WorkflowExecution, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     };
     let pool = ctx.engine.pool();
-    let find = || async {
-        store::execution::get_by_key(pool, account, &key(&uid))
-            .await
-            .map_err(engine::Error::from)
-    };
-    let Some(e) = find().await? else {
+    let Some(e) = store::execution::get_by_key(pool, account, &key(&uid))
+        .await
+        .map_err(engine::Error::from)?
+    else {
         return Ok(Action::await_change());
     };
     if e.status.is_final() {
@@ -308,10 +306,10 @@ async fn cleanup(obj: &WorkflowExecution, ctx: &Context) -> Result<Action> {
     }
     match ctx.engine.cancel(account, e.id).await {
         Ok(_) => info!(execution_id = %e.id, "cancelled: resource deleted"),
-        // Refused: only right if it finished meanwhile. Look, don't assume.
-        Err(engine::Error::Conflict { .. })
-            if find().await?.is_some_and(|now| now.status.is_final()) => {}
-        Err(engine::Error::Conflict { .. }) => return Err(engine::Error::Busy.into()),
+        // The engine refuses a cancel as a conflict only when the
+        // execution is final (it finished meanwhile); a row it could not
+        // cancel otherwise is `Busy`, an error, and the reconcile retries.
+        Err(engine::Error::Conflict { .. }) => {}
         Err(err) => return Err(err.into()),
     }
     Ok(Action::await_change())

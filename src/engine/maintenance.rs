@@ -96,6 +96,7 @@ impl Maintenance {
             by_queue.entry(queue).or_default().push((job, e));
         }
         let mut outcomes: BTreeMap<(&'static str, &'static str), usize> = BTreeMap::new();
+        let mut requeued = 0;
         for (queue, rows) in by_queue {
             let ids: Vec<String> = rows.iter().map(|(job, _)| job.clone()).collect();
             let presence = engine.queue.presence(&queue, &ids).await?;
@@ -104,16 +105,12 @@ impl Maintenance {
                 let outcome = engine.recover(e, job_stands, now).await?;
                 debug!(execution_id = %id, %status, %job, ?job_stands, outcome = outcome.as_str(), "recovery");
                 engine.observe_recovery(status.as_str(), outcome.as_str());
+                requeued += usize::from(outcome == Recovery::Requeued);
                 *outcomes
                     .entry((status.as_str(), outcome.as_str()))
                     .or_default() += 1;
             }
         }
-        let requeued: usize = outcomes
-            .iter()
-            .filter(|((_, o), _)| *o == Recovery::Requeued.as_str())
-            .map(|(_, n)| n)
-            .sum();
         if requeued > 0 {
             info!(
                 executions = requeued,

@@ -514,7 +514,7 @@ impl Engine {
     /// cannot outrun its cancel.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::Conflict`] when it is already final;
+    /// [`Error::NotFound`]; [`Error::Conflict`] only when it is already final;
     /// [`Error::Busy`] if it is still not final after the statement (a
     /// writer this engine does not know of keeps changing it).
     pub async fn cancel(&self, account_id: Uuid, id: Uuid) -> Result<Execution> {

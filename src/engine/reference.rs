@@ -36,8 +36,9 @@ const CONTACT_FIELDS: [&str; 7] = [
     "tags",
 ];
 const EXECUTION_FIELDS: [&str; 4] = ["id", "workflow_id", "metadata", "attempt"];
-/// Fields whose values are free-form objects: any path below them is fine.
-const OPEN_FIELDS: [&str; 2] = ["attributes", "metadata"];
+/// Fields with values below them: free-form objects, and the tag list by
+/// index. Any path below them is fine.
+const OPEN_FIELDS: [&str; 3] = ["attributes", "metadata", "tags"];
 /// Keys of a step that are not its configuration.
 const STEP_KEYS: [&str; 4] = ["id", "type", "next", "retry"];
 
@@ -113,7 +114,7 @@ fn path(
                 "`{root}` has no field `{f}` (it has {})",
                 fields.join(", ")
             )),
-            Some(f) if deeper && !OPEN_FIELDS.contains(&f) && f != "tags" => {
+            Some(f) if deeper && !OPEN_FIELDS.contains(&f) => {
                 Err(format!("`{root}.{f}` has no fields"))
             }
             Some(_) => Ok(()),
@@ -197,24 +198,16 @@ fn tested_fields<'a>(t: &'a Test, at: String, out: &mut Vec<(String, &'a str, Op
     }
 }
 
-/// The steps that may run right after step `i`.
+/// The steps that may run right after step `i`: where the run-time
+/// routing ([`Definition::next_index`]) takes each of its exits.
 fn successors(def: &Definition, i: usize) -> Vec<usize> {
-    let step = &def.steps[i];
-    let following = match &step.next {
-        Some(id) => def.index_of(id),
-        None => (i + 1 < def.steps.len()).then_some(i + 1),
-    };
-    let mut next: Vec<usize> = match &step.action {
-        Action::Goal(_) | Action::End => Vec::new(),
-        Action::Condition(c) => [&c.then, &c.otherwise]
-            .into_iter()
-            .filter_map(|target| match target {
-                Some(id) => def.index_of(id),
-                None => following,
-            })
-            .collect(),
-        _ => following.into_iter().collect(),
-    };
+    let mut next: Vec<usize> = def.steps[i]
+        .action
+        .exits()
+        .iter()
+        .filter_map(|exit| def.next_index(i, exit))
+        .collect();
+    next.sort_unstable();
     next.dedup();
     next
 }

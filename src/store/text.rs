@@ -13,18 +13,40 @@ pub const NUL_MESSAGE: &str = "must not contain the NUL character (\\u0000)";
 const NUL: char = '\0';
 const REPLACEMENT: char = '\u{fffd}';
 
+/// Whether any string or object key in `v` holds a NUL. Allocates
+/// nothing: the common answer, no, costs one read of the document.
+pub fn has_nul(v: &Json) -> bool {
+    match v {
+        Json::String(s) => s.contains(NUL),
+        Json::Array(items) => items.iter().any(has_nul),
+        Json::Object(map) => map.iter().any(|(k, item)| k.contains(NUL) || has_nul(item)),
+        _ => false,
+    }
+}
+
 /// The path (`steps[2].url`, `attributes`, ...) of the first string or
 /// object key in `v` that holds a NUL, below `root` (empty for none).
+/// Paths are built only along the way to the NUL.
 pub fn first_nul(v: &Json, root: &str) -> Option<String> {
+    let display = || {
+        if root.is_empty() {
+            "body".to_owned()
+        } else {
+            root.to_owned()
+        }
+    };
     match v {
-        Json::String(s) if s.contains(NUL) => Some(display(root)),
-        Json::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| first_nul(item, &format!("{root}[{i}]"))),
-        Json::Object(map) => map.iter().find_map(|(k, item)| {
+        Json::String(s) if s.contains(NUL) => Some(display()),
+        Json::Array(items) => {
+            let i = items.iter().position(has_nul)?;
+            first_nul(&items[i], &format!("{root}[{i}]"))
+        }
+        Json::Object(map) => {
+            let (k, item) = map
+                .iter()
+                .find(|(k, item)| k.contains(NUL) || has_nul(item))?;
             if k.contains(NUL) {
-                return Some(display(root));
+                return Some(display());
             }
             let path = if root.is_empty() {
                 k.clone()
@@ -32,21 +54,17 @@ pub fn first_nul(v: &Json, root: &str) -> Option<String> {
                 format!("{root}.{k}")
             };
             first_nul(item, &path)
-        }),
+        }
         _ => None,
     }
 }
 
-fn display(root: &str) -> String {
-    if root.is_empty() {
-        "body".to_owned()
-    } else {
-        root.to_owned()
-    }
-}
-
-/// `v` with every NUL in strings and keys replaced by U+FFFD.
+/// `v` with every NUL in strings and keys replaced by U+FFFD; `v` itself,
+/// untouched, when it holds none.
 pub fn scrub(v: Json) -> Json {
+    if !has_nul(&v) {
+        return v;
+    }
     match v {
         Json::String(s) => Json::String(scrub_str(s)),
         Json::Array(items) => Json::Array(items.into_iter().map(scrub).collect()),

@@ -59,6 +59,14 @@ impl Receiver {
         self.hooks.lock().unwrap().clone()
     }
 
+    /// The idempotency keys of the requests, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.hooks()
+            .into_iter()
+            .map(|h| h.idempotency_key)
+            .collect()
+    }
+
     fn push(&self, path: &str, headers: &HeaderMap, body: axum::body::Bytes) -> Vec<Hook> {
         let body = serde_json::from_slice(&body).unwrap_or(Json::Null);
         let key = headers
@@ -177,15 +185,11 @@ impl Flow {
 
     /// As [`Flow::start`]; `run` false starts no worker (jobs stay queued).
     pub async fn start_with(pool: PgPool, run: bool) -> Flow {
-        Self::start_on(pool, &super::redis_url(), run).await
+        Self::start_queued(pool, &super::redis_url(), &super::unique("test-queue"), run).await
     }
 
-    /// As [`Flow::start_with`], on the Redis at `redis_url`.
-    pub async fn start_on(pool: PgPool, redis_url: &str, run: bool) -> Flow {
-        Self::start_queued(pool, redis_url, &super::unique("test-queue"), run).await
-    }
-
-    /// As [`Flow::start_on`], with the queue prefix `prefix`.
+    /// As [`Flow::start_with`], on the Redis at `redis_url` with the queue
+    /// prefix `prefix`.
     pub async fn start_queued(pool: PgPool, redis_url: &str, prefix: &str, run: bool) -> Flow {
         store::partition::ensure_ahead(&pool, chrono::Utc::now())
             .await
@@ -304,6 +308,14 @@ impl Flow {
         ]})
     }
 
+    /// A new contact (`ada@example.com`) entering a new workflow of
+    /// `definition`; returns the execution.
+    pub async fn enter(&self, definition: Json) -> Uuid {
+        let contact = self.contact("ada@example.com", false).await;
+        let workflow = self.workflow(definition).await;
+        self.start_execution(workflow, contact).await
+    }
+
     pub async fn start_execution(&self, workflow: Uuid, contact: Uuid) -> Uuid {
         self.engine
             .start(StartRequest {
@@ -352,4 +364,44 @@ impl Flow {
         })
         .await;
     }
+}
+
+// === assertions' queries ===
+
+/// `(step_index, step_id, action_type, status, attempt)` of an execution's logs.
+pub async fn logs(pool: &PgPool, id: Uuid) -> Vec<(i32, String, String, String, i32)> {
+    sqlx::query_as(
+        "SELECT step_index, step_id, action_type, status, attempt FROM execution_logs WHERE execution_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Log rows repeated for one (execution, step, attempt): must be none.
+pub async fn duplicate_attempts(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT execution_id, step_index, attempt FROM execution_logs \
+         GROUP BY 1, 2, 3 HAVING count(*) > 1) d",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Executions by status.
+pub async fn statuses(pool: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT status, count(*) FROM workflow_executions GROUP BY 1 ORDER BY 1")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// Messages in the outbox by channel.
+pub async fn outbox_by_channel(pool: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT channel, count(*) FROM outbox GROUP BY 1 ORDER BY 1")
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }

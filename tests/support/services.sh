@@ -193,13 +193,11 @@ start() {
 }
 
 stop() {
-  local bin dir
-  for dir in "$STATE/pg" "$(fallback_pg_dir)"; do
-    if [ -f "$dir/data/postmaster.pid" ]; then
-      bin=$(pg_bin)
-      as_pg "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null && say "PostgreSQL stopped"
-    fi
-  done
+  local data
+  data=$(pg_data)
+  if [ -n "$data" ] && [ -f "$data/postmaster.pid" ]; then
+    as_pg "$(pg_bin)/pg_ctl" -D "$data" -m fast stop >/dev/null && say "PostgreSQL stopped"
+  fi
   if [ -f "$STATE/redis/redis.pid" ] && kill "$(cat "$STATE/redis/redis.pid")" 2>/dev/null; then
     say "Redis stopped"
   fi
