@@ -37,12 +37,17 @@
 pub mod action;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod demo;
+pub mod domain;
 pub mod engine;
 pub mod metrics;
+pub mod provider;
 pub mod queue;
+pub mod runtime;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

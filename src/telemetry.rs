@@ -50,17 +50,35 @@ impl LogFilter {
     }
 }
 
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The filter does not parse.
+    #[error("--log / FLOWPILOT_LOG `{filter}`: {message}")]
+    Filter {
+        /// The filter as given.
+        filter: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A subscriber is installed already.
+    #[error("{0}")]
+    Installed(#[from] tracing_subscriber::util::TryInitError),
+}
+
 /// Installs the global subscriber.
 ///
 /// # Errors
 /// When the filter does not parse or a subscriber is already installed.
-pub fn init(config: &TelemetryConfig) -> anyhow::Result<LogFilter> {
+pub fn init(config: &TelemetryConfig) -> Result<LogFilter, Error> {
     let TelemetryConfig {
         log_filter,
         log_format,
     } = config;
-    let (handle, filter) = LogFilter::new(log_filter)
-        .map_err(|e| anyhow::anyhow!("--log / FLOWPILOT_LOG `{log_filter}`: {e}"))?;
+    let (handle, filter) = LogFilter::new(log_filter).map_err(|e| Error::Filter {
+        filter: log_filter.clone(),
+        message: e.to_string(),
+    })?;
     let registry = tracing_subscriber::registry().with(filter);
     // Colours only for a person at a terminal: escape codes in a log file or
     // a log pipeline are noise that breaks grep.

@@ -13,8 +13,7 @@ use axum::body::Body;
 use axum::http::{Method, Request};
 use base64::Engine as _;
 use common::flow::Flow;
-use flowpilot::api::{self, AppState};
-use flowpilot::metrics::ApiMetrics;
+use flowpilot::api;
 use http_body_util::BodyExt;
 use serde_json::{Value as Json, json};
 use sqlx::PgPool;
@@ -48,14 +47,7 @@ impl Api {
         log_filter: Option<flowpilot::telemetry::LogFilter>,
     ) -> Api {
         let flow = Flow::start_with(pool.clone(), worker).await;
-        let registry = prometheus::Registry::new();
-        let state = AppState {
-            engine: Arc::clone(&flow.engine),
-            queue: common::client(flowpilot::queue::Serializer::Pickle).await,
-            metrics: Arc::new(ApiMetrics::register(&registry).unwrap()),
-            registry,
-            log_filter,
-        };
+        let state = flow.runtime.api_state(log_filter);
         let (key, _) = flowpilot::app::create_api_key(&pool, flow.account, "test", false)
             .await
             .unwrap();

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::flow::Flow;
-use flowpilot::controller::{self, Context, Metrics, Settings, worker_pool, workflow_execution};
+use flowpilot::controller::{Context, Metrics, Settings, worker_pool, workflow_execution};
 use flowpilot::crd::worker_pool::Mode;
 use flowpilot::crd::{WorkerPool, WorkerPoolSpec, WorkflowExecution, WorkflowExecutionSpec};
 use http::{Method, Request, Response};
 use kube::client::Body;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Reporter;
 use redis::AsyncCommands;
 use serde_json::{Value as Json, json};
 use sqlx::PgPool;
@@ -92,22 +91,13 @@ fn serve(mut server: ApiServer, calls: Vec<Expect>) -> tokio::task::JoinHandle<(
 async fn context(flow: &Flow) -> (Arc<Context>, ApiServer) {
     let (service, server) = mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
-    let registry = prometheus::Registry::new();
-    let ctx = Context {
-        client,
-        engine: Arc::clone(&flow.engine),
-        queue: common::client(flowpilot::queue::Serializer::Pickle).await,
-        reporter: Reporter {
-            controller: controller::FIELD_MANAGER.into(),
-            instance: Some("test".into()),
-        },
-        settings: Settings {
-            worker_image: "flowpilot:test".into(),
-            status_interval: Duration::from_secs(5),
-            scale_interval: Duration::from_secs(15),
-        },
-        metrics: Metrics::register(&registry).unwrap(),
+    let settings = Settings {
+        worker_image: "flowpilot:test".into(),
+        status_interval: Duration::from_secs(5),
+        scale_interval: Duration::from_secs(15),
     };
+    let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+    let ctx = Context::new(client, &flow.runtime, settings, "test", metrics);
     (Arc::new(ctx), server)
 }
 

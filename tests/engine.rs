@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::flow::{Flow, duplicate_attempts, logs};
+use flowpilot::engine::executor::Run;
 use flowpilot::engine::{Error, Priority, StartRequest};
 use flowpilot::queue::keys;
 use redis::AsyncCommands;
@@ -238,8 +239,21 @@ async fn a_cancelled_waiting_execution_stays_cancelled_when_its_wake_up_comes(po
             .unwrap();
     assert_eq!(reason.as_deref(), Some("wait"));
     assert!(resume.is_some());
+    // The engine signals each run's end: the wake-up of the cancelled
+    // execution must come, and must find nothing to do.
+    let mut runs = flow.engine.watch_runs();
     flow.engine.cancel(flow.account, id).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let woke = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match runs.recv().await.unwrap() {
+                (run_id, run) if run_id == id => break run,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the wake-up of the cancelled execution ran");
+    assert_eq!(woke, Run::Skipped);
     assert_eq!(flow.status(id).await, "CANCELLED");
     let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(&pool)
@@ -247,7 +261,7 @@ async fn a_cancelled_waiting_execution_stays_cancelled_when_its_wake_up_comes(po
         .unwrap();
     assert_eq!(sent, 0);
     let again = flow.engine.cancel(flow.account, id).await.unwrap_err();
-    assert!(matches!(again, Error::Conflict { .. }), "{again}");
+    assert!(matches!(again, Error::Illegal(_)), "{again}");
     flow.stop().await;
 }
 
@@ -298,46 +312,22 @@ async fn bad_input_gives_a_clear_error_and_creates_nothing(pool: PgPool) {
         .start(start(workflow, Uuid::new_v4()))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::NotFound {
-                field: "contact_id",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::ContactNotFound), "{err}");
+    assert_eq!(err.field(), Some("contact_id"));
     let err = flow
         .engine
         .start(start(Uuid::new_v4(), contact))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::NotFound {
-                field: "workflow_id",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::WorkflowNotFound), "{err}");
+    assert_eq!(err.field(), Some("workflow_id"));
     let err = flow
         .engine
         .start(start(workflow, opted_out))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Conflict {
-                field: Some("contact_id"),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::ContactOptedOut), "{err}");
+    assert_eq!(err.field(), Some("contact_id"));
     let err = flow
         .engine
         .start(StartRequest {
@@ -358,16 +348,8 @@ async fn bad_input_gives_a_clear_error_and_creates_nothing(pool: PgPool) {
         .start(start(workflow, contact))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Conflict {
-                field: Some("workflow_id"),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::WorkflowInactive), "{err}");
+    assert_eq!(err.field(), Some("workflow_id"));
     // Another account's contact is not found in this one.
     let other = flowpilot::store::account::create(&pool, "other")
         .await
@@ -381,7 +363,10 @@ async fn bad_input_gives_a_clear_error_and_creates_nothing(pool: PgPool) {
         })
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(
+        matches!(err, Error::WorkflowNotFound | Error::ContactNotFound),
+        "{err}"
+    );
 
     let executions: i64 = sqlx::query_scalar("SELECT count(*) FROM workflow_executions")
         .fetch_one(&pool)

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Form, Json as AxumJson, Router};
 use flowpilot::action::{email, sms};
+use flowpilot::provider::{HttpSms, Smtp};
 use serde_json::{Value as Json, json};
 use tokio::io::AsyncBufReadExt;
 
@@ -42,8 +43,7 @@ async fn smtp_delivers_to_a_real_server_and_classifies_a_rejected_recipient_as_p
         .unwrap();
     assert_eq!(ready.as_deref(), Some("ready"));
 
-    let smtp =
-        email::Smtp::new(&format!("smtp://127.0.0.1:{port}"), "team@flowpilot.test").unwrap();
+    let smtp = Smtp::new(&format!("smtp://127.0.0.1:{port}"), "team@flowpilot.test").unwrap();
     let msg = email::Message {
         to: "ada@example.com".into(),
         from: None,
@@ -75,7 +75,7 @@ async fn smtp_delivers_to_a_real_server_and_classifies_a_rejected_recipient_as_p
     assert!(data.contains("Thanks for signing up."), "{data}");
 
     // Nobody listening: transient.
-    let down = email::Smtp::new(&format!("smtp://127.0.0.1:{}", free_port()), "a@b.test").unwrap();
+    let down = Smtp::new(&format!("smtp://127.0.0.1:{}", free_port()), "a@b.test").unwrap();
     assert!(down.send(&msg, "k").await.unwrap_err().retryable);
     std::fs::remove_file(&file).ok();
 }
@@ -140,7 +140,7 @@ async fn http_sms_posts_twilio_style_forms_and_classifies_errors() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     flowpilot::tls::install_crypto_provider();
-    let provider = sms::HttpSms::new(
+    let provider = HttpSms::new(
         reqwest::Client::new(),
         &base,
         "AC123",

@@ -12,28 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
 use super::{ActionError, FieldError, Input, Next, Outcome, template};
-
-/// A change to the contact row.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// Set fields and merge attributes.
-    Update {
-        /// New email, if given.
-        email: Option<String>,
-        /// New phone, if given.
-        phone: Option<String>,
-        /// New IANA timezone, if given.
-        timezone: Option<String>,
-        /// Attributes merged into the existing ones.
-        attributes: Map<String, Json>,
-        /// Attribute keys removed.
-        unset: Vec<String>,
-    },
-    /// Add a tag (no-op when present).
-    AddTag(String),
-    /// Remove a tag (no-op when absent).
-    RemoveTag(String),
-}
+use crate::domain::Change;
 
 /// Configuration of an `update_contact` step.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -1,29 +1,15 @@
 //! `send_email`: render a message from the contact and hand it to the
-//! configured [`EmailProvider`] (the engine's outbox by default, or [`Smtp`]).
+//! configured email provider (`crate::provider`: the outbox by default, or SMTP).
 //!
 //! ```json
 //! {"id": "welcome", "type": "send_email", "subject": "Hi {{contact.attributes.first_name}}",
 //!  "body": "Welcome aboard.", "to": "{{contact.email}}", "from": "team@example.com"}
 //! ```
 
-use lettre::message::Mailbox;
-use lettre::transport::smtp::AsyncSmtpTransport;
-use lettre::{AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use super::{ActionError, Delivery, FieldError, mask, template};
-
-/// Delivers emails. Implementations: [`Smtp`] here, the PostgreSQL outbox
-/// in `engine::effects`.
-#[async_trait::async_trait]
-pub trait EmailProvider: Send + Sync {
-    /// Delivers `msg`; returns a receipt for the step's log (recipient masked).
-    ///
-    /// # Errors
-    /// Transient when a retry may succeed, permanent when it cannot.
-    async fn send(&self, msg: &Message, delivery: &Delivery) -> Result<Json, ActionError>;
-}
+use super::{ActionError, FieldError, template};
 
 /// Configuration of a `send_email` step.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -69,7 +55,7 @@ impl SendEmail {
             }
         }
         if let Some(from) = &self.from {
-            from.parse::<Mailbox>()
+            from.parse::<lettre::message::Mailbox>()
                 .map_err(|e| FieldError::new("from", format!("not an email address: {e}")))?;
         }
         Ok(())
@@ -88,85 +74,5 @@ impl SendEmail {
             subject: render("subject", &self.subject)?,
             body: render("body", &self.body)?,
         })
-    }
-}
-
-/// An SMTP provider: `smtp://user:pass@host:587?tls=required` (STARTTLS),
-/// `smtps://...` (TLS), `smtp://host:25` (plain).
-#[derive(Clone)]
-pub struct Smtp {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
-    from: Mailbox,
-}
-
-impl Smtp {
-    /// A provider sending through `url` as `from` by default.
-    ///
-    /// # Errors
-    /// A message when the URL or the sender does not parse.
-    pub fn new(url: &str, from: &str) -> Result<Self, String> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| format!("--smtp-url: {e}"))?
-            .build();
-        let from = from.parse().map_err(|e| format!("--email-from: {e}"))?;
-        Ok(Smtp { transport, from })
-    }
-
-    /// Sends `msg`; the idempotency key travels as a header so a relay can
-    /// drop a duplicate of one attempt.
-    ///
-    /// # Errors
-    /// Transient for connection problems and 4xx SMTP replies, permanent
-    /// for 5xx replies and unparseable addresses.
-    pub async fn send(&self, msg: &Message, idempotency_key: &str) -> Result<Json, ActionError> {
-        let from = match &msg.from {
-            Some(f) => f
-                .parse()
-                .map_err(|e| ActionError::permanent(format!("from: {e}")))?,
-            None => self.from.clone(),
-        };
-        let to: Mailbox = msg
-            .to
-            .parse()
-            .map_err(|_| ActionError::permanent("the contact's email address is invalid"))?;
-        let email = lettre::Message::builder()
-            .from(from)
-            .to(to)
-            .subject(&msg.subject)
-            .header(IdempotencyKey(idempotency_key.to_owned()))
-            .body(msg.body.clone())
-            .map_err(|e| ActionError::permanent(format!("building the message: {e}")))?;
-        match self.transport.send(email).await {
-            Ok(resp) => Ok(json!({
-                "provider": "smtp",
-                "to": mask(&msg.to),
-                "code": resp.code().to_string(),
-            })),
-            Err(e) if e.is_permanent() => Err(ActionError::permanent(format!("smtp: {e}"))),
-            Err(e) => Err(ActionError::transient(format!("smtp: {e}"))),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl EmailProvider for Smtp {
-    async fn send(&self, msg: &Message, delivery: &Delivery) -> Result<Json, ActionError> {
-        Smtp::send(self, msg, &delivery.idempotency_key).await
-    }
-}
-
-/// `Idempotency-Key` header on outgoing mail.
-#[derive(Clone)]
-struct IdempotencyKey(String);
-
-impl lettre::message::header::Header for IdempotencyKey {
-    fn name() -> lettre::message::header::HeaderName {
-        lettre::message::header::HeaderName::new_from_ascii_str("Idempotency-Key")
-    }
-    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(IdempotencyKey(s.to_owned()))
-    }
-    fn display(&self) -> lettre::message::header::HeaderValue {
-        lettre::message::header::HeaderValue::new(Self::name(), self.0.clone())
     }
 }

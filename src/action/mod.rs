@@ -336,7 +336,7 @@ pub enum Outcome {
         /// Where to go.
         next: Next,
         /// Contact change to commit with the checkpoint.
-        change: Option<contact::Change>,
+        change: Option<crate::domain::Change>,
     },
     /// Park until `until`, keeping `state` for the resumed run.
     Park {

@@ -11,7 +11,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, Auth, Id};
 use super::view::{self, Contact, ContactPage};
-use crate::store::{self, contact};
+use crate::store::contact;
 
 /// Contact fields; on update, absent fields stay as they are.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -49,65 +49,6 @@ pub struct ContactFields {
     pub opted_out: Option<bool>,
 }
 
-impl ContactFields {
-    fn validate(&self) -> Result<(), ApiError> {
-        let bad =
-            |field: &str, message: String| Err(ApiError::invalid(field, message).unprocessable());
-        for (field, value, max) in [
-            ("external_id", &self.external_id, contact::MAX_EXTERNAL_ID),
-            ("email", &self.email, contact::MAX_EMAIL),
-            ("phone", &self.phone, contact::MAX_PHONE),
-        ] {
-            if let Some(v) = value
-                && v.chars().count() > max
-            {
-                return bad(field, format!("must be at most {max} characters"));
-            }
-        }
-        if let Some(tz) = &self.timezone
-            && tz.parse::<chrono_tz::Tz>().is_err()
-        {
-            return bad("timezone", format!("`{tz}` is not an IANA timezone"));
-        }
-        if let Some(e) = &self.email
-            && !e.contains('@')
-        {
-            return bad("email", "not an email address".into());
-        }
-        if let Some(tags) = &self.tags {
-            if tags.len() > contact::MAX_TAGS {
-                return bad("tags", format!("at most {} tags", contact::MAX_TAGS));
-            }
-            if let Some(i) = tags
-                .iter()
-                .position(|t| t.trim().is_empty() || t.chars().count() > contact::MAX_TAG)
-            {
-                return bad(
-                    &format!("tags[{i}]"),
-                    format!(
-                        "must be 1 to {} characters, not only spaces",
-                        contact::MAX_TAG
-                    ),
-                );
-            }
-        }
-        if let Some(a) = &self.attributes {
-            // A map of JSON values always serializes.
-            let size = serde_json::to_string(a).unwrap_or_default().len();
-            if size > contact::MAX_ATTRIBUTES_BYTES {
-                return bad(
-                    "attributes",
-                    format!(
-                        "is {size} bytes as JSON; at most {} allowed",
-                        contact::MAX_ATTRIBUTES_BYTES
-                    ),
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Contact filters and paging.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -124,15 +65,6 @@ pub struct ContactQuery {
     pub limit: Option<i64>,
 }
 
-fn duplicate(e: store::Error) -> ApiError {
-    if let store::Error::Database(sqlx::Error::Database(db)) = &e
-        && db.is_unique_violation()
-    {
-        return ApiError::conflict("a contact with this external_id exists").field("external_id");
-    }
-    e.into()
-}
-
 /// Create a contact.
 #[utoipa::path(operation_id = "create_contact", post, path = "/api/v1/contacts", tag = "contacts", request_body = ContactFields,
     responses((status = 201, body = Contact), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -143,22 +75,21 @@ pub async fn create(
     auth: Auth,
     ApiJson(req): ApiJson<ContactFields>,
 ) -> Result<(StatusCode, Json<Contact>), ApiError> {
-    req.validate()?;
-    let c = store::contact::insert(
-        state.engine.pool(),
-        auth.account_id,
-        &store::contact::NewContact {
-            external_id: req.external_id,
-            email: req.email,
-            phone: req.phone,
-            timezone: req.timezone,
-            attributes: req.attributes.unwrap_or_default(),
-            tags: req.tags.unwrap_or_default(),
-            opted_out: req.opted_out.unwrap_or(false),
-        },
-    )
-    .await
-    .map_err(duplicate)?;
+    let c = state
+        .engine
+        .create_contact(
+            auth.account_id,
+            &contact::NewContact {
+                external_id: req.external_id,
+                email: req.email,
+                phone: req.phone,
+                timezone: req.timezone,
+                attributes: req.attributes.unwrap_or_default(),
+                tags: req.tags.unwrap_or_default(),
+                opted_out: req.opted_out.unwrap_or(false),
+            },
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(c.into())))
 }
 
@@ -174,24 +105,22 @@ pub async fn update(
     Id(id): Id,
     ApiJson(req): ApiJson<ContactFields>,
 ) -> Result<Json<Contact>, ApiError> {
-    req.validate()?;
-    let c = store::contact::update(
-        state.engine.pool(),
-        auth.account_id,
-        id,
-        &store::contact::Patch {
-            external_id: req.external_id,
-            email: req.email,
-            phone: req.phone,
-            timezone: req.timezone,
-            attributes: req.attributes,
-            tags: req.tags,
-            opted_out: req.opted_out,
-        },
-    )
-    .await
-    .map_err(duplicate)?
-    .ok_or_else(|| ApiError::not_found("contact"))?;
+    let c = state
+        .engine
+        .update_contact(
+            auth.account_id,
+            id,
+            &contact::Patch {
+                external_id: req.external_id,
+                email: req.email,
+                phone: req.phone,
+                timezone: req.timezone,
+                attributes: req.attributes,
+                tags: req.tags,
+                opted_out: req.opted_out,
+            },
+        )
+        .await?;
     Ok(Json(c.into()))
 }
 
@@ -204,7 +133,9 @@ pub async fn get(
     auth: Auth,
     Id(id): Id,
 ) -> Result<Json<Contact>, ApiError> {
-    let c = store::contact::get(state.engine.pool(), auth.account_id, id)
+    let c = state
+        .reader
+        .contact(auth.account_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("contact"))?;
     Ok(Json(c.into()))
@@ -220,13 +151,15 @@ pub async fn list(
 ) -> Result<Json<ContactPage>, ApiError> {
     let limit = view::limit(q.limit)?;
     let after = view::decode_after(q.cursor.as_deref())?;
-    let filter = store::contact::Filter {
+    let filter = contact::Filter {
         email: q.email,
         external_id: q.external_id,
         tag: q.tag,
     };
-    let rows =
-        store::contact::list(state.engine.pool(), auth.account_id, &filter, after, limit).await?;
+    let rows = state
+        .reader
+        .contacts(auth.account_id, &filter, after, limit)
+        .await?;
     let next_cursor = view::next_cursor(&rows, limit, |c| view::encode_after(c.created_at, c.id));
     Ok(Json(ContactPage {
         items: rows.into_iter().map(Contact::from).collect(),

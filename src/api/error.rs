@@ -170,33 +170,40 @@ impl IntoResponse for ApiError {
 
 impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> Self {
-        match &e {
-            store::Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
-                ApiError::unavailable(&e)
-            }
-            _ => ApiError::internal(&e),
+        if e.is_unavailable() {
+            ApiError::unavailable(&e)
+        } else {
+            ApiError::internal(&e)
         }
     }
 }
 
+/// The one place engine errors become HTTP: what is not there is a 404,
+/// bad input a 422, a state that forbids the request (or a row too busy to
+/// change) a 409, the database away a 503.
 impl From<engine::Error> for ApiError {
     fn from(e: engine::Error) -> Self {
-        match e {
-            engine::Error::NotFound { what, field } => ApiError::not_found(what).field(field),
-            engine::Error::Invalid { field, message } => {
+        use engine::Error as E;
+        let field = e.field().map(str::to_owned);
+        let err = match e {
+            E::WorkflowNotFound => ApiError::not_found("workflow"),
+            E::VersionNotFound => ApiError::not_found("workflow version"),
+            E::ContactNotFound => ApiError::not_found("contact"),
+            E::ExecutionNotFound => ApiError::not_found("execution"),
+            E::Invalid { message, .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
-                    .field(field)
             }
-            engine::Error::Conflict { field, message } => {
-                let err = ApiError::conflict(message);
-                match field {
-                    Some(f) => err.field(f),
-                    None => err,
-                }
-            }
-            engine::Error::Busy => ApiError::conflict(e.to_string()),
-            engine::Error::Store(s) => s.into(),
-            engine::Error::Queue(q) => ApiError::unavailable(&q),
+            E::WorkflowInactive
+            | E::ContactOptedOut
+            | E::ContactExists
+            | E::Illegal(_)
+            | E::Contended => ApiError::conflict(e.to_string()),
+            E::Store(s) => return s.into(),
+            E::Queue(q) => return ApiError::unavailable(&q),
+        };
+        match field {
+            Some(f) => err.field(f),
+            None => err,
         }
     }
 }

@@ -11,7 +11,8 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, Auth, Id};
 use super::view::{self, Execution, ExecutionPage, Log, LogPage};
-use crate::engine::{self, plan::Status};
+use crate::domain::{LogStatus, Status};
+use crate::engine;
 use crate::store;
 use tracing::warn;
 
@@ -57,7 +58,7 @@ pub struct LogQuery {
     pub limit: Option<i64>,
 }
 
-const LOG_STATUSES: [&str; 3] = ["SUCCEEDED", "FAILED", "RETRYING"];
+const LOG_STATUSES: [LogStatus; 3] = [LogStatus::Succeeded, LogStatus::Failed, LogStatus::Retrying];
 
 /// The view of `e` with its current step's type from the pinned version.
 /// A version this engine cannot read is reported in the view (and logged),
@@ -72,7 +73,7 @@ pub(super) async fn view_of(
         .await
     {
         Ok(def) => Ok(Execution::new(e, Some(&def))),
-        Err(err @ (engine::Error::Invalid { .. } | engine::Error::NotFound { .. })) => {
+        Err(err @ (engine::Error::Invalid { .. } | engine::Error::VersionNotFound)) => {
             warn!(execution_id = %e.id, workflow_id = %e.workflow_id, version = e.workflow_version,
                   error = %err, "pinned workflow version cannot be read");
             let mut view = Execution::new(e, None);
@@ -88,7 +89,9 @@ async fn find(
     auth: Auth,
     id: Uuid,
 ) -> Result<store::execution::Execution, ApiError> {
-    store::execution::get_in(state.engine.pool(), auth.account_id, id)
+    state
+        .reader
+        .execution(auth.account_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("execution"))
 }
@@ -133,9 +136,10 @@ pub async fn list(
         created_after: q.created_after,
         created_before: q.created_before,
     };
-    let pool = state.engine.pool();
-    let rows = store::execution::list(pool, auth.account_id, &filter, after, limit).await?;
-    let count = store::execution::count(pool, auth.account_id, &filter).await?;
+    let (rows, count) = state
+        .reader
+        .executions(auth.account_id, &filter, after, limit)
+        .await?;
     let next_cursor = view::next_cursor(&rows, limit, |e| view::encode_after(e.created_at, e.id));
     let mut items = Vec::with_capacity(rows.len());
     for e in rows {
@@ -166,11 +170,12 @@ pub async fn logs(
     view::time_filter("since", q.since)?;
     view::time_filter("until", q.until)?;
     if let Some(s) = &q.status
-        && !LOG_STATUSES.contains(&s.as_str())
+        && !LOG_STATUSES.iter().any(|l| l.as_str() == s)
     {
+        let all: Vec<&str> = LOG_STATUSES.iter().map(|l| l.as_str()).collect();
         return Err(ApiError::invalid(
             "status",
-            format!("must be one of {}", LOG_STATUSES.join(", ")),
+            format!("must be one of {}", all.join(", ")),
         ));
     }
     if let Some(a) = &q.action_type
@@ -195,15 +200,10 @@ pub async fn logs(
         since: q.since,
         until: q.until,
     };
-    let rows = store::execution::logs(
-        state.engine.pool(),
-        auth.account_id,
-        id,
-        &filter,
-        after,
-        limit,
-    )
-    .await?;
+    let rows = state
+        .reader
+        .logs(auth.account_id, id, &filter, after, limit)
+        .await?;
     let next_cursor = view::next_cursor(&rows, limit, |l| view::encode_log_cursor(l.id));
     Ok(Json(LogPage {
         items: rows.into_iter().map(Log::from).collect(),

@@ -6,11 +6,11 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::auth::hash_key;
 use crate::store;
 
 /// Largest request body accepted.
@@ -110,11 +110,6 @@ pub struct Auth {
     pub admin: bool,
 }
 
-/// SHA-256 of a key, as stored.
-pub fn hash_key(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
@@ -130,7 +125,9 @@ impl FromRequestParts<AppState> for Auth {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <api key>`"))?;
-        let grant = store::api_key::find(state.engine.pool(), &hash_key(key))
+        let grant = state
+            .reader
+            .api_key(&hash_key(key))
             .await?
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
         let mut auth = Auth {
@@ -149,7 +146,7 @@ impl FromRequestParts<AppState> for Auth {
                 .ok()
                 .and_then(|s| Uuid::parse_str(s.trim()).ok())
                 .ok_or_else(|| ApiError::invalid(ACCOUNT_HEADER, "must be an account UUID"))?;
-            if !store::api_key::account_exists(state.engine.pool(), id).await? {
+            if !state.reader.account_exists(id).await? {
                 return Err(ApiError::not_found("account").field(ACCOUNT_HEADER));
             }
             auth.account_id = id;

@@ -67,10 +67,7 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(operation_id = "readyz", get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let db = sqlx::query("SELECT 1")
-        .execute(state.engine.pool())
-        .await
-        .is_ok();
+    let db = state.reader.ping().await.is_ok();
     let redis = state.queue.ping().await.is_ok();
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let status = if db && redis {

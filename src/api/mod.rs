@@ -7,8 +7,10 @@
 //! - [`view`]: response bodies and cursors;
 //! - one file per resource: [`workflow`], [`contact`], [`execution`], [`health`].
 //!
-//! Driven by `flowpilot api` and `flowpilot dev`; everything it does goes
-//! through the engine and the store, scoped to the caller's account.
+//! Driven by `flowpilot api` and `flowpilot dev`. One door per room: every
+//! write goes through the engine, which checks it; every read through the
+//! store's read handle ([`AppState::reader`]); both scoped to the caller's
+//! account.
 
 pub mod contact;
 pub mod error;
@@ -22,7 +24,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -43,8 +44,10 @@ use error::ApiError;
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// The engine (and through it the database).
+    /// The engine: every write.
     pub engine: Arc<Engine>,
+    /// Every read.
+    pub reader: crate::store::Reader,
     /// Redis, for readiness.
     pub queue: queue::Client,
     /// Request metrics.
@@ -223,10 +226,13 @@ pub fn admin_router(state: AppState) -> Router {
 ///
 /// # Errors
 /// When the address cannot be bound, naming `what` and the address.
-pub async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the {what} listener on {addr}"))
+pub async fn bind(what: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("binding the {what} listener on {addr}: {e}"),
+        )
+    })
 }
 
 /// Serves `router` on `listener` until `shutdown`.
@@ -237,7 +243,7 @@ pub async fn serve_router(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     info!(addr = %listener.local_addr()?, "listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -272,7 +278,7 @@ pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     info!(addr = %listener.local_addr()?, "api listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

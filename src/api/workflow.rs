@@ -12,7 +12,8 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, Auth, Id};
 use super::view::{self, Execution, Workflow, WorkflowPage, WorkflowSummary};
-use crate::engine::{Priority, StartRequest};
+use crate::domain::Priority;
+use crate::engine::StartRequest;
 use crate::store;
 
 /// A new workflow.
@@ -102,7 +103,9 @@ async fn with_definition(
     w: store::workflow::Workflow,
     version: i32,
 ) -> Result<Workflow, ApiError> {
-    let doc = store::workflow::definition(state.engine.pool(), w.id, version)
+    let doc = state
+        .reader
+        .definition(w.id, version)
         .await?
         .ok_or_else(|| ApiError::not_found("workflow version").field("version"))?;
     Ok(Workflow::new(w, version, doc))
@@ -144,7 +147,10 @@ pub async fn list(
 ) -> Result<Json<WorkflowPage>, ApiError> {
     let limit = view::limit(q.limit)?;
     let after = view::decode_after(q.cursor.as_deref())?;
-    let rows = store::workflow::list(state.engine.pool(), auth.account_id, after, limit).await?;
+    let rows = state
+        .reader
+        .workflows(auth.account_id, after, limit)
+        .await?;
     let next_cursor = view::next_cursor(&rows, limit, |w| view::encode_after(w.created_at, w.id));
     Ok(Json(WorkflowPage {
         items: rows.into_iter().map(WorkflowSummary::from).collect(),
@@ -162,7 +168,9 @@ pub async fn get(
     Id(id): Id,
     ApiQuery(q): ApiQuery<VersionQuery>,
 ) -> Result<Json<Workflow>, ApiError> {
-    let w = store::workflow::get(state.engine.pool(), auth.account_id, id)
+    let w = state
+        .reader
+        .workflow(auth.account_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("workflow"))?;
     let version = q.version.unwrap_or(w.latest_version);
@@ -198,9 +206,7 @@ async fn set_active(
     id: Uuid,
     active: bool,
 ) -> Result<Json<Workflow>, ApiError> {
-    let w = store::workflow::set_active(state.engine.pool(), auth.account_id, id, active)
-        .await?
-        .ok_or_else(|| ApiError::not_found("workflow"))?;
+    let w = state.engine.set_active(auth.account_id, id, active).await?;
     let version = w.latest_version;
     Ok(Json(with_definition(state, w, version).await?))
 }

@@ -2,7 +2,10 @@
 //! replica acts at a time. The decision is pure ([`decide`]); [`Elector`]
 //! reads and writes the Lease with optimistic concurrency (the
 //! `resourceVersion` of what it read), so two candidates cannot both win.
+//! [`Elector::lead`] owns leadership end to end: wait for the Lease, run
+//! the work while renewing it, stop the work when the Lease is lost.
 
+use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +13,20 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::PostParams;
 use kube::{Api, Client};
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Why leading ended other than by the work finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another replica holds the Lease now.
+    #[error("lost the leader Lease")]
+    Lost,
+    /// The Lease went unrenewed for a whole lease duration: another
+    /// replica may lead, so this one steps down.
+    #[error("could not renew the leader Lease: {0}")]
+    Unrenewed(#[source] kube::Error),
+}
 
 /// What a candidate should do with the Lease it read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +114,51 @@ impl Elector {
                 transitions
             }),
             ..LeaseSpec::default()
+        }
+    }
+
+    /// Waits for the Lease, then runs `work` while holding it, renewing it
+    /// every third of its duration. `work` must stop when `shutdown` is
+    /// cancelled: losing the Lease cancels `shutdown` and waits for it.
+    /// `None` when `shutdown` came before the Lease did.
+    ///
+    /// # Errors
+    /// [`Error::Lost`] and [`Error::Unrenewed`], after `work` stopped.
+    pub async fn lead<F: Future>(
+        &self,
+        shutdown: &CancellationToken,
+        work: F,
+    ) -> Result<Option<F::Output>, Error> {
+        let renew = self.duration / 3;
+        while !self.try_lead().await.unwrap_or(false) {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                () = tokio::time::sleep(renew) => {}
+            }
+        }
+        tokio::pin!(work);
+        let mut renewed = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(Some(out)),
+                () = tokio::time::sleep(renew) => {}
+            }
+            let lost = match self.try_lead().await {
+                Ok(true) => {
+                    renewed = tokio::time::Instant::now();
+                    continue;
+                }
+                Ok(false) => Error::Lost,
+                // Unrenewed for a whole lease, another replica may lead.
+                Err(e) if renewed.elapsed() >= self.duration => Error::Unrenewed(e),
+                Err(e) => {
+                    warn!(error = %e, "lease renewal failed");
+                    continue;
+                }
+            };
+            shutdown.cancel();
+            work.await;
+            return Err(lost);
         }
     }
 

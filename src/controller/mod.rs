@@ -33,9 +33,10 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::config::ControllerConfig;
 use crate::crd::{WorkerPool, WorkflowExecution};
 use crate::engine::Engine;
-use crate::queue;
+use crate::{queue, store};
 
 /// Field manager of every server-side apply (DESIGN.md).
 pub const FIELD_MANAGER: &str = "flowpilot-controller";
@@ -144,12 +145,15 @@ impl Metrics {
     }
 }
 
-/// What reconcilers share.
+/// What reconcilers share: one value, built once, as controller-rs's
+/// `Context`.
 pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
-    /// The engine (executions in PostgreSQL).
+    /// The engine: executions start and cancel through it.
     pub engine: Arc<Engine>,
+    /// Reads of executions.
+    pub reader: store::Reader,
     /// Redis (queue depth).
     pub queue: queue::Client,
     /// Who publishes events.
@@ -158,6 +162,42 @@ pub struct Context {
     pub settings: Settings,
     /// Metrics.
     pub metrics: Metrics,
+}
+
+impl Context {
+    /// The context of a controller over `runtime`'s engine and Redis,
+    /// publishing events as `identity`.
+    pub fn new(
+        client: Client,
+        runtime: &crate::runtime::Runtime,
+        settings: Settings,
+        identity: &str,
+        metrics: Metrics,
+    ) -> Context {
+        Context {
+            client,
+            engine: Arc::clone(&runtime.engine),
+            reader: runtime.reader(),
+            queue: runtime.queue.clone(),
+            reporter: Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(identity.to_owned()),
+            },
+            settings,
+            metrics,
+        }
+    }
+}
+
+impl Settings {
+    /// The settings `config` names.
+    pub fn from_config(config: &ControllerConfig) -> Settings {
+        Settings {
+            worker_image: config.worker_image.clone(),
+            status_interval: config.status_interval,
+            scale_interval: config.scale_interval,
+        }
+    }
 }
 
 fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
@@ -176,7 +216,7 @@ pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let (wfx, wp, deployments): (Api<WorkflowExecution>, Api<WorkerPool>, Api<Deployment>) =
         match &namespace {
             Some(ns) => (

@@ -22,9 +22,10 @@ use super::status::{self, condition, kind};
 use super::{Context, Error, Result};
 use crate::crd::workflow_execution::Priority as CrdPriority;
 use crate::crd::{WorkflowExecution, WorkflowExecutionSpec, WorkflowExecutionStatus};
-use crate::engine::plan::Status;
-use crate::engine::{self, Priority, StartRequest};
-use crate::store::{self, execution::Execution};
+use crate::domain::Priority;
+use crate::domain::Status;
+use crate::engine::{self, StartRequest};
+use crate::store::execution::Execution;
 
 /// Finalizer that cancels a running execution before its resource goes.
 pub const FINALIZER: &str = "flowpilot.io/cancel-execution";
@@ -181,8 +182,9 @@ async fn observe(obj: &WorkflowExecution, ctx: &Context) -> Result<Observed> {
             });
         }
     };
-    let pool = ctx.engine.pool();
-    if let Some(e) = store::execution::get_by_key(pool, account, &key(&uid))
+    if let Some(e) = ctx
+        .reader
+        .execution_by_key(account, &key(&uid))
         .await
         .map_err(engine::Error::from)?
     {
@@ -206,32 +208,37 @@ async fn observe(obj: &WorkflowExecution, ctx: &Context) -> Result<Observed> {
         .await;
     Ok(match started {
         Ok((e, _)) => Observed::Execution(Box::new(e)),
-        Err(engine::Error::NotFound {
-            what: "contact", ..
-        }) => Observed::Rejected {
-            reason: "ContactNotFound",
-            message: format!("contact {contact} not found in account {account}"),
+        Err(err) => match rejection(&err) {
+            Some(reason) => Observed::Rejected {
+                reason,
+                message: match err {
+                    engine::Error::ContactNotFound => {
+                        format!("contact {contact} not found in account {account}")
+                    }
+                    engine::Error::WorkflowNotFound | engine::Error::VersionNotFound => {
+                        format!("workflow {workflow} not found in account {account}")
+                    }
+                    other => other.to_string(),
+                },
+            },
+            None => return Err(err.into()),
         },
-        Err(engine::Error::NotFound { .. }) => Observed::Rejected {
-            reason: "WorkflowNotFound",
-            message: format!("workflow {workflow} not found in account {account}"),
-        },
-        Err(engine::Error::Conflict {
-            field: Some("contact_id"),
-            message,
-        }) => Observed::Rejected {
-            reason: "ContactOptedOut",
-            message,
-        },
-        Err(engine::Error::Conflict { message, .. }) => Observed::Rejected {
-            reason: "WorkflowInactive",
-            message,
-        },
-        Err(engine::Error::Invalid { field, message }) => Observed::Rejected {
-            reason: "InvalidSpec",
-            message: format!("{field}: {message}"),
-        },
-        Err(e) => return Err(e.into()),
+    })
+}
+
+/// The Kubernetes reason of an engine refusal (the one place engine errors
+/// meet Kubernetes); `None` for an error a retry may cure.
+pub fn rejection(e: &engine::Error) -> Option<&'static str> {
+    use engine::Error as E;
+    Some(match e {
+        E::ContactNotFound => "ContactNotFound",
+        E::WorkflowNotFound | E::VersionNotFound => "WorkflowNotFound",
+        E::ContactOptedOut => "ContactOptedOut",
+        E::WorkflowInactive => "WorkflowInactive",
+        E::Invalid { .. } => "InvalidSpec",
+        E::Illegal(_) => "IllegalTransition",
+        E::ExecutionNotFound | E::ContactExists => "Rejected",
+        E::Contended | E::Store(_) | E::Queue(_) => return None,
     })
 }
 
@@ -294,8 +301,9 @@ async fn cleanup(obj: &WorkflowExecution, ctx: &Context) -> Result<Action> {
     let (Ok((account, _, _)), Some(uid)) = (ids(&obj.spec), obj.uid()) else {
         return Ok(Action::await_change());
     };
-    let pool = ctx.engine.pool();
-    let Some(e) = store::execution::get_by_key(pool, account, &key(&uid))
+    let Some(e) = ctx
+        .reader
+        .execution_by_key(account, &key(&uid))
         .await
         .map_err(engine::Error::from)?
     else {
@@ -309,7 +317,7 @@ async fn cleanup(obj: &WorkflowExecution, ctx: &Context) -> Result<Action> {
         // The engine refuses a cancel as a conflict only when the
         // execution is final (it finished meanwhile); a row it could not
         // cancel otherwise is `Busy`, an error, and the reconcile retries.
-        Err(engine::Error::Conflict { .. }) => {}
+        Err(engine::Error::Illegal(_)) => {}
         Err(err) => return Err(err.into()),
     }
     Ok(Action::await_change())

@@ -1,15 +1,16 @@
-//! `run_execution`: the effectful half of the engine.
+//! `run_execution`: the effectful half of the engine, in three parts.
 //!
-//! One run claims the execution row (optimistically, by revision), then
-//! runs consecutive steps. After each action it commits a checkpoint in one
-//! transaction: the log row, the contact change if any, and the execution
-//! row moved to the next step. A crash anywhere loses at most the action in
-//! flight, which the next run repeats with the same idempotency key.
+//! - **claim**: read the row, plan a `Claim`, write it (optimistically, by
+//!   revision): this worker holds the lease;
+//! - **step**: run the current step's action against the contact, and
+//!   decide what its outcome means (advance, park, back off, fail);
+//! - **settle**: plan that command and commit it in one transaction with
+//!   what goes with it (the log row, the contact change, a dead letter),
+//!   then enqueue the job the transition asks for.
 //!
-//! A run ends when the execution completes or fails, parks (a wait, an
-//! external job, a retry backoff: WAITING / RETRYING with a deferred job),
-//! or spends its time budget (QUEUED with a fresh job). Every row that is
-//! not moving says why (`waiting_reason`) and until when.
+//! A crash anywhere loses at most the action in flight, which the next run
+//! repeats with the same idempotency key. A run ends when the execution
+//! completes or fails, parks, or spends its time budget.
 //!
 //! A run that hits a database or Redis error after its claim gives the
 //! claim back (QUEUED under a fresh job) as soon as the database answers
@@ -21,26 +22,27 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
-use super::{Engine, Enqueued, Error, Result, job_id, lock, plan};
-use crate::action::contact::Change;
+use super::definition::{Definition, Step};
+use super::plan::{self, Command, Job, Machine, Transition};
+use super::{Engine, Enqueued, Error, Result, lock};
 use crate::action::{self, ActionError, Input, Outcome};
-use crate::engine::definition::Step;
-use crate::engine::plan::{Event, Status};
-use crate::queue::{Presence, keys, now_ms};
+use crate::domain::{Change, LogStatus, Status, contact as rules};
+use crate::queue::{keys, now_ms};
 use crate::store::execution::NewLog;
 use crate::store::{self, contact::Contact, execution::Execution, text};
 
 /// Why an execution whose contact was deleted mid-way fails.
 const CONTACT_GONE: &str = "the contact no longer exists";
-
 /// Keys of `step_state`: when the parked step first started, and the
 /// action's own state.
 const STARTED_AT: &str = "started_at";
 const STATE: &str = "state";
+/// Metric outcome of a step that parked.
+const PARKED: &str = "WAITING";
 /// First pause between attempts to give a claim back after an error.
 const RELEASE_FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// Longest pause between those attempts.
@@ -85,43 +87,17 @@ impl Run {
             Run::Released => "released",
         }
     }
-}
 
-/// The events that take `e` to RUNNING now, if it may be claimed by
-/// `owner`, which holds no run of it: a lease of `owner`'s own is as good
-/// as lapsed (the run that took it ended without giving it back).
-pub fn claim_path(e: &Execution, now: DateTime<Utc>, owner: &str) -> Option<Vec<Event>> {
-    let due = |t: Option<DateTime<Utc>>| t.is_some_and(|t| t <= now);
-    let lapsed = e.lease_expires_at.is_none_or(|t| t < now);
-    match e.status {
-        Status::Queued => Some(vec![Event::Claim]),
-        Status::Waiting if due(e.resume_at) => Some(vec![Event::Due, Event::Claim]),
-        Status::Retrying if due(e.next_attempt_at) => Some(vec![Event::Due, Event::Claim]),
-        Status::Running if lapsed || e.lease_owner.as_deref() == Some(owner) => {
-            Some(vec![Event::LeaseExpired, Event::Claim])
-        }
-        _ => None,
-    }
-}
-
-/// What the maintenance loop did with one execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Recovery {
-    /// Due, lapsed or lost: moved to QUEUED under a fresh job.
-    Requeued,
-    /// Its job will still run (queued, deferred or held): left alone.
-    JobPresent,
-    /// Someone else moved the row meanwhile.
-    Changed,
-}
-
-impl Recovery {
-    /// Lower-case name, for logs and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Recovery::Requeued => "requeued",
-            Recovery::JobPresent => "job_present",
-            Recovery::Changed => "changed",
+    /// How a run that settled in `status` ended; `None` while it runs on.
+    fn settled_in(status: Status) -> Option<Run> {
+        match status {
+            Status::Running => None,
+            Status::Completed => Some(Run::Completed),
+            Status::Waiting => Some(Run::Waiting),
+            Status::Retrying => Some(Run::Retrying),
+            Status::Failed => Some(Run::Failed),
+            Status::Queued => Some(Run::Yielded),
+            Status::Cancelled => Some(Run::Interrupted),
         }
     }
 }
@@ -145,108 +121,53 @@ impl Drop for Held<'_> {
     }
 }
 
-/// What the engine lets through of a step's outcome. Third parties' data
-/// (a webhook's answer, an arq result, a provider's error text) is kept
-/// with any NUL replaced, which PostgreSQL would refuse at every retry of
-/// the checkpoint; a contact change that would pass the contact's limits
-/// fails the step for good, with a message saying which.
-fn admit(
-    outcome: std::result::Result<Outcome, ActionError>,
-    contact: &Contact,
-) -> std::result::Result<Outcome, ActionError> {
-    match outcome {
-        Ok(Outcome::Done {
-            response,
-            next,
-            change,
-        }) => {
-            if let Some(Err(msg)) = change.as_ref().map(|c| fits(c, contact)) {
-                return Err(ActionError::permanent(msg));
-            }
-            Ok(Outcome::Done {
-                response: text::scrub(response),
-                next,
-                change,
-            })
+/// A command to settle, with what goes with it into the same transaction.
+struct Settle<'a> {
+    cmd: Command,
+    writes: Writes<'a>,
+}
+
+/// What a checkpoint writes besides the execution row.
+#[derive(Default)]
+struct Writes<'a> {
+    /// The step that ran, if one did.
+    ran: Option<Ran<'a>>,
+    /// The contact change a step made.
+    change: Option<Change>,
+    /// The action kind a failure is filed under as a dead letter.
+    dead: Option<&'a str>,
+}
+
+impl Settle<'_> {
+    fn bare(cmd: Command) -> Self {
+        Settle {
+            cmd,
+            writes: Writes::default(),
         }
-        Err(mut err) => {
-            err.message = text::scrub_str(err.message);
-            err.response = err.response.map(text::scrub);
-            Err(err)
+    }
+
+    /// A failure that no step's log row records (the definition no longer
+    /// validates, the contact is gone).
+    fn fail(kind: &'static str, error: String) -> Self {
+        Settle {
+            cmd: Command::Fail { error },
+            writes: Writes {
+                dead: Some(kind),
+                ..Writes::default()
+            },
         }
-        park => park,
     }
 }
 
-/// Whether `change` leaves `contact` within the store's limits.
-fn fits(change: &Change, contact: &Contact) -> std::result::Result<(), String> {
-    use store::contact::{MAX_ATTRIBUTES_BYTES, MAX_EMAIL, MAX_PHONE, MAX_TAGS};
-    match change {
-        Change::Update {
-            email,
-            phone,
-            attributes,
-            unset,
-            ..
-        } => {
-            for (field, value, max) in [("email", email, MAX_EMAIL), ("phone", phone, MAX_PHONE)] {
-                let n = value.as_ref().map_or(0, |v| v.chars().count());
-                if n > max {
-                    return Err(format!(
-                        "the contact's {field} would be {n} characters; at most {max} allowed"
-                    ));
-                }
-            }
-            let mut merged = contact
-                .attributes
-                .0
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
-            merged.extend(attributes.clone());
-            for key in unset {
-                merged.remove(key);
-            }
-            let size = Json::Object(merged).to_string().len();
-            if size > MAX_ATTRIBUTES_BYTES {
-                return Err(format!(
-                    "the contact's attributes would be {size} bytes as JSON; at most {MAX_ATTRIBUTES_BYTES} allowed"
-                ));
-            }
-            Ok(())
-        }
-        Change::AddTag(tag) if !contact.tags.contains(tag) && contact.tags.len() >= MAX_TAGS => {
-            Err(format!(
-                "the contact has {MAX_TAGS} tags already; no more can be added"
-            ))
-        }
-        Change::AddTag(_) | Change::RemoveTag(_) => Ok(()),
-    }
-}
-
-/// Applies `events` to `e.status` through the state machine.
-fn apply(e: &mut Execution, events: &[Event]) -> Result<()> {
-    for ev in events {
-        e.status = plan::transition(e.status, *ev)?;
-    }
-    Ok(())
-}
-
-/// The template scope of a step.
-fn scope(e: &Execution, c: &Contact) -> Json {
-    json!({
-        "contact": {
-            "id": c.id, "external_id": c.external_id, "email": c.email, "phone": c.phone,
-            "timezone": c.timezone, "attributes": c.attributes.0, "tags": c.tags,
-        },
-        "execution": {"id": e.id, "workflow_id": e.workflow_id, "metadata": e.metadata.0, "attempt": e.attempt},
-        "steps": e.context.0,
-    })
-}
-
-fn release(e: &mut Execution) {
-    e.lease_owner = None;
-    e.lease_expires_at = None;
+/// One attempt of one step: its log row and its metric.
+struct Ran<'a> {
+    step: &'a Step,
+    started_at: DateTime<Utc>,
+    /// The log row's status; `None` for a step that parked (its row is
+    /// written when it ends, spanning the wait).
+    log: Option<LogStatus>,
+    response: Option<Json>,
+    error: Option<String>,
 }
 
 impl Engine {
@@ -263,17 +184,324 @@ impl Engine {
             debug!("a run of this process holds it");
             return Ok(Run::Skipped);
         };
-        match self.run_held(id).await {
+        let run = match self.run_held(id).await {
             Err(err @ (Error::Store(_) | Error::Queue(_))) => {
                 warn!(error = %err, "run cut short; giving the claim back");
-                if self.release(id).await {
-                    return Ok(Run::Released);
+                if !self.release(id).await {
+                    return Err(err);
                 }
-                Err(err)
+                Run::Released
             }
-            other => other,
+            other => other?,
+        };
+        // Nobody listening is fine: the signal is for those who wait.
+        let _ = self.runs.send((id, run));
+        Ok(run)
+    }
+
+    /// The body of [`Engine::run_execution`], while this process holds `id`.
+    async fn run_held(&self, id: Uuid) -> Result<Run> {
+        let mut e = match self.claim(id).await? {
+            Ok(e) => e,
+            Err(run) => return Ok(run),
+        };
+        let def = match self.definition(e.workflow_id, e.workflow_version).await {
+            Ok(d) => d,
+            // A stored definition that no longer validates cannot run.
+            Err(err @ Error::Invalid { .. }) => {
+                return self
+                    .settle_end(&mut e, Settle::fail("definition", err.to_string()))
+                    .await;
+            }
+            Err(err) => return Err(err),
+        };
+        let Some(mut contact) = store::contact::get(&self.pool, e.account_id, e.contact_id).await?
+        else {
+            // Deleted from the CRM mirror mid-execution: nothing can run.
+            return self
+                .settle_end(&mut e, Settle::fail("contact", CONTACT_GONE.into()))
+                .await;
+        };
+        let began = tokio::time::Instant::now();
+        loop {
+            let index = e.current_step_index as usize;
+            let Some(step) = def.steps.get(index) else {
+                return self
+                    .settle_end(&mut e, Settle::bare(Command::Complete))
+                    .await;
+            };
+            let (outcome, started_at) = self.step(&e, step, &contact).await;
+            let settle = self.decide(&e, &def, step, outcome, started_at);
+            let changed = settle.writes.change.is_some();
+            if let Some(run) = self.settle(&mut e, settle).await? {
+                return Ok(run);
+            }
+            if changed {
+                let Some(c) = store::contact::get(&self.pool, e.account_id, e.contact_id).await?
+                else {
+                    return self
+                        .settle_end(&mut e, Settle::fail("contact", CONTACT_GONE.into()))
+                        .await;
+                };
+                contact = c;
+            }
+            if began.elapsed() >= self.settings.run_budget {
+                return self.settle_end(&mut e, Settle::bare(Command::Yield)).await;
+            }
         }
     }
+
+    // === claim ===
+
+    /// Takes the lease on `id`; `Err` with how the run ends when there is
+    /// nothing to run (missing, final, not due, leased by a live worker,
+    /// or claimed by another worker between read and write).
+    async fn claim(&self, id: Uuid) -> Result<std::result::Result<Execution, Run>> {
+        let Some(mut e) = store::execution::get(&self.pool, id).await? else {
+            warn!("execution not found");
+            return Ok(Err(Run::Missing));
+        };
+        let now = Utc::now();
+        let claim = Command::Claim {
+            owner: self.settings.owner.clone(),
+            lease_until: now + self.settings.lease,
+        };
+        let Ok(t) = plan::plan(&Machine::of(&e), claim, now) else {
+            debug!(status = %e.status, "nothing to run");
+            return Ok(Err(Run::Skipped));
+        };
+        if !self.commit_bare(&mut e, &t).await? {
+            debug!("claimed by another worker");
+            return Ok(Err(Run::Skipped));
+        }
+        Ok(Ok(e))
+    }
+
+    // === step ===
+
+    /// Runs `step`'s action for `e`; returns what it came to, with the time
+    /// the step first started (a parked step keeps it, so its log row
+    /// spans the whole wait).
+    async fn step(
+        &self,
+        e: &Execution,
+        step: &Step,
+        contact: &Contact,
+    ) -> (std::result::Result<Outcome, ActionError>, DateTime<Utc>) {
+        let stored = e.step_state.as_ref().map(|s| s.0.clone());
+        let started_at = stored
+            .as_ref()
+            .and_then(|s| s.get(STARTED_AT)?.as_str()?.parse::<DateTime<Utc>>().ok())
+            .unwrap_or_else(Utc::now);
+        let state = stored.and_then(|mut s| s.as_object_mut()?.remove(STATE));
+        let scope = scope(e, contact);
+        let input = Input {
+            account_id: e.account_id,
+            execution_id: e.id,
+            step_id: &step.id,
+            step_index: e.current_step_index as usize,
+            attempt: e.attempt,
+            state: state.as_ref(),
+            scope: &scope,
+            timezone: &contact.timezone,
+            tags: &contact.tags,
+            opted_out: contact.opted_out,
+            now: Utc::now(),
+        };
+        let outcome = action::run(&step.action, &input, &self.providers).await;
+        (admit(outcome, contact), started_at)
+    }
+
+    /// What a step's outcome means for the execution.
+    fn decide<'a>(
+        &self,
+        e: &Execution,
+        def: &Definition,
+        step: &'a Step,
+        outcome: std::result::Result<Outcome, ActionError>,
+        started_at: DateTime<Utc>,
+    ) -> Settle<'a> {
+        let ran = |log, response, error| Ran {
+            step,
+            started_at,
+            log: Some(log),
+            response,
+            error,
+        };
+        let kind = step.action.kind();
+        let fail = |error: String, response| Settle {
+            cmd: Command::Fail {
+                error: error.clone(),
+            },
+            writes: Writes {
+                ran: Some(ran(LogStatus::Failed, response, Some(error))),
+                change: None,
+                dead: Some(kind),
+            },
+        };
+        match outcome {
+            Ok(Outcome::Done {
+                response,
+                next,
+                change,
+            }) => {
+                let index = e.current_step_index as usize;
+                let next = def
+                    .next_index(index, &next)
+                    .map(|n| (n as i32, def.steps[n].id.clone()));
+                Settle {
+                    cmd: Command::Advance {
+                        output: (step.id.clone(), response.clone()),
+                        next,
+                    },
+                    writes: Writes {
+                        ran: Some(ran(LogStatus::Succeeded, Some(response), None)),
+                        change,
+                        dead: None,
+                    },
+                }
+            }
+            Ok(Outcome::Park {
+                until,
+                reason,
+                state,
+            }) => Settle {
+                cmd: Command::Park {
+                    until,
+                    reason: reason.to_owned(),
+                    step_state: json!({STARTED_AT: started_at, STATE: state}),
+                },
+                writes: Writes {
+                    ran: Some(Ran {
+                        log: None,
+                        ..ran(LogStatus::Succeeded, None, None)
+                    }),
+                    ..Writes::default()
+                },
+            },
+            Err(ActionError {
+                retryable: true,
+                message,
+                response,
+            }) => {
+                let policy = step.retry.unwrap_or(self.settings.retry);
+                // Attempts since the step (re)started: a manual retry gives
+                // a step its whole policy again.
+                let tries = e.attempt - e.first_attempt + 1;
+                if tries >= policy.max_attempts {
+                    return fail(format!("{message} (after {tries} attempts)"), response);
+                }
+                let at = Utc::now() + policy.backoff(tries, fastrand::f64());
+                Settle {
+                    cmd: Command::Backoff {
+                        at,
+                        error: message.clone(),
+                    },
+                    writes: Writes {
+                        ran: Some(ran(LogStatus::Retrying, response, Some(message))),
+                        ..Writes::default()
+                    },
+                }
+            }
+            Err(ActionError {
+                retryable: false,
+                message,
+                response,
+            }) => fail(message, response),
+        }
+    }
+
+    // === settle ===
+
+    /// [`Engine::settle`] for a command that ends the run.
+    async fn settle_end(&self, e: &mut Execution, s: Settle<'_>) -> Result<Run> {
+        Ok(self.settle(e, s).await?.unwrap_or(Run::Interrupted))
+    }
+
+    /// Plans `s`'s command, commits it with what goes with it, then does
+    /// what the committed transition asks: enqueue its job, announce a
+    /// failure. `None` while the run goes on.
+    async fn settle(&self, e: &mut Execution, s: Settle<'_>) -> Result<Option<Run>> {
+        let Settle { cmd, writes } = s;
+        let t = plan::plan(&Machine::of(e), cmd, Utc::now())?;
+        if !self.commit(e, &t, &writes).await? {
+            return Ok(Some(Run::Interrupted));
+        }
+        if let Some(ran) = &writes.ran {
+            let outcome = ran.log.map_or(PARKED, LogStatus::as_str);
+            self.observe_step(ran.step.action.kind(), outcome, ran.started_at);
+            debug!(step = %ran.step.id, action = ran.step.action.kind(), outcome, "step settled");
+        }
+        self.enqueue_job(e, t.job).await?;
+        match e.status {
+            Status::Completed => info!("execution completed"),
+            Status::Retrying => {
+                info!(
+                    attempt = e.attempt,
+                    error = e.error.as_deref(),
+                    "step will be retried"
+                )
+            }
+            Status::Failed => self.announce_failure(e, writes.dead.unwrap_or("")).await,
+            _ => {}
+        }
+        Ok(Run::settled_in(e.status))
+    }
+
+    /// Commits `t` into `e` with the log row, contact change and dead
+    /// letter of `s`: one transaction when there is more than the row to
+    /// write. `false` (nothing written) when the row changed underneath.
+    async fn commit(&self, e: &mut Execution, t: &Transition, s: &Writes<'_>) -> Result<bool> {
+        let log = s.ran.as_ref().and_then(|r| Some(log_row(e, r, r.log?)));
+        if log.is_none() && s.change.is_none() && s.dead.is_none() {
+            t.apply_to(e);
+            let mut conn = self.pool.acquire().await.map_err(store::Error::from)?;
+            return Ok(store::execution::save(&mut conn, e).await?);
+        }
+        let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
+        if let Some(change) = &s.change {
+            store::contact::apply(&mut tx, e.account_id, e.contact_id, change).await?;
+        }
+        if let Some(log) = &log {
+            store::execution::insert_log(&mut tx, log).await?;
+        }
+        t.apply_to(e);
+        if let Some(kind) = s.dead {
+            let error = e.error.as_deref().unwrap_or("");
+            store::execution::insert_dead_letter(&mut tx, e, kind, error).await?;
+        }
+        if !store::execution::save(&mut tx, e).await? {
+            return Ok(false);
+        }
+        tx.commit().await.map_err(store::Error::from)?;
+        Ok(true)
+    }
+
+    /// Commits `t` into `e`, with nothing else to write. `false` when the
+    /// row changed underneath.
+    pub(super) async fn commit_bare(&self, e: &mut Execution, t: &Transition) -> Result<bool> {
+        self.commit(e, t, &Writes::default()).await
+    }
+
+    /// Logs a failure and announces it in `<prefix>:dead`: the dead letter
+    /// row is the record; the sorted set only announces it.
+    async fn announce_failure(&self, e: &Execution, kind: &str) {
+        warn!(
+            error = e.error.as_deref(),
+            action = kind,
+            "execution failed"
+        );
+        let dead = keys::dead_queue(&self.settings.queue_prefix);
+        if let Err(err) = self
+            .queue
+            .mark_dead(&dead, &e.id.to_string(), now_ms())
+            .await
+        {
+            warn!(error = %err, "could not announce the failure in the dead set");
+        }
+    }
+
+    // === giving a claim back ===
 
     /// Gives back this process's claim on `id` after an error: QUEUED under
     /// a fresh job, retried while the database comes back, for at most half
@@ -308,390 +536,89 @@ impl Engine {
             // Parked, finished or cancelled before the error: nothing held.
             return Ok(true);
         }
-        if self.yield_run(&mut e).await? == Run::Interrupted {
+        if self.settle(&mut e, Settle::bare(Command::Yield)).await? == Some(Run::Interrupted) {
             return Ok(false);
         }
         info!("claim given back after an error");
         Ok(true)
     }
 
-    /// The body of [`Engine::run_execution`], while this process holds `id`.
-    async fn run_held(&self, id: Uuid) -> Result<Run> {
-        let Some(mut e) = store::execution::get(&self.pool, id).await? else {
-            warn!("execution not found");
-            return Ok(Run::Missing);
+    /// Enqueues the job a committed transition asks for; a refusal (arq's
+    /// dedupe) is logged: the maintenance loop moves the row on.
+    pub(crate) async fn enqueue_job(&self, e: &Execution, job: Job) -> Result<()> {
+        let at = match job {
+            Job::None => return Ok(()),
+            Job::Now => None,
+            Job::At(t) => Some(t),
         };
-        let now = Utc::now();
-        let Some(path) = claim_path(&e, now, &self.settings.owner) else {
-            debug!(status = %e.status, "nothing to run");
-            return Ok(Run::Skipped);
-        };
-        apply(&mut e, &path)?;
-        e.lease_owner = Some(self.settings.owner.clone());
-        e.lease_expires_at = Some(now + self.settings.lease);
-        e.started_at.get_or_insert(now);
-        e.waiting_reason = None;
-        e.resume_at = None;
-        e.next_attempt_at = None;
-        if !self.save(&mut e).await? {
-            debug!("claimed by another worker");
-            return Ok(Run::Skipped);
+        if self.enqueue_run(e, at).await? == Enqueued::Refused {
+            warn!(execution_id = %e.id, job_id = %super::job_id(e), "job id taken; maintenance will enqueue a fresh one");
         }
-        let def = match self.definition(e.workflow_id, e.workflow_version).await {
-            Ok(d) => d,
-            Err(err @ Error::Invalid { .. }) => {
-                // A stored definition that no longer validates cannot run.
-                return self
-                    .fail(&mut e, "definition", &err.to_string(), None)
-                    .await;
-            }
-            Err(err) => return Err(err),
-        };
-        let Some(mut contact) = store::contact::get(&self.pool, e.account_id, e.contact_id).await?
-        else {
-            // Deleted from the CRM mirror mid-execution: nothing can run.
-            return self.fail(&mut e, "contact", CONTACT_GONE, None).await;
-        };
-        let began = tokio::time::Instant::now();
-        loop {
-            let index = e.current_step_index as usize;
-            let Some(step) = def.steps.get(index) else {
-                return self.complete(&mut e).await;
-            };
-            e.current_step_id = Some(step.id.clone());
-            // A parked step keeps the time it first started, so its log row
-            // spans the whole wait.
-            let stored = e.step_state.as_ref().map(|s| s.0.clone());
-            let started_at = stored
-                .as_ref()
-                .and_then(|s| s.get(STARTED_AT)?.as_str()?.parse::<DateTime<Utc>>().ok())
-                .unwrap_or_else(Utc::now);
-            let state = stored.and_then(|mut s| s.as_object_mut()?.remove(STATE));
-            let scope = scope(&e, &contact);
-            let input = Input {
-                account_id: e.account_id,
-                execution_id: e.id,
-                step_id: &step.id,
-                step_index: index,
-                attempt: e.attempt,
-                state: state.as_ref(),
-                scope: &scope,
-                timezone: &contact.timezone,
-                tags: &contact.tags,
-                opted_out: contact.opted_out,
-                now: Utc::now(),
-            };
-            let outcome = admit(
-                action::run(&step.action, &input, &self.providers).await,
-                &contact,
-            );
-            let kind = step.action.kind();
-            match outcome {
-                Ok(Outcome::Done {
-                    response,
-                    next,
-                    change,
-                }) => {
-                    let log =
-                        Self::log_row(&e, step, "SUCCEEDED", Some(&response), None, started_at);
-                    let mut finished = false;
-                    let advance = |e: &mut Execution| {
-                        if let Json::Object(ctx) = &mut e.context.0 {
-                            ctx.insert(step.id.clone(), response.clone());
-                        } else {
-                            e.context.0 =
-                                Json::Object(Map::from_iter([(step.id.clone(), response.clone())]));
-                        }
-                        e.attempt = 1;
-                        e.first_attempt = 1;
-                        e.step_state = None;
-                        e.error = None;
-                        match def.next_index(index, &next) {
-                            Some(n) => {
-                                apply(e, &[Event::Step])?;
-                                e.current_step_index = n as i32;
-                                e.current_step_id = Some(def.steps[n].id.clone());
-                            }
-                            None => {
-                                apply(e, &[Event::Finish])?;
-                                e.completed_at = Some(Utc::now());
-                                e.waiting_reason = None;
-                                release(e);
-                                finished = true;
-                            }
-                        }
-                        Ok(())
-                    };
-                    if !self
-                        .checkpoint(&mut e, Some(log), change.as_ref(), None, advance)
-                        .await?
-                    {
-                        return Ok(Run::Interrupted);
-                    }
-                    self.observe_step(kind, "SUCCEEDED", started_at);
-                    debug!(step = %step.id, action = kind, "step done");
-                    if finished {
-                        info!("execution completed");
-                        return Ok(Run::Completed);
-                    }
-                    if change.is_some() {
-                        let Some(c) =
-                            store::contact::get(&self.pool, e.account_id, e.contact_id).await?
-                        else {
-                            return self.fail(&mut e, "contact", CONTACT_GONE, None).await;
-                        };
-                        contact = c;
-                    }
-                    if began.elapsed() >= self.settings.run_budget {
-                        return self.yield_run(&mut e).await;
-                    }
-                }
-                Ok(Outcome::Park {
-                    until,
-                    reason,
-                    state,
-                }) => {
-                    apply(&mut e, &[Event::Park])?;
-                    e.resume_at = Some(until);
-                    e.waiting_reason = Some(reason.to_owned());
-                    e.step_state = Some(sqlx::types::Json(
-                        json!({STARTED_AT: started_at, STATE: state}),
-                    ));
-                    e.wake_seq += 1;
-                    release(&mut e);
-                    if !self.save(&mut e).await? {
-                        return Ok(Run::Interrupted);
-                    }
-                    self.observe_step(kind, "WAITING", started_at);
-                    debug!(step = %step.id, %until, reason, "parked");
-                    self.enqueue_run(&e, Some(until)).await?;
-                    return Ok(Run::Waiting);
-                }
-                Err(ActionError {
-                    retryable: true,
-                    message: msg,
-                    response,
-                }) => {
-                    let policy = step.retry.unwrap_or(self.settings.retry);
-                    // Attempts since the step (re)started: a manual retry
-                    // gives a step its whole policy again.
-                    let tries = e.attempt - e.first_attempt + 1;
-                    if tries >= policy.max_attempts {
-                        let msg = format!("{msg} (after {tries} attempts)");
-                        let failed = (step, started_at, response.as_ref());
-                        return self.fail(&mut e, kind, &msg, Some(failed)).await;
-                    }
-                    let delay = policy.backoff(tries, fastrand::f64());
-                    let at = Utc::now() + delay;
-                    let log = Self::log_row(
-                        &e,
-                        step,
-                        "RETRYING",
-                        response.as_ref(),
-                        Some(&msg),
-                        started_at,
-                    );
-                    let backoff = |e: &mut Execution| {
-                        apply(e, &[Event::Backoff])?;
-                        e.next_attempt_at = Some(at);
-                        e.waiting_reason = Some("retry_backoff".into());
-                        e.error = Some(msg.clone());
-                        e.attempt += 1;
-                        e.wake_seq += 1;
-                        release(e);
-                        Ok(())
-                    };
-                    if !self
-                        .checkpoint(&mut e, Some(log), None, None, backoff)
-                        .await?
-                    {
-                        return Ok(Run::Interrupted);
-                    }
-                    self.observe_step(kind, "RETRYING", started_at);
-                    info!(step = %step.id, attempt = e.attempt, error = %msg, "step will be retried");
-                    self.enqueue_run(&e, Some(at)).await?;
-                    return Ok(Run::Retrying);
-                }
-                Err(ActionError {
-                    retryable: false,
-                    message: msg,
-                    response,
-                }) => {
-                    let failed = (step, started_at, response.as_ref());
-                    return self.fail(&mut e, kind, &msg, Some(failed)).await;
-                }
-            }
-        }
+        Ok(())
     }
+}
 
-    async fn save(&self, e: &mut Execution) -> Result<bool> {
-        let mut conn = self.pool.acquire().await.map_err(store::Error::from)?;
-        Ok(store::execution::save(&mut conn, e).await?)
+/// The log row of the step `r` as `e` stands before the transition moves it.
+fn log_row<'a>(e: &Execution, r: &'a Ran<'_>, status: LogStatus) -> NewLog<'a> {
+    NewLog {
+        execution_id: e.id,
+        account_id: e.account_id,
+        step_index: e.current_step_index,
+        step_id: &r.step.id,
+        action_type: r.step.action.kind(),
+        attempt: e.attempt,
+        status: status.as_str(),
+        config: &r.step.raw,
+        response: r.response.as_ref(),
+        error: r.error.as_deref(),
+        started_at: r.started_at,
+        completed_at: Utc::now(),
     }
+}
 
-    /// The log row of `step` as `e` stands before the checkpoint moves it.
-    fn log_row<'a>(
-        e: &Execution,
-        step: &'a Step,
-        status: &'a str,
-        response: Option<&'a Json>,
-        error: Option<&'a str>,
-        started_at: DateTime<Utc>,
-    ) -> NewLog<'a> {
-        NewLog {
-            execution_id: e.id,
-            account_id: e.account_id,
-            step_index: e.current_step_index,
-            step_id: &step.id,
-            action_type: step.action.kind(),
-            attempt: e.attempt,
-            status,
-            config: &step.raw,
+/// What the engine lets through of a step's outcome. Third parties' data
+/// (a webhook's answer, an arq result, a provider's error text) is kept
+/// with any NUL replaced, which PostgreSQL would refuse at every retry of
+/// the checkpoint; a contact change that would pass the contact's limits
+/// fails the step for good, with a message saying which.
+fn admit(
+    outcome: std::result::Result<Outcome, ActionError>,
+    contact: &Contact,
+) -> std::result::Result<Outcome, ActionError> {
+    match outcome {
+        Ok(Outcome::Done {
             response,
-            error,
-            started_at,
-            completed_at: Utc::now(),
-        }
-    }
-
-    /// One checkpoint, in one transaction: the log row, the contact change,
-    /// `e` as `apply` moves it, and a dead letter for the action `dead` when
-    /// it fails for good. `false` (nothing written) when the row changed
-    /// underneath (a cancel).
-    async fn checkpoint(
-        &self,
-        e: &mut Execution,
-        log: Option<NewLog<'_>>,
-        change: Option<&Change>,
-        dead: Option<&str>,
-        apply: impl FnOnce(&mut Execution) -> Result<()>,
-    ) -> Result<bool> {
-        let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
-        if let Some(change) = change {
-            store::contact::apply(&mut tx, e.account_id, e.contact_id, change).await?;
-        }
-        if let Some(log) = &log {
-            store::execution::insert_log(&mut tx, log).await?;
-        }
-        apply(e)?;
-        if let Some(kind) = dead {
-            store::execution::insert_dead_letter(
-                &mut tx,
-                e,
-                kind,
-                e.error.as_deref().unwrap_or(""),
-            )
-            .await?;
-        }
-        if !store::execution::save(&mut tx, e).await? {
-            return Ok(false);
-        }
-        tx.commit().await.map_err(store::Error::from)?;
-        Ok(true)
-    }
-
-    async fn complete(&self, e: &mut Execution) -> Result<Run> {
-        apply(e, &[Event::Finish])?;
-        e.completed_at = Some(Utc::now());
-        release(e);
-        if !self.save(e).await? {
-            return Ok(Run::Interrupted);
-        }
-        Ok(Run::Completed)
-    }
-
-    /// FAILED, with a log row for the failed step (with the answer that
-    /// failed it, if any), a dead letter, and an entry in `<prefix>:dead`.
-    async fn fail(
-        &self,
-        e: &mut Execution,
-        kind: &str,
-        msg: &str,
-        step: Option<(&Step, DateTime<Utc>, Option<&Json>)>,
-    ) -> Result<Run> {
-        let log = step.map(|(s, started_at, response)| {
-            Self::log_row(e, s, "FAILED", response, Some(msg), started_at)
-        });
-        let failed = |e: &mut Execution| {
-            apply(e, &[Event::Fail])?;
-            e.error = Some(msg.to_owned());
-            e.completed_at = Some(Utc::now());
-            e.waiting_reason = None;
-            release(e);
-            Ok(())
-        };
-        if !self.checkpoint(e, log, None, Some(kind), failed).await? {
-            return Ok(Run::Interrupted);
-        }
-        if let Some((_, started_at, _)) = step {
-            self.observe_step(kind, "FAILED", started_at);
-        }
-        warn!(error = %msg, action = kind, "execution failed");
-        // The dead letter row is the record; the sorted set only announces it.
-        if let Err(err) = self
-            .queue
-            .mark_dead(
-                &keys::dead_queue(&self.settings.queue_prefix),
-                &e.id.to_string(),
-                now_ms(),
-            )
-            .await
-        {
-            warn!(error = %err, "could not announce the failure in the dead set");
-        }
-        Ok(Run::Failed)
-    }
-
-    /// Hands the rest of the steps to a fresh job.
-    async fn yield_run(&self, e: &mut Execution) -> Result<Run> {
-        apply(e, &[Event::Yield])?;
-        e.wake_seq += 1;
-        release(e);
-        if !self.save(e).await? {
-            return Ok(Run::Interrupted);
-        }
-        self.enqueue_run(e, None).await?;
-        Ok(Run::Yielded)
-    }
-
-    /// Moves a due, lapsed or possibly lost execution back to the queue,
-    /// unless `job` (where its current job stands) says that job will still
-    /// run: then a second job would only add load to a queue that is behind.
-    pub(crate) async fn recover(
-        &self,
-        mut e: Execution,
-        job: Presence,
-        now: DateTime<Utc>,
-    ) -> Result<Recovery> {
-        if job != Presence::Gone {
-            return Ok(Recovery::JobPresent);
-        }
-        match e.status {
-            // Its job finished without running it, expired or was lost with
-            // Redis: its id may be taken by a result, so take the next one.
-            Status::Queued => {}
-            Status::Waiting | Status::Retrying => apply(&mut e, &[Event::Due])?,
-            Status::Running if e.lease_expires_at.is_none_or(|t| t < now) => {
-                apply(&mut e, &[Event::LeaseExpired])?
+            next,
+            change,
+        }) => {
+            if let Some(change) = &change
+                && let Err(msg) = rules::check_change(change, &contact.attributes.0, &contact.tags)
+            {
+                return Err(ActionError::permanent(msg));
             }
-            _ => return Ok(Recovery::Changed),
+            Ok(Outcome::Done {
+                response: text::scrub(response),
+                next,
+                change,
+            })
         }
-        e.wake_seq += 1;
-        e.waiting_reason = None;
-        release(&mut e);
-        if !self.save(&mut e).await? {
-            return Ok(Recovery::Changed);
+        Err(mut err) => {
+            err.message = text::scrub_str(err.message);
+            err.response = err.response.map(text::scrub);
+            Err(err)
         }
-        if self.enqueue_run(&e, None).await? == Enqueued::Refused {
-            // A fresh id cannot be taken unless someone wrote our key space;
-            // the row is QUEUED, so the next pass moves on to the next id.
-            warn!(execution_id = %e.id, job_id = %job_id(&e), "fresh job id refused");
-        }
-        Ok(Recovery::Requeued)
+        park => park,
     }
+}
 
-    /// The queue and job id of `e`'s current job, for [`Engine::recover`].
-    pub(crate) fn job_of(&self, e: &Execution) -> (String, String) {
-        (self.queue_of(e), job_id(e))
-    }
+/// The template scope of a step.
+fn scope(e: &Execution, c: &Contact) -> Json {
+    json!({
+        "contact": {
+            "id": c.id, "external_id": c.external_id, "email": c.email, "phone": c.phone,
+            "timezone": c.timezone, "attributes": c.attributes.0, "tags": c.tags,
+        },
+        "execution": {"id": e.id, "workflow_id": e.workflow_id, "metadata": e.metadata.0, "attempt": e.attempt},
+        "steps": e.context.0,
+    })
 }

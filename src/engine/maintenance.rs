@@ -17,14 +17,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use sqlx::PgConnection;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::executor::Recovery;
-use super::{Engine, Result};
-use crate::store;
+use super::plan::{self, Command, Machine};
+use super::{Engine, Result, job_id};
+use crate::queue::Presence;
+use crate::store::{self, execution::Execution, lock::MaintenanceLock};
 
 /// Rows handled per pass and category.
 const BATCH: i64 = 500;
@@ -34,8 +34,8 @@ const PARTITION_EVERY: Duration = Duration::from_secs(3600);
 /// The loop's state.
 pub struct Maintenance {
     engine: Arc<Engine>,
-    /// The connection holding the advisory lock while leading.
-    leader: Option<PgConnection>,
+    /// The lock, while leading.
+    leader: Option<MaintenanceLock>,
     last_partitions: Option<tokio::time::Instant>,
 }
 
@@ -53,7 +53,7 @@ impl Maintenance {
     ///
     /// # Errors
     /// None: database errors are logged and the next pass tries again.
-    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         let interval = self.engine.settings.maintenance_interval;
         loop {
             if let Err(e) = self.pass().await {
@@ -92,7 +92,7 @@ impl Maintenance {
         let mut by_queue: HashMap<String, Vec<(String, store::execution::Execution)>> =
             HashMap::new();
         for e in due {
-            let (queue, job) = engine.job_of(&e);
+            let (queue, job) = (engine.queue_of(&e), job_id(&e));
             by_queue.entry(queue).or_default().push((job, e));
         }
         let mut outcomes: BTreeMap<(&'static str, &'static str), usize> = BTreeMap::new();
@@ -143,27 +143,65 @@ impl Maintenance {
 
     /// Whether this process leads, taking the lock if it is free.
     async fn lead(&mut self) -> Result<bool> {
-        if let Some(conn) = &mut self.leader {
-            if store::execution::still_leading(conn).await.is_ok() {
+        if let Some(lock) = &mut self.leader {
+            if lock.check().await.is_ok() {
                 return Ok(true);
             }
             warn!("lost the maintenance lock's connection");
             self.leader = None;
         }
-        // Detached from the pool: the session lock must die with this
-        // connection, never travel back into the pool with it.
-        let mut conn = self
-            .engine
-            .pool
-            .acquire()
-            .await
-            .map_err(store::Error::from)?
-            .detach();
-        if store::execution::try_lead(&mut conn).await? {
+        self.leader = MaintenanceLock::try_take(&self.engine.pool).await?;
+        if self.leader.is_some() {
             info!("leading maintenance");
-            self.leader = Some(conn);
-            return Ok(true);
         }
-        Ok(false)
+        Ok(self.leader.is_some())
+    }
+}
+
+/// What the maintenance loop did with one execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Recovery {
+    /// Due, lapsed or lost: moved to QUEUED under a fresh job.
+    Requeued,
+    /// Its job will still run (queued, deferred or held): left alone.
+    JobPresent,
+    /// Someone else moved the row meanwhile.
+    Changed,
+}
+
+impl Recovery {
+    /// Lower-case name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recovery::Requeued => "requeued",
+            Recovery::JobPresent => "job_present",
+            Recovery::Changed => "changed",
+        }
+    }
+}
+
+impl Engine {
+    /// Moves a due, lapsed or possibly lost execution back to the queue,
+    /// unless `job` (where its current job stands) says that job will still
+    /// run: then a second job would only add load to a queue that is behind.
+    async fn recover(
+        &self,
+        mut e: Execution,
+        job: Presence,
+        now: DateTime<Utc>,
+    ) -> Result<Recovery> {
+        if job != Presence::Gone {
+            return Ok(Recovery::JobPresent);
+        }
+        let Ok(t) = plan::plan(&Machine::of(&e), Command::Requeue, now) else {
+            return Ok(Recovery::Changed);
+        };
+        if !self.commit_bare(&mut e, &t).await? {
+            return Ok(Recovery::Changed);
+        }
+        // A refused fresh id means someone wrote our key space; the row is
+        // QUEUED, so the next pass moves on to the next id.
+        self.enqueue_job(&e, t.job).await?;
+        Ok(Recovery::Requeued)
     }
 }

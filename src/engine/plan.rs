@@ -1,5 +1,8 @@
-//! The execution state machine: one pure function decides every transition
-//! (DESIGN.md "Execution state machine"); an illegal one is an error.
+//! The execution state machine, pure: what a command does to an execution
+//! is one [`Transition`] value (the events taken, every column the state
+//! machine owns as it will be, the step output to record, the job to
+//! enqueue), computed here and applied by the executor in one place
+//! (DESIGN.md "Execution state machine"). An illegal command is an error.
 //!
 //! ```text
 //!              Claim              Finish
@@ -21,130 +24,22 @@
 //! budget is spent) and `LeaseExpired` (recovery of a row whose worker died)
 //! both return RUNNING to QUEUED; `Step` (a checkpoint between two actions)
 //! keeps RUNNING.
+//!
+//! Two rules hold for every transition, and the tests check them for each:
+//! a transition that needs a job (a park, a backoff, a hand-over, a
+//! recovery, a retry) takes the next job id (`wake_seq + 1`) and no other
+//! does; a transition that leaves RUNNING gives the lease back.
 
-use std::fmt;
-use std::str::FromStr;
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
 
-/// Where an execution is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// Waiting for a worker.
-    Queued,
-    /// A worker holds the lease and runs steps.
-    Running,
-    /// Parked on a wait or an external job until `resume_at`.
-    Waiting,
-    /// Parked after a transient error until `next_attempt_at`.
-    Retrying,
-    /// Every step done (or a goal / end reached).
-    Completed,
-    /// A permanent error, or retries exhausted.
-    Failed,
-    /// Cancelled by a user.
-    Cancelled,
-}
+pub use crate::domain::{ALL_EVENTS, ALL_STATUSES, Event, Status};
+use crate::store::execution::Execution;
 
-/// All statuses, for exhaustive tests and API validation.
-pub const ALL_STATUSES: [Status; 7] = [
-    Status::Queued,
-    Status::Running,
-    Status::Waiting,
-    Status::Retrying,
-    Status::Completed,
-    Status::Failed,
-    Status::Cancelled,
-];
-
-impl Status {
-    /// The spelling stored in PostgreSQL and shown by the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Queued => "QUEUED",
-            Status::Running => "RUNNING",
-            Status::Waiting => "WAITING",
-            Status::Retrying => "RETRYING",
-            Status::Completed => "COMPLETED",
-            Status::Failed => "FAILED",
-            Status::Cancelled => "CANCELLED",
-        }
-    }
-
-    /// Whether nothing more will happen without a manual retry.
-    pub fn is_final(self) -> bool {
-        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Status {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        ALL_STATUSES
-            .into_iter()
-            .find(|st| st.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown status `{s}`"))
-    }
-}
-
-/// A stored status this engine cannot read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown status `{0}`")]
-pub struct UnknownStatus(pub String);
-
-/// How the store reads the column: a value it cannot read is an error.
-impl TryFrom<String> for Status {
-    type Error = UnknownStatus;
-    fn try_from(s: String) -> Result<Self, UnknownStatus> {
-        s.parse().map_err(|_| UnknownStatus(s))
-    }
-}
-
-/// What happens to an execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Event {
-    /// A worker takes it.
-    Claim,
-    /// One action finished; the next one follows in the same run.
-    Step,
-    /// The last action finished, or a goal / end step was reached.
-    Finish,
-    /// A wait or an external job: park until a time.
-    Park,
-    /// A transient error with attempts left: retry after a backoff.
-    Backoff,
-    /// A permanent error, or a transient one with no attempts left.
-    Fail,
-    /// Its resume / retry time came.
-    Due,
-    /// Its run spent its time budget and hands over to a fresh job.
-    Yield,
-    /// Its worker's lease ran out (the worker died).
-    LeaseExpired,
-    /// A user cancelled it.
-    Cancel,
-    /// A user (or bulk retry) restarts a failed execution.
-    Retry,
-}
-
-/// All events, for exhaustive tests.
-pub const ALL_EVENTS: [Event; 11] = [
-    Event::Claim,
-    Event::Step,
-    Event::Finish,
-    Event::Park,
-    Event::Backoff,
-    Event::Fail,
-    Event::Due,
-    Event::Yield,
-    Event::LeaseExpired,
-    Event::Cancel,
-    Event::Retry,
-];
+/// `waiting_reason` of a RETRYING execution.
+pub const RETRY_BACKOFF: &str = "retry_backoff";
+/// `waiting_reason` of a CANCELLED execution.
+pub const CANCELLED: &str = "cancelled";
 
 /// An event that may not happen in a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -187,73 +82,338 @@ pub fn sources(event: Event) -> Vec<Status> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use Event as E;
-    use Status as S;
+/// The columns of an execution the state machine owns. A transition
+/// produces all of them, so no caller writes one by hand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    /// Where it is.
+    pub status: Status,
+    /// The step to run next.
+    pub step_index: i32,
+    /// That step's id.
+    pub step_id: Option<String>,
+    /// Attempt at the current step, from 1.
+    pub attempt: i32,
+    /// The attempt the current round of the step started at.
+    pub first_attempt: i32,
+    /// Why it is not moving.
+    pub waiting_reason: Option<String>,
+    /// When a WAITING execution resumes.
+    pub resume_at: Option<DateTime<Utc>>,
+    /// When a RETRYING execution tries again.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// When that lease lapses.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Last error.
+    pub error: Option<String>,
+    /// First claimed.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Reached a final status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// In-flight state of a parked step.
+    pub step_state: Option<Json>,
+    /// Number of the current job.
+    pub wake_seq: i32,
+}
 
-    /// The legal transitions of DESIGN.md, written out once more by hand.
-    const LEGAL: &[(Status, Event, Status)] = &[
-        (S::Queued, E::Claim, S::Running),
-        (S::Running, E::Step, S::Running),
-        (S::Running, E::Finish, S::Completed),
-        (S::Running, E::Park, S::Waiting),
-        (S::Running, E::Backoff, S::Retrying),
-        (S::Running, E::Fail, S::Failed),
-        (S::Running, E::Yield, S::Queued),
-        (S::Running, E::LeaseExpired, S::Queued),
-        (S::Waiting, E::Due, S::Queued),
-        (S::Retrying, E::Due, S::Queued),
-        (S::Failed, E::Retry, S::Queued),
-        (S::Queued, E::Cancel, S::Cancelled),
-        (S::Running, E::Cancel, S::Cancelled),
-        (S::Waiting, E::Cancel, S::Cancelled),
-        (S::Retrying, E::Cancel, S::Cancelled),
-    ];
-
-    #[test]
-    fn every_legal_transition_lands_where_the_design_says() {
-        for &(from, event, to) in LEGAL {
-            assert_eq!(transition(from, event), Ok(to), "{from} --{event:?}-->");
+impl Machine {
+    /// The state-machine columns of `e`.
+    pub fn of(e: &Execution) -> Machine {
+        Machine {
+            status: e.status,
+            step_index: e.current_step_index,
+            step_id: e.current_step_id.clone(),
+            attempt: e.attempt,
+            first_attempt: e.first_attempt,
+            waiting_reason: e.waiting_reason.clone(),
+            resume_at: e.resume_at,
+            next_attempt_at: e.next_attempt_at,
+            lease_owner: e.lease_owner.clone(),
+            lease_expires_at: e.lease_expires_at,
+            error: e.error.clone(),
+            started_at: e.started_at,
+            completed_at: e.completed_at,
+            step_state: e.step_state.as_ref().map(|s| s.0.clone()),
+            wake_seq: e.wake_seq,
         }
     }
 
-    #[test]
-    fn every_other_pair_is_illegal() {
-        let mut illegal = 0;
-        for from in ALL_STATUSES {
-            for event in ALL_EVENTS {
-                if LEGAL.iter().any(|&(f, e, _)| f == from && e == event) {
-                    continue;
-                }
-                assert_eq!(transition(from, event), Err(Illegal { from, event }));
-                illegal += 1;
-            }
-        }
-        assert_eq!(illegal, ALL_STATUSES.len() * ALL_EVENTS.len() - LEGAL.len());
+    fn release(&mut self) {
+        self.lease_owner = None;
+        self.lease_expires_at = None;
     }
 
-    #[test]
-    fn final_statuses_accept_nothing_but_a_retry_of_a_failure() {
-        for from in [S::Completed, S::Cancelled] {
-            assert!(
-                ALL_EVENTS.iter().all(|e| transition(from, *e).is_err()),
-                "{from}"
-            );
-        }
-        assert_eq!(sources(E::Retry), [S::Failed]);
-        assert_eq!(
-            sources(E::Cancel),
-            [S::Queued, S::Running, S::Waiting, S::Retrying]
-        );
-    }
-
-    #[test]
-    fn statuses_parse_from_their_stored_spelling() {
-        for s in ALL_STATUSES {
-            assert_eq!(s.as_str().parse::<Status>(), Ok(s));
-        }
-        assert!("DONE".parse::<Status>().is_err());
+    /// Moves to the next job id: the old job, if it still runs, finds a
+    /// row that is not its own and leaves it alone.
+    fn next_job(&mut self) {
+        self.wake_seq += 1;
     }
 }
+
+/// What is asked of an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// A worker takes it: `owner` holds the lease until `lease_until`.
+    Claim {
+        /// The worker's name.
+        owner: String,
+        /// When the lease lapses.
+        lease_until: DateTime<Utc>,
+    },
+    /// The current step succeeded with `output`; run `next` (index and id)
+    /// or, with none, finish.
+    Advance {
+        /// The step's id and what it returned, recorded in the context.
+        output: (String, Json),
+        /// The step that follows, if any.
+        next: Option<(i32, String)>,
+    },
+    /// No step is left to run.
+    Complete,
+    /// The step waits until `until`, keeping `step_state`.
+    Park {
+        /// When to resume.
+        until: DateTime<Utc>,
+        /// Why (`wait`, `arq_job`).
+        reason: String,
+        /// The step's state and when it first started.
+        step_state: Json,
+    },
+    /// A transient error: try the step again at `at`.
+    Backoff {
+        /// When.
+        at: DateTime<Utc>,
+        /// The error.
+        error: String,
+    },
+    /// Failed for good.
+    Fail {
+        /// The error.
+        error: String,
+    },
+    /// The run spent its budget: hand the rest to a fresh job.
+    Yield,
+    /// Recovery: a due, lapsed or lost execution goes back to the queue.
+    Requeue,
+    /// A user restarts a failed execution as a new attempt.
+    Retry,
+    /// A user cancels it.
+    Cancel,
+}
+
+/// When the job that moves an execution on must run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// No job: the run goes on, or nothing more happens.
+    None,
+    /// A job now.
+    Now,
+    /// A job deferred until then.
+    At(DateTime<Utc>),
+}
+
+/// One transition: what it did and everything it changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The events taken, in order (claiming a due wait is `Due`, `Claim`).
+    pub events: Vec<Event>,
+    /// The state-machine columns after it.
+    pub to: Machine,
+    /// A finished step's output, recorded in the context under its id.
+    pub output: Option<(String, Json)>,
+    /// The job to enqueue once it is committed.
+    pub job: Job,
+}
+
+impl Transition {
+    /// Writes the transition into `e`: the one place an execution's state
+    /// changes.
+    pub fn apply_to(&self, e: &mut Execution) {
+        let m = self.to.clone();
+        e.status = m.status;
+        e.current_step_index = m.step_index;
+        e.current_step_id = m.step_id;
+        e.attempt = m.attempt;
+        e.first_attempt = m.first_attempt;
+        e.waiting_reason = m.waiting_reason;
+        e.resume_at = m.resume_at;
+        e.next_attempt_at = m.next_attempt_at;
+        e.lease_owner = m.lease_owner;
+        e.lease_expires_at = m.lease_expires_at;
+        e.error = m.error;
+        e.started_at = m.started_at;
+        e.completed_at = m.completed_at;
+        e.step_state = m.step_state.map(sqlx::types::Json);
+        e.wake_seq = m.wake_seq;
+        if let Some((step, output)) = &self.output {
+            match &mut e.context.0 {
+                Json::Object(ctx) => {
+                    ctx.insert(step.clone(), output.clone());
+                }
+                other => {
+                    *other = Json::Object([(step.clone(), output.clone())].into_iter().collect())
+                }
+            }
+        }
+    }
+
+    /// The last event taken.
+    pub fn event(&self) -> Event {
+        // Every transition takes at least one event but a requeue of a
+        // QUEUED row, which is a recovery, not a run's end.
+        self.events.last().copied().unwrap_or(Event::Due)
+    }
+}
+
+/// What `cmd` does to an execution in `from` at `now`.
+///
+/// # Errors
+/// [`Illegal`] when the command may not happen now: a claim of a row that
+/// is final, not due, or leased by another live worker; a requeue of a row
+/// whose lease is live; any event the status table refuses.
+pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transition, Illegal> {
+    let mut to = from.clone();
+    let mut output = None;
+    let mut job = Job::None;
+    let illegal = |event| Illegal {
+        from: from.status,
+        event,
+    };
+    let lapsed = from.lease_expires_at.is_none_or(|t| t < now);
+    let due = |t: Option<DateTime<Utc>>| t.is_some_and(|t| t <= now);
+    let events = match cmd {
+        Command::Claim { owner, lease_until } => {
+            let events = match from.status {
+                Status::Queued => vec![Event::Claim],
+                Status::Waiting if due(from.resume_at) => vec![Event::Due, Event::Claim],
+                Status::Retrying if due(from.next_attempt_at) => vec![Event::Due, Event::Claim],
+                // A lease of the claimer's own belongs to a run that ended
+                // without giving it back: as good as lapsed.
+                Status::Running if lapsed || from.lease_owner.as_deref() == Some(&owner) => {
+                    vec![Event::LeaseExpired, Event::Claim]
+                }
+                _ => return Err(illegal(Event::Claim)),
+            };
+            to.lease_owner = Some(owner);
+            to.lease_expires_at = Some(lease_until);
+            to.started_at = from.started_at.or(Some(now));
+            to.waiting_reason = None;
+            to.resume_at = None;
+            to.next_attempt_at = None;
+            events
+        }
+        Command::Advance { output: out, next } => {
+            output = Some(out);
+            to.attempt = 1;
+            to.first_attempt = 1;
+            to.step_state = None;
+            to.error = None;
+            match next {
+                Some((index, id)) => {
+                    to.step_index = index;
+                    to.step_id = Some(id);
+                    vec![Event::Step]
+                }
+                None => {
+                    finish(&mut to, now);
+                    vec![Event::Finish]
+                }
+            }
+        }
+        Command::Complete => {
+            finish(&mut to, now);
+            vec![Event::Finish]
+        }
+        Command::Park {
+            until,
+            reason,
+            step_state,
+        } => {
+            to.resume_at = Some(until);
+            to.waiting_reason = Some(reason);
+            to.step_state = Some(step_state);
+            to.release();
+            to.next_job();
+            job = Job::At(until);
+            vec![Event::Park]
+        }
+        Command::Backoff { at, error } => {
+            to.next_attempt_at = Some(at);
+            to.waiting_reason = Some(RETRY_BACKOFF.into());
+            to.error = Some(error);
+            to.attempt += 1;
+            to.release();
+            to.next_job();
+            job = Job::At(at);
+            vec![Event::Backoff]
+        }
+        Command::Fail { error } => {
+            to.error = Some(error);
+            to.completed_at = Some(now);
+            to.waiting_reason = None;
+            to.release();
+            vec![Event::Fail]
+        }
+        Command::Yield => {
+            to.release();
+            to.next_job();
+            job = Job::Now;
+            vec![Event::Yield]
+        }
+        Command::Requeue => {
+            let events = match from.status {
+                // Its job finished without running it, expired or was lost
+                // with Redis: its id may be taken by a result.
+                Status::Queued => vec![],
+                Status::Waiting | Status::Retrying => vec![Event::Due],
+                Status::Running if lapsed => vec![Event::LeaseExpired],
+                _ => return Err(illegal(Event::Due)),
+            };
+            to.waiting_reason = None;
+            to.release();
+            to.next_job();
+            job = Job::Now;
+            events
+        }
+        Command::Retry => {
+            to.attempt += 1;
+            to.first_attempt = to.attempt;
+            to.error = None;
+            to.completed_at = None;
+            to.waiting_reason = None;
+            to.step_state = None;
+            to.release();
+            to.next_job();
+            job = Job::Now;
+            vec![Event::Retry]
+        }
+        Command::Cancel => {
+            to.completed_at = Some(now);
+            to.waiting_reason = Some(CANCELLED.into());
+            to.resume_at = None;
+            to.next_attempt_at = None;
+            to.release();
+            vec![Event::Cancel]
+        }
+    };
+    for event in &events {
+        to.status = transition(to.status, *event)?;
+    }
+    Ok(Transition {
+        events,
+        to,
+        output,
+        job,
+    })
+}
+
+fn finish(to: &mut Machine, now: DateTime<Utc>) {
+    to.completed_at = Some(now);
+    to.waiting_reason = None;
+    to.release();
+}
+
+#[cfg(test)]
+mod tests;

@@ -68,6 +68,17 @@ impl std::fmt::Display for Serializer {
     }
 }
 
+impl From<crate::config::SerializerName> for Serializer {
+    fn from(name: crate::config::SerializerName) -> Self {
+        use crate::config::SerializerName as N;
+        match name {
+            N::Pickle => Serializer::Pickle,
+            N::Json => Serializer::Json,
+            N::Msgpack => Serializer::Msgpack,
+        }
+    }
+}
+
 impl FromStr for Serializer {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

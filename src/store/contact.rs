@@ -7,24 +7,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Result;
-use crate::action::contact::Change;
-
-/// Longest `external_id`, in characters: it is indexed (unique per
-/// account), and a btree entry must fit in a third of a page.
-pub const MAX_EXTERNAL_ID: usize = 255;
-/// Longest email address, in characters (64 for the local part, 255 for
-/// the domain, and the `@`); indexed.
-pub const MAX_EMAIL: usize = 320;
-/// Longest phone number, in characters (E.164 needs 16; room for
-/// formatting).
-pub const MAX_PHONE: usize = 64;
-/// Most tags on a contact.
-pub const MAX_TAGS: usize = 100;
-/// Longest tag, in characters.
-pub const MAX_TAG: usize = 100;
-/// Largest attributes object, serialized, in bytes: what every step of
-/// every execution of the contact reads and what `update_contact` grows.
-pub const MAX_ATTRIBUTES_BYTES: usize = 64 * 1024;
+use crate::domain::Change;
 
 /// A contact row.
 #[derive(Debug, Clone, FromRow)]

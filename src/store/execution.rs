@@ -13,8 +13,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Result;
-use crate::engine::Priority;
-use crate::engine::plan::Status;
+use crate::domain::{Priority, Status};
 
 /// An execution row.
 #[derive(Debug, Clone, FromRow)]
@@ -254,8 +253,8 @@ pub async fn save(conn: &mut PgConnection, e: &mut Execution) -> Result<bool> {
     })
 }
 
-/// Moves the execution `id` of `account_id` to `to` (CANCELLED) if its
-/// status is one of `from`, in one statement: it waits for a checkpoint in
+/// Moves the execution `id` of `account_id` to `to` (CANCELLED, waiting
+/// reason `reason`) if its status is one of `from`, in one statement: it waits for a checkpoint in
 /// flight and then judges the row as committed, so a busy execution cannot
 /// outrun it. `None` when no row matched (missing, or not in `from`).
 ///
@@ -267,11 +266,12 @@ pub async fn cancel(
     id: Uuid,
     from: &[Status],
     to: Status,
+    reason: &str,
 ) -> Result<Option<Execution>> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     Ok(sqlx::query_as(
         "UPDATE workflow_executions SET status = $4, completed_at = now(), lease_owner = NULL, \
-           lease_expires_at = NULL, waiting_reason = 'cancelled', resume_at = NULL, next_attempt_at = NULL, \
+           lease_expires_at = NULL, waiting_reason = $5, resume_at = NULL, next_attempt_at = NULL, \
            revision = revision + 1, updated_at = now() \
          WHERE id = $1 AND account_id = $2 AND status = ANY($3) RETURNING *",
     )
@@ -279,6 +279,7 @@ pub async fn cancel(
     .bind(account_id)
     .bind(&from)
     .bind(to.as_str())
+    .bind(reason)
     .fetch_optional(pool)
     .await?)
 }
@@ -396,32 +397,6 @@ pub async fn insert_dead_letter(
     .bind(error)
     .execute(conn)
     .await?;
-    Ok(())
-}
-
-/// Advisory lock key of the maintenance leader (arbitrary, fixed).
-const MAINTENANCE_LOCK: i64 = 0x666c_6f77_0002;
-
-/// Tries to take the maintenance leadership on `conn`: a session lock held
-/// as long as the connection lives.
-///
-/// # Errors
-/// Database errors.
-pub async fn try_lead(conn: &mut PgConnection) -> Result<bool> {
-    let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
-        .bind(MAINTENANCE_LOCK)
-        .fetch_one(conn)
-        .await?;
-    Ok(got)
-}
-
-/// Checks that a leader's connection is alive: a session lock lives as
-/// long as its connection.
-///
-/// # Errors
-/// When the connection is gone.
-pub async fn still_leading(conn: &mut PgConnection) -> Result<()> {
-    sqlx::query("SELECT 1").execute(conn).await?;
     Ok(())
 }
 

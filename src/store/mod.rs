@@ -2,20 +2,26 @@
 //!
 //! - this file: the pool, migrations, and the store's error type;
 //! - one file per aggregate: [`account`], [`contact`], [`workflow`],
-//!   [`execution`] (with its logs, dead letters and the maintenance lock),
-//!   [`outbox`], [`api_key`];
+//!   [`execution`] (with its logs and dead letters), [`outbox`], [`api_key`];
+//! - [`reader`]: the read handle everything outside the engine reads with;
+//! - [`lock`]: the maintenance leader's advisory lock;
 //! - [`page`]: keyset pagination types shared by the list queries;
 //! - [`partition`]: monthly `execution_logs` partitions, created ahead and
 //!   dropped past retention;
 //! - [`text`]: the NUL character, which `text` and `jsonb` refuse.
+//!
+//! The store imports nothing of flowpilot's but the shared vocabulary in
+//! [`crate::domain`]: it knows rows, not what the engine decides on them.
 
 pub mod account;
 pub mod api_key;
 pub mod contact;
 pub mod execution;
+pub mod lock;
 pub mod outbox;
 pub mod page;
 pub mod partition;
+pub mod reader;
 pub mod text;
 pub mod workflow;
 
@@ -40,6 +46,23 @@ pub enum Error {
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
+
+impl Error {
+    /// Whether a unique constraint refused the write (a duplicate key).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Error::Database(sqlx::Error::Database(db)) if db.is_unique_violation())
+    }
+
+    /// Whether the database could not be reached (rather than refusing).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
+        )
+    }
+}
+
+pub use reader::Reader;
 
 /// Local result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -181,7 +204,7 @@ mod tests {
         let ids = seed(&pool).await;
         let id = execute(&pool, ids, None).await.unwrap();
         let read = super::execution::get(&pool, id).await.unwrap().unwrap();
-        assert_eq!(read.priority, crate::engine::Priority::Normal);
+        assert_eq!(read.priority, crate::domain::Priority::Normal);
         // A row written by a newer engine (or by hand) past the check.
         for sql in [
             "ALTER TABLE workflow_executions DROP CONSTRAINT workflow_executions_priority_check",

@@ -37,6 +37,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use function::{Args, Function, JobContext, JobError, Registry};
 
+use crate::config::WorkerConfig;
 use crate::queue::{self, Client, Finish, Job, JobResult, Serializer, Value, now_ms};
 
 /// Extra life of the in-progress key beyond the longest timeout (arq: 10 s),
@@ -82,6 +83,41 @@ impl Default for Settings {
             max_tries: 5,
             health_check_interval: Duration::from_secs(3600),
             drain_timeout: Duration::from_secs(300),
+            allow_abort: true,
+        }
+    }
+}
+
+impl Settings {
+    /// The settings `config` names; queues default to the three priority
+    /// queues under `prefix`, highest first.
+    pub fn from_config(config: &WorkerConfig, prefix: &str) -> Settings {
+        let WorkerConfig {
+            queues,
+            max_jobs,
+            job_timeout,
+            poll_delay,
+            keep_result,
+            max_tries,
+            health_check_interval,
+            drain_timeout,
+            admin_listen: _,
+        } = config.clone();
+        Settings {
+            queues: queues.unwrap_or_else(|| {
+                vec![
+                    queue::keys::high_queue(prefix),
+                    prefix.to_owned(),
+                    queue::keys::low_queue(prefix),
+                ]
+            }),
+            max_jobs: max_jobs as usize,
+            job_timeout,
+            poll_delay,
+            keep_result: Some(keep_result),
+            max_tries,
+            health_check_interval,
+            drain_timeout: drain_timeout.unwrap_or(job_timeout),
             allow_abort: true,
         }
     }
@@ -166,7 +202,7 @@ impl Worker {
     /// # Errors
     /// None at present: Redis errors while polling are logged and retried
     /// with backoff, since Redis coming back is the normal way out.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> queue::Result<()> {
         let s = &self.shared.settings;
         let in_progress_ttl =
             self.shared.registry.longest_timeout(s.job_timeout) + IN_PROGRESS_GRACE;

@@ -12,12 +12,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowpilot::action::webhook;
-use flowpilot::engine::effects::{Outbox, Providers};
-use flowpilot::engine::{Engine, Settings, StartRequest};
+use flowpilot::engine::{Settings, StartRequest};
+use flowpilot::provider::{Outbox, Providers, webhook};
 use flowpilot::queue::{Client, Serializer, keys};
+use flowpilot::runtime::{Runtime, Spec};
 use flowpilot::store;
-use flowpilot::worker::{Registry, Worker};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
@@ -59,16 +58,25 @@ async fn main() -> anyhow::Result<()> {
         sms: Arc::new(Outbox::new(pool.clone())),
         webhook: webhook::Client::new(webhook::Guard::default())?,
     };
-    let engine = Arc::new(Engine::new(
+    let runtime = Runtime::new(
         pool.clone(),
         queue.clone(),
-        providers,
-        Settings {
-            queue_prefix: prefix.clone(),
-            run_budget: Duration::from_secs(60),
-            ..Settings::default()
+        Spec {
+            engine: Settings {
+                queue_prefix: prefix.clone(),
+                run_budget: Duration::from_secs(60),
+                ..Settings::default()
+            },
+            providers,
+            worker: flowpilot::worker::Settings {
+                queues: vec![prefix.clone()],
+                max_jobs: concurrency,
+                poll_delay: Duration::from_millis(5),
+                ..flowpilot::worker::Settings::default()
+            },
         },
-    ));
+    )?;
+    let engine = Arc::clone(&runtime.engine);
     let account = store::account::create(&pool, "bench").await?.id;
     let definition = json!({"steps": (0..steps).map(|i| match i % 3 {
         0 => json!({"id": format!("s{i}"), "type": "add_tag", "tag": format!("t{i}")}),
@@ -88,20 +96,8 @@ async fn main() -> anyhow::Result<()> {
         contacts.push(store::contact::insert(&pool, account, &c).await?.id);
     }
 
-    let mut functions = Registry::new();
-    engine.register(&mut functions);
     let stop = CancellationToken::new();
-    let worker = Worker::new(
-        queue.clone(),
-        functions,
-        flowpilot::worker::Settings {
-            queues: vec![prefix.clone()],
-            max_jobs: concurrency,
-            poll_delay: Duration::from_millis(5),
-            ..flowpilot::worker::Settings::default()
-        },
-    );
-    let running = tokio::spawn(worker.run(stop.clone()));
+    let running = tokio::spawn(runtime.worker()?.run(stop.clone()));
 
     let began = Instant::now();
     for contact in contacts {

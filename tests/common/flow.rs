@@ -1,6 +1,7 @@
 //! Engine harness: a fresh database (from `#[sqlx::test]`), our own queue
-//! prefix in the shared Redis, an in-process worker and maintenance loop,
-//! and a local webhook receiver.
+//! prefix in the shared Redis, the application's own runtime (engine,
+//! worker, maintenance loop) built by `flowpilot::runtime`, and a local
+//! webhook receiver.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,14 +10,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json as AxumJson, Router};
-use flowpilot::action::webhook;
 use flowpilot::engine::definition::RetryPolicy;
-use flowpilot::engine::effects::{Outbox, Providers};
-use flowpilot::engine::maintenance::Maintenance;
 use flowpilot::engine::{Engine, Settings, StartRequest};
+use flowpilot::provider::{Outbox, Providers, webhook};
 use flowpilot::queue::{Serializer, keys};
+use flowpilot::runtime::{Runtime, Spec, Tasks};
 use flowpilot::store;
-use flowpilot::worker::{Registry, Worker};
 use serde_json::{Value as Json, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -156,8 +155,9 @@ pub struct Flow {
     pub account: Uuid,
     /// The Redis the engine (and the in-process worker) use.
     pub redis_url: String,
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The wiring the application runs with.
+    pub runtime: Runtime,
+    tasks: Option<Tasks>,
 }
 
 pub fn engine_settings(prefix: &str) -> Settings {
@@ -204,12 +204,29 @@ impl Flow {
             webhook: webhook::Client::new(webhook::Guard::new(vec!["127.0.0.1".parse().unwrap()]))
                 .unwrap(),
         };
-        let engine = Arc::new(Engine::new(
+        let worker = flowpilot::worker::Settings {
+            queues: vec![
+                keys::high_queue(&prefix),
+                prefix.clone(),
+                keys::low_queue(&prefix),
+            ],
+            max_jobs: 20,
+            poll_delay: Duration::from_millis(20),
+            job_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+            ..flowpilot::worker::Settings::default()
+        };
+        let runtime = Runtime::new(
             pool.clone(),
-            client.clone(),
-            providers,
-            engine_settings(&prefix),
-        ));
+            client,
+            Spec {
+                engine: engine_settings(&prefix),
+                providers,
+                worker,
+            },
+        )
+        .unwrap();
+        let engine = Arc::clone(&runtime.engine);
         let account = store::account::create(&pool, "test").await.unwrap().id;
         let mut flow = Flow {
             pool,
@@ -219,8 +236,8 @@ impl Flow {
             base,
             account,
             redis_url: redis_url.to_owned(),
-            stop: CancellationToken::new(),
-            tasks: Vec::new(),
+            runtime,
+            tasks: None,
         };
         if run {
             flow.spawn_worker().await;
@@ -231,34 +248,15 @@ impl Flow {
     /// Starts the in-process worker (on this flow's queues) and maintenance
     /// loop; [`Flow::stop`] stops them.
     pub async fn spawn_worker(&mut self) {
-        let mut registry = Registry::new();
-        self.engine.register(&mut registry);
-        let prefix = &self.prefix;
-        let settings = flowpilot::worker::Settings {
-            queues: vec![
-                keys::high_queue(prefix),
-                prefix.clone(),
-                keys::low_queue(prefix),
-            ],
-            max_jobs: 20,
-            poll_delay: Duration::from_millis(20),
-            job_timeout: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(10),
-            ..flowpilot::worker::Settings::default()
-        };
-        let client = super::client_at(&self.redis_url, Serializer::Pickle).await;
-        self.tasks.push(tokio::spawn(
-            Worker::new(client, registry, settings).run(self.stop.clone()),
-        ));
-        self.tasks.push(tokio::spawn(
-            Maintenance::new(Arc::clone(&self.engine)).run(self.stop.clone()),
-        ));
+        let mut tasks = Tasks::new(CancellationToken::new());
+        self.runtime.spawn_worker(&mut tasks).unwrap();
+        self.tasks = Some(tasks);
     }
 
     pub async fn stop(self) {
-        self.stop.cancel();
-        for t in self.tasks {
-            t.await.unwrap().unwrap();
+        if let Some(tasks) = self.tasks {
+            tasks.token().cancel();
+            tasks.wait().await.unwrap();
         }
     }
 

@@ -59,7 +59,7 @@ pub fn settings(queue: &str) -> Settings {
 /// A worker running in this process until the returned token is cancelled.
 pub struct RunningWorker {
     pub stop: CancellationToken,
-    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub handle: tokio::task::JoinHandle<flowpilot::queue::Result<()>>,
 }
 
 impl RunningWorker {

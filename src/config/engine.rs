@@ -1,0 +1,153 @@
+//! The engine's settings as configured: providers, webhook safety,
+//! retries, maintenance. `engine::Settings::from_config` and
+//! `provider::Providers::from_config` read them.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+
+use super::positive_duration;
+
+/// Email delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmailProviderKind {
+    /// Record messages in the `outbox` table.
+    Outbox,
+    /// Send over SMTP (`--smtp-url`).
+    Smtp,
+}
+
+/// SMS delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SmsProviderKind {
+    /// Record messages in the `outbox` table.
+    Outbox,
+    /// POST to a Twilio-style HTTP API (`--sms-base-url`).
+    Http,
+}
+
+/// The engine: providers, safety, retries, maintenance.
+#[derive(Debug, Clone, Args)]
+pub struct EngineConfig {
+    /// Internal addresses webhooks may call anyway, comma-separated IPs,
+    /// CIDR networks or host names (e.g. `10.1.0.0/16,hooks.internal`).
+    /// Default none: loopback, private, link-local and metadata addresses
+    /// are refused.
+    #[arg(long, env = "FLOWPILOT_WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub webhook_allow: Vec<Allowed>,
+    /// Email provider. Default `outbox`: messages land in the `outbox`
+    /// table for your relay, so nothing is sent by accident.
+    #[arg(long, env = "FLOWPILOT_EMAIL_PROVIDER", value_enum, default_value_t = EmailProviderKind::Outbox)]
+    pub email_provider: EmailProviderKind,
+    /// SMTP server for `--email-provider smtp`:
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://...`
+    /// (TLS), or `smtp://host:25` (plain, for a local relay).
+    #[arg(long, env = "FLOWPILOT_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Default sender of emails. Default `flowpilot@localhost`.
+    #[arg(
+        long,
+        env = "FLOWPILOT_EMAIL_FROM",
+        default_value = "flowpilot@localhost"
+    )]
+    pub email_from: String,
+    /// SMS provider. Default `outbox`.
+    #[arg(long, env = "FLOWPILOT_SMS_PROVIDER", value_enum, default_value_t = SmsProviderKind::Outbox)]
+    pub sms_provider: SmsProviderKind,
+    /// Base URL of the HTTP SMS API, e.g. `https://api.twilio.com`.
+    #[arg(long, env = "FLOWPILOT_SMS_BASE_URL")]
+    pub sms_base_url: Option<String>,
+    /// Account SID (basic-auth user) of the HTTP SMS API.
+    #[arg(long, env = "FLOWPILOT_SMS_ACCOUNT_SID")]
+    pub sms_account_sid: Option<String>,
+    /// Auth token (basic-auth password) of the HTTP SMS API.
+    #[arg(long, env = "FLOWPILOT_SMS_AUTH_TOKEN", hide_env_values = true)]
+    pub sms_auth_token: Option<String>,
+    /// Sender number of the HTTP SMS API.
+    #[arg(long, env = "FLOWPILOT_SMS_FROM")]
+    pub sms_from: Option<String>,
+    /// Attempts of a step with transient errors, the first included. Default 5.
+    #[arg(long, env = "FLOWPILOT_RETRY_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=50))]
+    pub retry_max_attempts: i32,
+    /// Backoff before the first retry (doubling, with jitter). Default 10s.
+    #[arg(long, env = "FLOWPILOT_RETRY_BACKOFF", default_value = "10s", value_parser = positive_duration)]
+    pub retry_backoff: Duration,
+    /// Longest backoff between retries. Default 1h.
+    #[arg(long, env = "FLOWPILOT_RETRY_MAX_BACKOFF", default_value = "1h", value_parser = positive_duration)]
+    pub retry_max_backoff: Duration,
+    /// How often the maintenance loop looks for due and lost executions.
+    /// Default 1s.
+    #[arg(long, env = "FLOWPILOT_MAINTENANCE_INTERVAL", default_value = "1s", value_parser = positive_duration)]
+    pub maintenance_interval: Duration,
+    /// QUEUED executions untouched this long are checked against Redis:
+    /// one whose job is gone (lost with Redis, or ended without running)
+    /// gets a fresh job. Default 30s, well past the moment between a row's
+    /// insert and its first enqueue.
+    #[arg(long, env = "FLOWPILOT_STALE_QUEUED_AFTER", default_value = "30s", value_parser = positive_duration)]
+    pub stale_queued_after: Duration,
+    /// Drop execution log partitions older than this many months; 0 keeps
+    /// them forever. Default 0.
+    #[arg(long, env = "FLOWPILOT_LOG_RETENTION_MONTHS", default_value_t = 0)]
+    pub log_retention_months: u32,
+}
+
+impl EngineConfig {
+    /// Cross-field checks.
+    ///
+    /// # Errors
+    /// A message naming the missing flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.email_provider == EmailProviderKind::Smtp && self.smtp_url.is_none() {
+            return Err("--email-provider smtp needs --smtp-url".into());
+        }
+        if self.sms_provider == SmsProviderKind::Http {
+            for (flag, v) in [
+                ("--sms-base-url", &self.sms_base_url),
+                ("--sms-account-sid", &self.sms_account_sid),
+                ("--sms-auth-token", &self.sms_auth_token),
+                ("--sms-from", &self.sms_from),
+            ] {
+                if v.is_none() {
+                    return Err(format!("--sms-provider http needs {flag}"));
+                }
+            }
+        }
+        if self.retry_max_backoff < self.retry_backoff {
+            return Err("--retry-max-backoff must not be below --retry-backoff".into());
+        }
+        Ok(())
+    }
+}
+
+/// An allow-list entry: a network or a host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowed {
+    /// Addresses in this network.
+    Net(IpNet),
+    /// This host name, whatever it resolves to.
+    Host(String),
+}
+
+impl std::str::FromStr for Allowed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(net) = s.parse::<IpNet>() {
+            return Ok(Allowed::Net(net));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Allowed::Net(IpNet::from(ip)));
+        }
+        if !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Ok(Allowed::Host(s.to_ascii_lowercase()));
+        }
+        Err(format!(
+            "`{s}` is neither an IP address, a CIDR network nor a host name"
+        ))
+    }
+}

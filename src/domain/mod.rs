@@ -1,0 +1,19 @@
+//! The shared vocabulary: the words every layer speaks (an execution's
+//! status and the events that move it, queue priority, a log row's status,
+//! a change to a contact and the limits a contact keeps).
+//!
+//! A leaf: it imports nothing of flowpilot's, so the store, the engine, the
+//! actions and the API can all use it without pointing at each other (as
+//! river's `rivertype` package does for river). Logic that decides
+//! something (which transition is legal, what a step does) lives with its
+//! owner; only the nouns live here.
+
+pub mod contact;
+pub mod log;
+pub mod priority;
+pub mod status;
+
+pub use contact::Change;
+pub use log::LogStatus;
+pub use priority::{Priority, UnknownPriority};
+pub use status::{ALL_EVENTS, ALL_STATUSES, Event, Status, UnknownStatus};

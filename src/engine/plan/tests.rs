@@ -1,0 +1,574 @@
+//! One test per transition, each on the whole value it produces, plus the
+//! status table written out once more by hand.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+
+use super::*;
+use Event as E;
+use Status as S;
+
+/// The legal transitions of DESIGN.md, written out once more by hand.
+const LEGAL: &[(Status, Event, Status)] = &[
+    (S::Queued, E::Claim, S::Running),
+    (S::Running, E::Step, S::Running),
+    (S::Running, E::Finish, S::Completed),
+    (S::Running, E::Park, S::Waiting),
+    (S::Running, E::Backoff, S::Retrying),
+    (S::Running, E::Fail, S::Failed),
+    (S::Running, E::Yield, S::Queued),
+    (S::Running, E::LeaseExpired, S::Queued),
+    (S::Waiting, E::Due, S::Queued),
+    (S::Retrying, E::Due, S::Queued),
+    (S::Failed, E::Retry, S::Queued),
+    (S::Queued, E::Cancel, S::Cancelled),
+    (S::Running, E::Cancel, S::Cancelled),
+    (S::Waiting, E::Cancel, S::Cancelled),
+    (S::Retrying, E::Cancel, S::Cancelled),
+];
+
+#[test]
+fn every_legal_transition_lands_where_the_design_says() {
+    for &(from, event, to) in LEGAL {
+        assert_eq!(transition(from, event), Ok(to), "{from} --{event:?}-->");
+    }
+}
+
+#[test]
+fn every_other_pair_is_illegal() {
+    let mut illegal = 0;
+    for from in ALL_STATUSES {
+        for event in ALL_EVENTS {
+            if LEGAL.iter().any(|&(f, e, _)| f == from && e == event) {
+                continue;
+            }
+            assert_eq!(transition(from, event), Err(Illegal { from, event }));
+            illegal += 1;
+        }
+    }
+    assert_eq!(illegal, ALL_STATUSES.len() * ALL_EVENTS.len() - LEGAL.len());
+}
+
+#[test]
+fn final_statuses_accept_nothing_but_a_retry_of_a_failure() {
+    for from in [S::Completed, S::Cancelled] {
+        assert!(
+            ALL_EVENTS.iter().all(|e| transition(from, *e).is_err()),
+            "{from}"
+        );
+    }
+    assert_eq!(sources(E::Retry), [S::Failed]);
+    assert_eq!(
+        sources(E::Cancel),
+        [S::Queued, S::Running, S::Waiting, S::Retrying]
+    );
+}
+
+// === whole transitions ===
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+}
+
+/// A fresh QUEUED execution at step 0 (`welcome`), job 0.
+fn queued() -> Machine {
+    Machine {
+        status: S::Queued,
+        step_index: 0,
+        step_id: Some("welcome".into()),
+        attempt: 1,
+        first_attempt: 1,
+        waiting_reason: None,
+        resume_at: None,
+        next_attempt_at: None,
+        lease_owner: None,
+        lease_expires_at: None,
+        error: None,
+        started_at: None,
+        completed_at: None,
+        step_state: None,
+        wake_seq: 0,
+    }
+}
+
+/// RUNNING under `w1`'s lease until `at(300)`, started at `at(0)`.
+fn running() -> Machine {
+    Machine {
+        status: S::Running,
+        lease_owner: Some("w1".into()),
+        lease_expires_at: Some(at(300)),
+        started_at: Some(at(0)),
+        ..queued()
+    }
+}
+
+fn claim(owner: &str) -> Command {
+    Command::Claim {
+        owner: owner.into(),
+        lease_until: at(400),
+    }
+}
+
+#[test]
+fn a_claim_takes_the_lease_stamps_the_start_and_clears_the_wait() {
+    let t = plan(&queued(), claim("w1"), at(10)).unwrap();
+    assert_eq!(
+        t,
+        Transition {
+            events: vec![E::Claim],
+            to: Machine {
+                status: S::Running,
+                lease_owner: Some("w1".into()),
+                lease_expires_at: Some(at(400)),
+                started_at: Some(at(10)),
+                ..queued()
+            },
+            output: None,
+            job: Job::None,
+        }
+    );
+}
+
+#[test]
+fn a_claim_of_a_due_wait_passes_through_queued_and_keeps_the_first_start() {
+    let waiting = Machine {
+        status: S::Waiting,
+        waiting_reason: Some("wait".into()),
+        resume_at: Some(at(50)),
+        step_state: Some(json!({"started_at": "x"})),
+        wake_seq: 1,
+        started_at: Some(at(0)),
+        ..queued()
+    };
+    let t = plan(&waiting, claim("w2"), at(60)).unwrap();
+    assert_eq!(
+        t,
+        Transition {
+            events: vec![E::Due, E::Claim],
+            to: Machine {
+                status: S::Running,
+                waiting_reason: None,
+                resume_at: None,
+                lease_owner: Some("w2".into()),
+                lease_expires_at: Some(at(400)),
+                ..waiting.clone()
+            },
+            output: None,
+            job: Job::None,
+        }
+    );
+    assert_eq!(
+        plan(&waiting, claim("w2"), at(40)),
+        Err(Illegal {
+            from: S::Waiting,
+            event: E::Claim
+        }),
+        "not due yet"
+    );
+}
+
+#[test]
+fn a_claim_of_a_due_retry_clears_its_retry_time() {
+    let retrying = Machine {
+        status: S::Retrying,
+        waiting_reason: Some(RETRY_BACKOFF.into()),
+        next_attempt_at: Some(at(50)),
+        attempt: 2,
+        error: Some("503".into()),
+        wake_seq: 1,
+        ..queued()
+    };
+    let t = plan(&retrying, claim("w1"), at(50)).unwrap();
+    assert_eq!(t.events, [E::Due, E::Claim]);
+    assert_eq!(
+        t.to,
+        Machine {
+            status: S::Running,
+            waiting_reason: None,
+            next_attempt_at: None,
+            lease_owner: Some("w1".into()),
+            lease_expires_at: Some(at(400)),
+            started_at: Some(at(50)),
+            ..retrying
+        },
+        "the attempt and the last error stay"
+    );
+}
+
+#[test]
+fn a_claim_of_a_running_row_needs_a_lapsed_lease_or_one_of_the_claimers_own() {
+    let live = running();
+    assert_eq!(
+        plan(&live, claim("w2"), at(100)),
+        Err(Illegal {
+            from: S::Running,
+            event: E::Claim
+        })
+    );
+    for (who, when) in [("w2", at(301)), ("w1", at(100))] {
+        let t = plan(&live, claim(who), when).unwrap();
+        assert_eq!(t.events, [E::LeaseExpired, E::Claim]);
+        assert_eq!(
+            t.to,
+            Machine {
+                lease_owner: Some(who.into()),
+                lease_expires_at: Some(at(400)),
+                ..running()
+            }
+        );
+        assert_eq!(t.job, Job::None);
+    }
+}
+
+#[test]
+fn a_step_records_the_output_and_moves_to_the_next_step_afresh() {
+    let from = Machine {
+        attempt: 3,
+        first_attempt: 2,
+        error: Some("old".into()),
+        ..running()
+    };
+    let t = plan(
+        &from,
+        Command::Advance {
+            output: ("welcome".into(), json!({"sent": true})),
+            next: Some((1, "pause".into())),
+        },
+        at(20),
+    )
+    .unwrap();
+    assert_eq!(
+        t,
+        Transition {
+            events: vec![E::Step],
+            to: Machine {
+                step_index: 1,
+                step_id: Some("pause".into()),
+                attempt: 1,
+                first_attempt: 1,
+                error: None,
+                ..running()
+            },
+            output: Some(("welcome".into(), json!({"sent": true}))),
+            job: Job::None,
+        }
+    );
+}
+
+#[test]
+fn the_last_step_finishes_and_gives_the_lease_back() {
+    let t = plan(
+        &running(),
+        Command::Advance {
+            output: ("welcome".into(), json!(1)),
+            next: None,
+        },
+        at(20),
+    )
+    .unwrap();
+    assert_eq!(
+        t,
+        Transition {
+            events: vec![E::Finish],
+            to: Machine {
+                status: S::Completed,
+                completed_at: Some(at(20)),
+                lease_owner: None,
+                lease_expires_at: None,
+                ..running()
+            },
+            output: Some(("welcome".into(), json!(1))),
+            job: Job::None,
+        }
+    );
+    let past_the_end = plan(&running(), Command::Complete, at(20)).unwrap();
+    assert_eq!(past_the_end.to, t.to);
+    assert_eq!(past_the_end.output, None);
+}
+
+#[test]
+fn a_park_keeps_the_step_state_releases_and_takes_a_deferred_job() {
+    let t = plan(
+        &running(),
+        Command::Park {
+            until: at(3600),
+            reason: "wait".into(),
+            step_state: json!({"state": 1}),
+        },
+        at(20),
+    )
+    .unwrap();
+    assert_eq!(
+        t,
+        Transition {
+            events: vec![E::Park],
+            to: Machine {
+                status: S::Waiting,
+                waiting_reason: Some("wait".into()),
+                resume_at: Some(at(3600)),
+                step_state: Some(json!({"state": 1})),
+                lease_owner: None,
+                lease_expires_at: None,
+                wake_seq: 1,
+                ..running()
+            },
+            output: None,
+            job: Job::At(at(3600)),
+        }
+    );
+}
+
+#[test]
+fn a_backoff_counts_the_attempt_keeps_the_error_and_takes_a_deferred_job() {
+    let t = plan(
+        &running(),
+        Command::Backoff {
+            at: at(25),
+            error: "HTTP 503".into(),
+        },
+        at(20),
+    )
+    .unwrap();
+    assert_eq!(
+        t,
+        Transition {
+            events: vec![E::Backoff],
+            to: Machine {
+                status: S::Retrying,
+                waiting_reason: Some(RETRY_BACKOFF.into()),
+                next_attempt_at: Some(at(25)),
+                error: Some("HTTP 503".into()),
+                attempt: 2,
+                lease_owner: None,
+                lease_expires_at: None,
+                wake_seq: 1,
+                ..running()
+            },
+            output: None,
+            job: Job::At(at(25)),
+        }
+    );
+}
+
+#[test]
+fn a_failure_is_final_with_its_error_and_no_job() {
+    let t = plan(
+        &running(),
+        Command::Fail {
+            error: "HTTP 404".into(),
+        },
+        at(20),
+    )
+    .unwrap();
+    assert_eq!(
+        t,
+        Transition {
+            events: vec![E::Fail],
+            to: Machine {
+                status: S::Failed,
+                error: Some("HTTP 404".into()),
+                completed_at: Some(at(20)),
+                lease_owner: None,
+                lease_expires_at: None,
+                ..running()
+            },
+            output: None,
+            job: Job::None,
+        }
+    );
+}
+
+#[test]
+fn a_yield_hands_the_rest_to_a_fresh_job_now() {
+    let t = plan(&running(), Command::Yield, at(20)).unwrap();
+    assert_eq!(
+        t,
+        Transition {
+            events: vec![E::Yield],
+            to: Machine {
+                status: S::Queued,
+                lease_owner: None,
+                lease_expires_at: None,
+                wake_seq: 1,
+                ..running()
+            },
+            output: None,
+            job: Job::Now,
+        }
+    );
+}
+
+#[test]
+fn a_requeue_moves_due_lapsed_and_lost_rows_to_a_fresh_job() {
+    let waiting = Machine {
+        status: S::Waiting,
+        waiting_reason: Some("wait".into()),
+        resume_at: Some(at(5)),
+        wake_seq: 4,
+        ..queued()
+    };
+    let t = plan(&waiting, Command::Requeue, at(20)).unwrap();
+    assert_eq!(
+        t,
+        Transition {
+            events: vec![E::Due],
+            to: Machine {
+                status: S::Queued,
+                waiting_reason: None,
+                wake_seq: 5,
+                ..waiting
+            },
+            output: None,
+            job: Job::Now,
+        }
+    );
+    let lost = plan(&queued(), Command::Requeue, at(20)).unwrap();
+    assert_eq!(lost.events, []);
+    assert_eq!(
+        lost.to,
+        Machine {
+            wake_seq: 1,
+            ..queued()
+        }
+    );
+    let lapsed = plan(&running(), Command::Requeue, at(301)).unwrap();
+    assert_eq!(lapsed.events, [E::LeaseExpired]);
+    assert_eq!(
+        lapsed.to,
+        Machine {
+            status: S::Queued,
+            lease_owner: None,
+            lease_expires_at: None,
+            wake_seq: 1,
+            ..running()
+        }
+    );
+    assert!(
+        plan(&running(), Command::Requeue, at(100)).is_err(),
+        "live lease"
+    );
+}
+
+#[test]
+fn a_retry_is_a_new_attempt_with_the_whole_policy_and_a_fresh_job() {
+    let failed = Machine {
+        status: S::Failed,
+        attempt: 3,
+        first_attempt: 1,
+        error: Some("HTTP 404".into()),
+        completed_at: Some(at(20)),
+        step_state: Some(json!({"state": 1})),
+        wake_seq: 2,
+        ..queued()
+    };
+    let t = plan(&failed, Command::Retry, at(30)).unwrap();
+    assert_eq!(
+        t,
+        Transition {
+            events: vec![E::Retry],
+            to: Machine {
+                status: S::Queued,
+                attempt: 4,
+                first_attempt: 4,
+                error: None,
+                completed_at: None,
+                step_state: None,
+                wake_seq: 3,
+                ..failed.clone()
+            },
+            output: None,
+            job: Job::Now,
+        }
+    );
+    assert!(plan(&queued(), Command::Retry, at(30)).is_err());
+}
+
+#[test]
+fn a_cancel_is_final_releases_and_clears_both_timers() {
+    let waiting = Machine {
+        status: S::Waiting,
+        waiting_reason: Some("wait".into()),
+        resume_at: Some(at(3600)),
+        wake_seq: 1,
+        ..queued()
+    };
+    let t = plan(&waiting, Command::Cancel, at(30)).unwrap();
+    assert_eq!(
+        t,
+        Transition {
+            events: vec![E::Cancel],
+            to: Machine {
+                status: S::Cancelled,
+                waiting_reason: Some(CANCELLED.into()),
+                resume_at: None,
+                completed_at: Some(at(30)),
+                ..waiting.clone()
+            },
+            output: None,
+            job: Job::None,
+        }
+    );
+    let done = Machine {
+        status: S::Completed,
+        ..queued()
+    };
+    assert_eq!(
+        plan(&done, Command::Cancel, at(30)),
+        Err(Illegal {
+            from: S::Completed,
+            event: E::Cancel
+        })
+    );
+}
+
+#[test]
+fn a_fresh_job_id_comes_with_every_job_and_only_with_one() {
+    let commands = [
+        claim("w1"),
+        Command::Advance {
+            output: ("welcome".into(), json!(1)),
+            next: Some((1, "b".into())),
+        },
+        Command::Complete,
+        Command::Park {
+            until: at(90),
+            reason: "wait".into(),
+            step_state: json!({}),
+        },
+        Command::Backoff {
+            at: at(90),
+            error: "e".into(),
+        },
+        Command::Fail { error: "e".into() },
+        Command::Yield,
+        Command::Requeue,
+        Command::Retry,
+        Command::Cancel,
+    ];
+    let mut seen = 0;
+    for from in ALL_STATUSES {
+        let m = Machine {
+            status: from,
+            resume_at: Some(at(0)),
+            next_attempt_at: Some(at(0)),
+            ..running()
+        };
+        for cmd in commands.clone() {
+            let Ok(t) = plan(&m, cmd.clone(), at(1000)) else {
+                continue;
+            };
+            seen += 1;
+            let bumped = t.to.wake_seq == m.wake_seq + 1;
+            assert_eq!(
+                bumped,
+                t.job != Job::None,
+                "{from} {cmd:?}: a job iff a new id"
+            );
+            if t.to.status != S::Running {
+                assert_eq!(t.to.lease_owner, None, "{from} {cmd:?} releases");
+                assert_eq!(t.to.lease_expires_at, None, "{from} {cmd:?} releases");
+            }
+        }
+    }
+    assert!(seen >= 15, "{seen}");
+}

@@ -1,0 +1,205 @@
+//! The real services behind actions' side effects, together: the
+//! PostgreSQL [`Outbox`] (the default for email and SMS), [`Smtp`], the
+//! Twilio-style [`HttpSms`], the guarded [`webhook::Client`], and the ARQ
+//! queue for `arq` steps. [`Providers`] implements [`action::Effects`] with
+//! them; which ones run is configuration ([`Providers::from_config`]).
+
+pub mod http_sms;
+pub mod outbox;
+pub mod smtp;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use sqlx::PgPool;
+
+use crate::action::{self, ActionError, Delivery, Effects, Input, arq, email, sms};
+use crate::config::{EmailProviderKind, EngineConfig, SmsProviderKind};
+use crate::queue::{self, EnqueueOptions, JobStatus, Value};
+pub use http_sms::HttpSms;
+pub use outbox::Outbox;
+pub use smtp::Smtp;
+
+/// Timeout of a call to the HTTP SMS API.
+const SMS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A provider that cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting it needs is missing or does not parse.
+    #[error("{0}")]
+    Config(String),
+    /// The HTTP client (TLS) could not be built.
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Delivers emails. Implementations: [`Outbox`] (default) and [`Smtp`].
+#[async_trait::async_trait]
+pub trait EmailProvider: Send + Sync {
+    /// Delivers `msg`; returns a receipt for the step's log (recipient masked).
+    ///
+    /// # Errors
+    /// Transient when a retry may succeed, permanent when it cannot.
+    async fn send(&self, msg: &email::Message, delivery: &Delivery) -> Result<Json, ActionError>;
+}
+
+/// Delivers SMS. Implementations: [`Outbox`] (default) and [`HttpSms`].
+#[async_trait::async_trait]
+pub trait SmsProvider: Send + Sync {
+    /// Delivers `msg`; returns a receipt for the step's log (number masked).
+    ///
+    /// # Errors
+    /// Transient when a retry may succeed, permanent when it cannot.
+    async fn send(&self, msg: &sms::Message, delivery: &Delivery) -> Result<Json, ActionError>;
+}
+
+/// The side effects of actions, wired to real services.
+#[derive(Clone)]
+pub struct Providers {
+    /// Redis (arq steps).
+    pub queue: queue::Client,
+    /// Email provider.
+    pub email: Arc<dyn EmailProvider>,
+    /// SMS provider.
+    pub sms: Arc<dyn SmsProvider>,
+    /// Webhook client with the address guard.
+    pub webhook: webhook::Client,
+}
+
+impl Effects for Providers {
+    async fn send_email(
+        &self,
+        msg: &email::Message,
+        input: &Input<'_>,
+    ) -> Result<Json, ActionError> {
+        self.email.send(msg, &input.delivery()).await
+    }
+
+    async fn send_sms(&self, msg: &sms::Message, input: &Input<'_>) -> Result<Json, ActionError> {
+        self.sms.send(msg, &input.delivery()).await
+    }
+
+    async fn call(
+        &self,
+        req: &action::webhook::Request,
+    ) -> Result<action::webhook::Response, ActionError> {
+        self.webhook.call(req).await
+    }
+
+    async fn enqueue(&self, job: &arq::Enqueue) -> Result<(), ActionError> {
+        let args = job.args.iter().map(Value::from_json).collect();
+        let kwargs = job
+            .kwargs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from_json(v)))
+            .collect();
+        self.queue
+            .enqueue(
+                &job.function,
+                args,
+                kwargs,
+                EnqueueOptions {
+                    job_id: Some(job.job_id.clone()),
+                    queue: Some(job.queue.clone()),
+                    ..EnqueueOptions::default()
+                },
+            )
+            .await
+            // `None` is a duplicate: a re-run of this attempt enqueued it already.
+            .map(|_| ())
+            .map_err(|e| ActionError::transient(format!("enqueue arq job: {e}")))
+    }
+
+    async fn job_state(&self, queue: &str, job_id: &str) -> Result<arq::JobState, ActionError> {
+        let transient = |e: queue::Error| ActionError::transient(format!("arq job state: {e}"));
+        if let Some(r) = self.queue.result(job_id).await.map_err(transient)? {
+            return Ok(arq::JobState::Done {
+                success: r.success,
+                result: r.result.to_json(),
+            });
+        }
+        Ok(
+            match self.queue.status(queue, job_id).await.map_err(transient)? {
+                // The result may have landed between the two reads.
+                JobStatus::Complete => arq::JobState::Pending,
+                JobStatus::NotFound => arq::JobState::Missing,
+                JobStatus::Queued | JobStatus::Deferred | JobStatus::InProgress => {
+                    arq::JobState::Pending
+                }
+            },
+        )
+    }
+}
+
+impl Providers {
+    /// The providers `config` names: the outbox in `pool`'s database unless
+    /// SMTP or an HTTP SMS API is configured; `queue` for `arq` steps.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a missing or bad provider setting;
+    /// [`Error::Http`] when an HTTP client cannot be built.
+    pub fn from_config(
+        config: &EngineConfig,
+        pool: PgPool,
+        queue: queue::Client,
+    ) -> Result<Providers, Error> {
+        let missing = |flag: &str| Error::Config(format!("{flag} is required"));
+        let outbox = Arc::new(Outbox::new(pool));
+        let email: Arc<dyn EmailProvider> = match config.email_provider {
+            EmailProviderKind::Outbox => outbox.clone(),
+            EmailProviderKind::Smtp => {
+                let url = config
+                    .smtp_url
+                    .as_deref()
+                    .ok_or_else(|| missing("--smtp-url"))?;
+                Arc::new(Smtp::new(url, &config.email_from).map_err(Error::Config)?)
+            }
+        };
+        let sms: Arc<dyn SmsProvider> = match config.sms_provider {
+            SmsProviderKind::Outbox => outbox,
+            SmsProviderKind::Http => {
+                let need = |v: &Option<String>, flag: &str| v.clone().ok_or_else(|| missing(flag));
+                Arc::new(HttpSms::new(
+                    reqwest::Client::builder().timeout(SMS_TIMEOUT).build()?,
+                    &need(&config.sms_base_url, "--sms-base-url")?,
+                    &need(&config.sms_account_sid, "--sms-account-sid")?,
+                    &need(&config.sms_auth_token, "--sms-auth-token")?,
+                    &need(&config.sms_from, "--sms-from")?,
+                ))
+            }
+        };
+        Ok(Providers {
+            queue,
+            email,
+            sms,
+            webhook: webhook::Client::new(webhook::Guard::new(config.webhook_allow.clone()))?,
+        })
+    }
+}
+
+/// A reqwest error's text without the URL, which may carry credentials.
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {cause}")
+    }
+}

@@ -1,0 +1,152 @@
+//! [`Reader`]: the read handle the API, the controller and the console use.
+//! Writes to workflows, contacts and executions go through the engine,
+//! which checks them first; everything that only looks goes through here,
+//! so a handler can never write by accident.
+
+use serde_json::Value as Json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::api_key::Grant;
+use super::contact::{self, Contact};
+use super::execution::{self, Execution, Log, LogFilter};
+use super::page::{After, Count};
+use super::workflow::{self, Workflow};
+use super::{Result, api_key};
+
+/// Reads, scoped by account wherever rows belong to one.
+#[derive(Clone)]
+pub struct Reader {
+    pool: PgPool,
+}
+
+impl Reader {
+    /// A reader on `pool`'s database.
+    pub fn new(pool: PgPool) -> Self {
+        Reader { pool }
+    }
+
+    /// Whether the database answers (the readiness probe).
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The execution `id` of the account.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn execution(&self, account_id: Uuid, id: Uuid) -> Result<Option<Execution>> {
+        execution::get_in(&self.pool, account_id, id).await
+    }
+
+    /// The execution started with idempotency key `key` in the account.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn execution_by_key(&self, account_id: Uuid, key: &str) -> Result<Option<Execution>> {
+        execution::get_by_key(&self.pool, account_id, key).await
+    }
+
+    /// A page of the account's executions, newest first, and how many
+    /// match in all (capped).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn executions(
+        &self,
+        account_id: Uuid,
+        filter: &execution::Filter,
+        after: Option<After>,
+        limit: i64,
+    ) -> Result<(Vec<Execution>, Count)> {
+        let rows = execution::list(&self.pool, account_id, filter, after, limit).await?;
+        let count = execution::count(&self.pool, account_id, filter).await?;
+        Ok((rows, count))
+    }
+
+    /// A page of an execution's log rows, in order.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn logs(
+        &self,
+        account_id: Uuid,
+        execution_id: Uuid,
+        filter: &LogFilter,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Log>> {
+        execution::logs(&self.pool, account_id, execution_id, filter, after, limit).await
+    }
+
+    /// The workflow `id` of the account.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn workflow(&self, account_id: Uuid, id: Uuid) -> Result<Option<Workflow>> {
+        workflow::get(&self.pool, account_id, id).await
+    }
+
+    /// A page of the account's workflows.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn workflows(
+        &self,
+        account_id: Uuid,
+        after: Option<After>,
+        limit: i64,
+    ) -> Result<Vec<Workflow>> {
+        workflow::list(&self.pool, account_id, after, limit).await
+    }
+
+    /// The stored definition of a workflow version.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn definition(&self, workflow_id: Uuid, version: i32) -> Result<Option<Json>> {
+        workflow::definition(&self.pool, workflow_id, version).await
+    }
+
+    /// The contact `id` of the account.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn contact(&self, account_id: Uuid, id: Uuid) -> Result<Option<Contact>> {
+        contact::get(&self.pool, account_id, id).await
+    }
+
+    /// A page of the account's contacts, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn contacts(
+        &self,
+        account_id: Uuid,
+        filter: &contact::Filter,
+        after: Option<After>,
+        limit: i64,
+    ) -> Result<Vec<Contact>> {
+        contact::list(&self.pool, account_id, filter, after, limit).await
+    }
+
+    /// What the API key with this hash may do, if it is known.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn api_key(&self, hash: &[u8; 32]) -> Result<Option<Grant>> {
+        api_key::find(&self.pool, hash).await
+    }
+
+    /// Whether the account exists.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn account_exists(&self, account_id: Uuid) -> Result<bool> {
+        api_key::account_exists(&self.pool, account_id).await
+    }
+}
