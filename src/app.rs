@@ -143,21 +143,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Creates a key for `account`: `fp_` and 64 hex digits (256 random bits);
-/// returns the key and its id. (Kept for callers of the library; the CLI
-/// uses [`auth::mint`].)
-///
-/// # Errors
-/// No randomness, database errors.
-pub async fn create_api_key(
-    pool: &sqlx::PgPool,
-    account: uuid::Uuid,
-    name: &str,
-    admin: bool,
-) -> anyhow::Result<(String, uuid::Uuid)> {
-    Ok(auth::mint(pool, account, name, admin).await?)
-}
-
 async fn connect_db(db: &DbConfig) -> anyhow::Result<sqlx::PgPool> {
     let DbConfig {
         database_url,
@@ -246,7 +231,8 @@ async fn run_controller(
         .unwrap_or_else(|| format!("flowpilot-controller-{}", uuid::Uuid::new_v4().simple()));
     let ctx = Arc::new(controller::Context::new(
         kube.clone(),
-        &rt,
+        Arc::clone(&rt.engine),
+        rt.queue.clone(),
         controller::Settings::from_config(c),
         &identity,
         controller::Metrics::register(&rt.registry)?,

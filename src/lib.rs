@@ -9,27 +9,46 @@
 //!
 //! # Layout
 //!
+//! - [`domain`]: the shared vocabulary (execution status and events,
+//!   priority, log status, contact changes and limits); a leaf;
 //! - [`config`]: command line and environment, the only reader of either;
+//!   imports no subsystem: each converts its own settings from it;
 //! - [`telemetry`]: tracing subscriber (text or JSON lines), reloadable filter;
 //! - [`shutdown`]: the root cancellation token and signal handling;
-//! - [`store`]: PostgreSQL: pool, migrations, every SQL statement;
+//! - [`store`]: PostgreSQL: pool, migrations, every SQL statement, and the
+//!   read handle ([`store::Reader`]);
 //! - [`queue`]: the ARQ wire protocol (keys, pickle/JSON/msgpack, client);
 //! - [`worker`]: claims ARQ jobs and runs registered functions;
-//! - [`engine`]: durable executions: state machine, definitions, executor,
-//!   maintenance;
 //! - [`action`]: the built-in actions, one file per kind;
+//! - [`provider`]: the services behind actions' side effects (outbox,
+//!   SMTP, HTTP SMS, the guarded webhook client, arq);
+//! - [`engine`]: durable executions: the state machine, definitions, the
+//!   executor, maintenance; every write to workflows, contacts and
+//!   executions;
+//! - [`auth`]: API keys (minted, hashed, looked up);
 //! - [`api`]: the HTTP API (axum) with its OpenAPI document;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`crd`]: the `WorkflowExecution` and `WorkerPool` CRD types;
 //! - [`controller`]: the Kubernetes controller (reconcilers, autoscaler,
 //!   leader election);
 //! - [`tls`]: the process-wide TLS crypto provider;
-//! - [`app`]: wires the subsystems for each subcommand.
+//! - [`runtime`]: builds the running system (engine, worker, maintenance,
+//!   API state) for [`app`] and the tests alike;
+//! - [`demo`]: `flowpilot dev --seed-demo`;
+//! - [`app`]: runs each subcommand.
 //!
-//! Dependencies point one way: `app` -> `api` | `controller` -> `engine` ->
-//! `store`, `queue`,
-//! `action`; `engine` registers its functions on a `worker`. (`store` reads
-//! the engine's `Status` type, a plain enum.)
+//! Dependencies point one way:
+//!
+//! ```text
+//! app -> runtime -> api | controller -> engine -> provider -> action
+//!                                          |          \-> queue
+//!                                          v
+//!                                  store, queue, worker
+//! everything -> domain, config (leaves: they import nothing of ours)
+//! ```
+//!
+//! One door per room: the API and the controller write only through the
+//! engine and read only through [`store::Reader`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

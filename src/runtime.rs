@@ -44,9 +44,6 @@ pub enum Error {
     /// The engine (the maintenance loop).
     #[error("engine: {0}")]
     Engine(#[from] engine::Error),
-    /// The Kubernetes controller.
-    #[error("controller: {0}")]
-    Controller(#[from] crate::controller::Error),
     /// A listener.
     #[error("{0}")]
     Io(#[from] std::io::Error),

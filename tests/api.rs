@@ -48,7 +48,7 @@ impl Api {
     ) -> Api {
         let flow = Flow::start_with(pool.clone(), worker).await;
         let state = flow.runtime.api_state(log_filter);
-        let (key, _) = flowpilot::app::create_api_key(&pool, flow.account, "test", false)
+        let (key, _) = flowpilot::auth::mint(&pool, flow.account, "test", false)
             .await
             .unwrap();
         Api {
@@ -65,7 +65,7 @@ impl Api {
             .await
             .unwrap()
             .id;
-        let (key, _) = flowpilot::app::create_api_key(&self.flow.pool, account, "other", admin)
+        let (key, _) = flowpilot::auth::mint(&self.flow.pool, account, "other", admin)
             .await
             .unwrap();
         (key, account)
@@ -1181,7 +1181,7 @@ async fn the_log_filter_changes_at_runtime_for_admin_keys_only(pool: PgPool) {
         (status, body["error"]["code"].clone()),
         (403, json!("forbidden"))
     );
-    let (admin, _) = flowpilot::app::create_api_key(&pool, api.flow.account, "admin", true)
+    let (admin, _) = flowpilot::auth::mint(&pool, api.flow.account, "admin", true)
         .await
         .unwrap();
     let (status, body) = api

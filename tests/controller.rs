@@ -97,7 +97,14 @@ async fn context(flow: &Flow) -> (Arc<Context>, ApiServer) {
         scale_interval: Duration::from_secs(15),
     };
     let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
-    let ctx = Context::new(client, &flow.runtime, settings, "test", metrics);
+    let ctx = Context::new(
+        client,
+        Arc::clone(&flow.engine),
+        flow.runtime.queue.clone(),
+        settings,
+        "test",
+        metrics,
+    );
     (Arc::new(ctx), server)
 }
 

@@ -520,3 +520,37 @@ async fn a_refused_webhook_keeps_its_answer_and_a_nul_in_an_answer_is_kept_reada
     assert_eq!(note, "a\u{fffd}b");
     flow.stop().await;
 }
+
+#[sqlx::test]
+async fn a_cancel_writes_what_the_plan_says_a_cancel_writes(pool: PgPool) {
+    use flowpilot::engine::plan::{self, Command, Machine};
+    let flow = Flow::start_with(pool.clone(), false).await;
+    let id = flow
+        .enter(json!({"steps": [{"id": "pause", "type": "wait", "duration": "1h"}]}))
+        .await;
+    // Parked with a lease left behind, so every field the cancel owns has
+    // something to change.
+    sqlx::query(
+        "UPDATE workflow_executions SET status = 'WAITING', waiting_reason = 'wait', \
+         resume_at = now() + interval '1 hour', next_attempt_at = now(), \
+         lease_owner = 'gone', lease_expires_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = flowpilot::store::execution::get(&pool, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let after = flow.engine.cancel(flow.account, id).await.unwrap();
+    let planned = plan::plan(
+        &Machine::of(&before),
+        Command::Cancel,
+        after.completed_at.expect("a cancel stamps completed_at"),
+    )
+    .unwrap();
+    assert_eq!(Machine::of(&after), planned.to);
+    assert_eq!(after.revision, before.revision + 1);
+    flow.stop().await;
+}

@@ -192,7 +192,7 @@ pub async fn logs(
         return Err(ApiError::invalid("step_to", "must not be below step_from"));
     }
     find(&state, auth, id).await?;
-    let filter = store::execution::LogFilter {
+    let filter = store::log::LogFilter {
         status: q.status,
         action_type: q.action_type,
         step_from: q.step_from,

@@ -367,8 +367,8 @@ pub struct Log {
     pub duration_ms: Option<i32>,
 }
 
-impl From<store::execution::Log> for Log {
-    fn from(l: store::execution::Log) -> Self {
+impl From<store::log::Log> for Log {
+    fn from(l: store::log::Log) -> Self {
         Log {
             id: l.id,
             step_index: l.step_index,

@@ -165,20 +165,21 @@ pub struct Context {
 }
 
 impl Context {
-    /// The context of a controller over `runtime`'s engine and Redis,
+    /// The context of a controller over `engine` and Redis (`queue`),
     /// publishing events as `identity`.
     pub fn new(
         client: Client,
-        runtime: &crate::runtime::Runtime,
+        engine: Arc<Engine>,
+        queue: queue::Client,
         settings: Settings,
         identity: &str,
         metrics: Metrics,
     ) -> Context {
         Context {
             client,
-            engine: Arc::clone(&runtime.engine),
-            reader: runtime.reader(),
-            queue: runtime.queue.clone(),
+            reader: engine.reader(),
+            engine,
+            queue,
             reporter: Reporter {
                 controller: FIELD_MANAGER.into(),
                 instance: Some(identity.to_owned()),

@@ -1,4 +1,5 @@
-//! `run_execution`: the effectful half of the engine, in three parts.
+//! `run_execution`: the effectful half of the engine, in three parts
+//! (claim here, [`super::step`], [`super::settle`]).
 //!
 //! - **claim**: read the row, plan a `Claim`, write it (optimistically, by
 //!   revision): this worker holds the lease;
@@ -21,28 +22,18 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde_json::{Value as Json, json};
+use chrono::Utc;
 use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
-use super::definition::{Definition, Step};
-use super::plan::{self, Command, Job, Machine, Transition};
-use super::{Engine, Enqueued, Error, Result, lock};
-use crate::action::{self, ActionError, Input, Outcome};
-use crate::domain::{Change, LogStatus, Status, contact as rules};
-use crate::queue::{keys, now_ms};
-use crate::store::execution::NewLog;
-use crate::store::{self, contact::Contact, execution::Execution, text};
+use super::plan::{self, Command, Machine};
+use super::settle::Settle;
+use super::{Engine, Error, Result, lock};
+use crate::domain::Status;
+use crate::store::{self, execution::Execution};
 
 /// Why an execution whose contact was deleted mid-way fails.
 const CONTACT_GONE: &str = "the contact no longer exists";
-/// Keys of `step_state`: when the parked step first started, and the
-/// action's own state.
-const STARTED_AT: &str = "started_at";
-const STATE: &str = "state";
-/// Metric outcome of a step that parked.
-const PARKED: &str = "WAITING";
 /// First pause between attempts to give a claim back after an error.
 const RELEASE_FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// Longest pause between those attempts.
@@ -89,7 +80,7 @@ impl Run {
     }
 
     /// How a run that settled in `status` ended; `None` while it runs on.
-    fn settled_in(status: Status) -> Option<Run> {
+    pub(super) fn settled_in(status: Status) -> Option<Run> {
         match status {
             Status::Running => None,
             Status::Completed => Some(Run::Completed),
@@ -119,55 +110,6 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         lock(self.set).remove(&self.id);
     }
-}
-
-/// A command to settle, with what goes with it into the same transaction.
-struct Settle<'a> {
-    cmd: Command,
-    writes: Writes<'a>,
-}
-
-/// What a checkpoint writes besides the execution row.
-#[derive(Default)]
-struct Writes<'a> {
-    /// The step that ran, if one did.
-    ran: Option<Ran<'a>>,
-    /// The contact change a step made.
-    change: Option<Change>,
-    /// The action kind a failure is filed under as a dead letter.
-    dead: Option<&'a str>,
-}
-
-impl Settle<'_> {
-    fn bare(cmd: Command) -> Self {
-        Settle {
-            cmd,
-            writes: Writes::default(),
-        }
-    }
-
-    /// A failure that no step's log row records (the definition no longer
-    /// validates, the contact is gone).
-    fn fail(kind: &'static str, error: String) -> Self {
-        Settle {
-            cmd: Command::Fail { error },
-            writes: Writes {
-                dead: Some(kind),
-                ..Writes::default()
-            },
-        }
-    }
-}
-
-/// One attempt of one step: its log row and its metric.
-struct Ran<'a> {
-    step: &'a Step,
-    started_at: DateTime<Utc>,
-    /// The log row's status; `None` for a step that parked (its row is
-    /// written when it ends, spanning the wait).
-    log: Option<LogStatus>,
-    response: Option<Json>,
-    error: Option<String>,
 }
 
 impl Engine {
@@ -277,230 +219,6 @@ impl Engine {
         Ok(Ok(e))
     }
 
-    // === step ===
-
-    /// Runs `step`'s action for `e`; returns what it came to, with the time
-    /// the step first started (a parked step keeps it, so its log row
-    /// spans the whole wait).
-    async fn step(
-        &self,
-        e: &Execution,
-        step: &Step,
-        contact: &Contact,
-    ) -> (std::result::Result<Outcome, ActionError>, DateTime<Utc>) {
-        let stored = e.step_state.as_ref().map(|s| s.0.clone());
-        let started_at = stored
-            .as_ref()
-            .and_then(|s| s.get(STARTED_AT)?.as_str()?.parse::<DateTime<Utc>>().ok())
-            .unwrap_or_else(Utc::now);
-        let state = stored.and_then(|mut s| s.as_object_mut()?.remove(STATE));
-        let scope = scope(e, contact);
-        let input = Input {
-            account_id: e.account_id,
-            execution_id: e.id,
-            step_id: &step.id,
-            step_index: e.current_step_index as usize,
-            attempt: e.attempt,
-            state: state.as_ref(),
-            scope: &scope,
-            timezone: &contact.timezone,
-            tags: &contact.tags,
-            opted_out: contact.opted_out,
-            now: Utc::now(),
-        };
-        let outcome = action::run(&step.action, &input, &self.providers).await;
-        (admit(outcome, contact), started_at)
-    }
-
-    /// What a step's outcome means for the execution.
-    fn decide<'a>(
-        &self,
-        e: &Execution,
-        def: &Definition,
-        step: &'a Step,
-        outcome: std::result::Result<Outcome, ActionError>,
-        started_at: DateTime<Utc>,
-    ) -> Settle<'a> {
-        let ran = |log, response, error| Ran {
-            step,
-            started_at,
-            log: Some(log),
-            response,
-            error,
-        };
-        let kind = step.action.kind();
-        let fail = |error: String, response| Settle {
-            cmd: Command::Fail {
-                error: error.clone(),
-            },
-            writes: Writes {
-                ran: Some(ran(LogStatus::Failed, response, Some(error))),
-                change: None,
-                dead: Some(kind),
-            },
-        };
-        match outcome {
-            Ok(Outcome::Done {
-                response,
-                next,
-                change,
-            }) => {
-                let index = e.current_step_index as usize;
-                let next = def
-                    .next_index(index, &next)
-                    .map(|n| (n as i32, def.steps[n].id.clone()));
-                Settle {
-                    cmd: Command::Advance {
-                        output: (step.id.clone(), response.clone()),
-                        next,
-                    },
-                    writes: Writes {
-                        ran: Some(ran(LogStatus::Succeeded, Some(response), None)),
-                        change,
-                        dead: None,
-                    },
-                }
-            }
-            Ok(Outcome::Park {
-                until,
-                reason,
-                state,
-            }) => Settle {
-                cmd: Command::Park {
-                    until,
-                    reason: reason.to_owned(),
-                    step_state: json!({STARTED_AT: started_at, STATE: state}),
-                },
-                writes: Writes {
-                    ran: Some(Ran {
-                        log: None,
-                        ..ran(LogStatus::Succeeded, None, None)
-                    }),
-                    ..Writes::default()
-                },
-            },
-            Err(ActionError {
-                retryable: true,
-                message,
-                response,
-            }) => {
-                let policy = step.retry.unwrap_or(self.settings.retry);
-                // Attempts since the step (re)started: a manual retry gives
-                // a step its whole policy again.
-                let tries = e.attempt - e.first_attempt + 1;
-                if tries >= policy.max_attempts {
-                    return fail(format!("{message} (after {tries} attempts)"), response);
-                }
-                let at = Utc::now() + policy.backoff(tries, fastrand::f64());
-                Settle {
-                    cmd: Command::Backoff {
-                        at,
-                        error: message.clone(),
-                    },
-                    writes: Writes {
-                        ran: Some(ran(LogStatus::Retrying, response, Some(message))),
-                        ..Writes::default()
-                    },
-                }
-            }
-            Err(ActionError {
-                retryable: false,
-                message,
-                response,
-            }) => fail(message, response),
-        }
-    }
-
-    // === settle ===
-
-    /// [`Engine::settle`] for a command that ends the run.
-    async fn settle_end(&self, e: &mut Execution, s: Settle<'_>) -> Result<Run> {
-        Ok(self.settle(e, s).await?.unwrap_or(Run::Interrupted))
-    }
-
-    /// Plans `s`'s command, commits it with what goes with it, then does
-    /// what the committed transition asks: enqueue its job, announce a
-    /// failure. `None` while the run goes on.
-    async fn settle(&self, e: &mut Execution, s: Settle<'_>) -> Result<Option<Run>> {
-        let Settle { cmd, writes } = s;
-        let t = plan::plan(&Machine::of(e), cmd, Utc::now())?;
-        if !self.commit(e, &t, &writes).await? {
-            return Ok(Some(Run::Interrupted));
-        }
-        if let Some(ran) = &writes.ran {
-            let outcome = ran.log.map_or(PARKED, LogStatus::as_str);
-            self.observe_step(ran.step.action.kind(), outcome, ran.started_at);
-            debug!(step = %ran.step.id, action = ran.step.action.kind(), outcome, "step settled");
-        }
-        self.enqueue_job(e, t.job).await?;
-        match e.status {
-            Status::Completed => info!("execution completed"),
-            Status::Retrying => {
-                info!(
-                    attempt = e.attempt,
-                    error = e.error.as_deref(),
-                    "step will be retried"
-                )
-            }
-            Status::Failed => self.announce_failure(e, writes.dead.unwrap_or("")).await,
-            _ => {}
-        }
-        Ok(Run::settled_in(e.status))
-    }
-
-    /// Commits `t` into `e` with the log row, contact change and dead
-    /// letter of `s`: one transaction when there is more than the row to
-    /// write. `false` (nothing written) when the row changed underneath.
-    async fn commit(&self, e: &mut Execution, t: &Transition, s: &Writes<'_>) -> Result<bool> {
-        let log = s.ran.as_ref().and_then(|r| Some(log_row(e, r, r.log?)));
-        if log.is_none() && s.change.is_none() && s.dead.is_none() {
-            t.apply_to(e);
-            let mut conn = self.pool.acquire().await.map_err(store::Error::from)?;
-            return Ok(store::execution::save(&mut conn, e).await?);
-        }
-        let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
-        if let Some(change) = &s.change {
-            store::contact::apply(&mut tx, e.account_id, e.contact_id, change).await?;
-        }
-        if let Some(log) = &log {
-            store::execution::insert_log(&mut tx, log).await?;
-        }
-        t.apply_to(e);
-        if let Some(kind) = s.dead {
-            let error = e.error.as_deref().unwrap_or("");
-            store::execution::insert_dead_letter(&mut tx, e, kind, error).await?;
-        }
-        if !store::execution::save(&mut tx, e).await? {
-            return Ok(false);
-        }
-        tx.commit().await.map_err(store::Error::from)?;
-        Ok(true)
-    }
-
-    /// Commits `t` into `e`, with nothing else to write. `false` when the
-    /// row changed underneath.
-    pub(super) async fn commit_bare(&self, e: &mut Execution, t: &Transition) -> Result<bool> {
-        self.commit(e, t, &Writes::default()).await
-    }
-
-    /// Logs a failure and announces it in `<prefix>:dead`: the dead letter
-    /// row is the record; the sorted set only announces it.
-    async fn announce_failure(&self, e: &Execution, kind: &str) {
-        warn!(
-            error = e.error.as_deref(),
-            action = kind,
-            "execution failed"
-        );
-        let dead = keys::dead_queue(&self.settings.queue_prefix);
-        if let Err(err) = self
-            .queue
-            .mark_dead(&dead, &e.id.to_string(), now_ms())
-            .await
-        {
-            warn!(error = %err, "could not announce the failure in the dead set");
-        }
-    }
-
     // === giving a claim back ===
 
     /// Gives back this process's claim on `id` after an error: QUEUED under
@@ -542,83 +260,4 @@ impl Engine {
         info!("claim given back after an error");
         Ok(true)
     }
-
-    /// Enqueues the job a committed transition asks for; a refusal (arq's
-    /// dedupe) is logged: the maintenance loop moves the row on.
-    pub(crate) async fn enqueue_job(&self, e: &Execution, job: Job) -> Result<()> {
-        let at = match job {
-            Job::None => return Ok(()),
-            Job::Now => None,
-            Job::At(t) => Some(t),
-        };
-        if self.enqueue_run(e, at).await? == Enqueued::Refused {
-            warn!(execution_id = %e.id, job_id = %super::job_id(e), "job id taken; maintenance will enqueue a fresh one");
-        }
-        Ok(())
-    }
-}
-
-/// The log row of the step `r` as `e` stands before the transition moves it.
-fn log_row<'a>(e: &Execution, r: &'a Ran<'_>, status: LogStatus) -> NewLog<'a> {
-    NewLog {
-        execution_id: e.id,
-        account_id: e.account_id,
-        step_index: e.current_step_index,
-        step_id: &r.step.id,
-        action_type: r.step.action.kind(),
-        attempt: e.attempt,
-        status: status.as_str(),
-        config: &r.step.raw,
-        response: r.response.as_ref(),
-        error: r.error.as_deref(),
-        started_at: r.started_at,
-        completed_at: Utc::now(),
-    }
-}
-
-/// What the engine lets through of a step's outcome. Third parties' data
-/// (a webhook's answer, an arq result, a provider's error text) is kept
-/// with any NUL replaced, which PostgreSQL would refuse at every retry of
-/// the checkpoint; a contact change that would pass the contact's limits
-/// fails the step for good, with a message saying which.
-fn admit(
-    outcome: std::result::Result<Outcome, ActionError>,
-    contact: &Contact,
-) -> std::result::Result<Outcome, ActionError> {
-    match outcome {
-        Ok(Outcome::Done {
-            response,
-            next,
-            change,
-        }) => {
-            if let Some(change) = &change
-                && let Err(msg) = rules::check_change(change, &contact.attributes.0, &contact.tags)
-            {
-                return Err(ActionError::permanent(msg));
-            }
-            Ok(Outcome::Done {
-                response: text::scrub(response),
-                next,
-                change,
-            })
-        }
-        Err(mut err) => {
-            err.message = text::scrub_str(err.message);
-            err.response = err.response.map(text::scrub);
-            Err(err)
-        }
-        park => park,
-    }
-}
-
-/// The template scope of a step.
-fn scope(e: &Execution, c: &Contact) -> Json {
-    json!({
-        "contact": {
-            "id": c.id, "external_id": c.external_id, "email": c.email, "phone": c.phone,
-            "timezone": c.timezone, "attributes": c.attributes.0, "tags": c.tags,
-        },
-        "execution": {"id": e.id, "workflow_id": e.workflow_id, "metadata": e.metadata.0, "attempt": e.attempt},
-        "steps": e.context.0,
-    })
 }

@@ -6,7 +6,9 @@
 //! - [`plan`]: the state machine, pure: a command becomes one transition;
 //! - [`definition`]: workflow definitions, parsed and validated;
 //! - [`reference`]: what each step's templates may read, checked on write;
-//! - [`executor`]: `run_execution`: claim, step, settle;
+//! - [`executor`]: `run_execution`: claim, then step (`step.rs`: run the
+//!   action, decide) and settle (`settle.rs`: plan, commit, enqueue) until
+//!   the run ends;
 //! - [`execution`], [`workflow`], [`contact`]: what users ask of the
 //!   engine (start, cancel, retry; create and version workflows; keep the
 //!   contact mirror), each checked before anything is written;
@@ -32,6 +34,8 @@ pub mod job;
 pub mod maintenance;
 pub mod plan;
 pub mod reference;
+mod settle;
+mod step;
 pub mod workflow;
 
 use std::collections::{HashMap, HashSet};

@@ -2,7 +2,8 @@
 //!
 //! - this file: the pool, migrations, and the store's error type;
 //! - one file per aggregate: [`account`], [`contact`], [`workflow`],
-//!   [`execution`] (with its logs and dead letters), [`outbox`], [`api_key`];
+//!   [`execution`], [`log`] (step attempts and dead letters), [`outbox`],
+//!   [`api_key`];
 //! - [`reader`]: the read handle everything outside the engine reads with;
 //! - [`lock`]: the maintenance leader's advisory lock;
 //! - [`page`]: keyset pagination types shared by the list queries;
@@ -18,6 +19,7 @@ pub mod api_key;
 pub mod contact;
 pub mod execution;
 pub mod lock;
+pub mod log;
 pub mod outbox;
 pub mod page;
 pub mod partition;

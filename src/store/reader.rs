@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::api_key::Grant;
 use super::contact::{self, Contact};
-use super::execution::{self, Execution, Log, LogFilter};
+use super::execution::{self, Execution};
+use super::log::{self, Log, LogFilter};
 use super::page::{After, Count};
 use super::workflow::{self, Workflow};
 use super::{Result, api_key};
@@ -80,7 +81,7 @@ impl Reader {
         after: Option<i64>,
         limit: i64,
     ) -> Result<Vec<Log>> {
-        execution::logs(&self.pool, account_id, execution_id, filter, after, limit).await
+        log::logs(&self.pool, account_id, execution_id, filter, after, limit).await
     }
 
     /// The workflow `id` of the account.

@@ -24,6 +24,7 @@
 pub mod diagnostic;
 pub mod function;
 pub mod priority;
+mod run;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,12 +34,12 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 pub use function::{Args, Function, JobContext, JobError, Registry};
 
 use crate::config::WorkerConfig;
-use crate::queue::{self, Client, Finish, Job, JobResult, Serializer, Value, now_ms};
+use crate::queue::{self, Client, now_ms};
 
 /// Extra life of the in-progress key beyond the longest timeout (arq: 10 s),
 /// so a live worker always finishes before its claim lapses.
@@ -320,7 +321,7 @@ impl Worker {
             tasks.spawn(
                 async move {
                     let began = tokio::time::Instant::now();
-                    let outcome = run_job(&shared, &queue, &id, score, &abort).await;
+                    let outcome = run::run_job(&shared, &queue, &id, score, &abort).await;
                     if let Some(m) = &shared.metrics {
                         m.observe(&queue, outcome.as_str(), began.elapsed());
                     }
@@ -382,258 +383,4 @@ impl Worker {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding this lock leaves a plain map consistent.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// What a run is recorded as when the result is written.
-struct Record {
-    job: Job,
-    job_try: i64,
-    start_ms: i64,
-    /// The serializer of the job payload, so that the producer, which reads
-    /// the result with its own deserializer, can read it; the configured one
-    /// when the payload is missing or unreadable.
-    serializer: Serializer,
-}
-
-/// Runs one claimed job to its end; never fails: Redis errors are logged and
-/// leave the job to be re-claimed when its in-progress key expires.
-async fn run_job(
-    shared: &Shared,
-    queue: &str,
-    id: &str,
-    score: i64,
-    abort: &CancellationToken,
-) -> Outcome {
-    match try_run_job(shared, queue, id, score, abort).await {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            warn!(error = %e, "job bookkeeping failed; it will be re-claimed");
-            Outcome::Retried
-        }
-    }
-}
-
-async fn try_run_job(
-    shared: &Shared,
-    queue: &str,
-    id: &str,
-    score: i64,
-    abort: &CancellationToken,
-) -> queue::Result<Outcome> {
-    let client = &shared.client;
-    let settings = &shared.settings;
-    let start_ms = now_ms();
-    let started = client.start(id).await?;
-    let mut rec = Record {
-        job: Job {
-            function: "<unknown>".into(),
-            args: Vec::new(),
-            kwargs: Vec::new(),
-            job_try: None,
-            enqueue_time_ms: 0,
-        },
-        job_try: started.job_try,
-        start_ms,
-        serializer: client.serializer(),
-    };
-    let fail_before_run = |rec: Record, exc: Value| async move {
-        debug!(function = %rec.job.function, "job failed before running");
-        finish(shared, queue, id, rec, false, exc, settings.keep_result).await?;
-        Ok(Outcome::Failed)
-    };
-
-    let Some(payload) = started.payload else {
-        warn!("job expired");
-        return fail_before_run(
-            rec,
-            Value::exception(function::JOB_EXECUTION_FAILED, "job expired"),
-        )
-        .await;
-    };
-    rec.job = match Job::decode(&payload) {
-        Ok(job) => {
-            rec.serializer = Serializer::detect(&payload);
-            job
-        }
-        Err(e) => {
-            warn!(error = %e, "undecodable job payload");
-            let exc =
-                Value::exception("arq.jobs.DeserializationError", "unable to deserialize job");
-            return fail_before_run(rec, exc).await;
-        }
-    };
-    if started.aborted {
-        info!("job aborted before start");
-        return fail_before_run(rec, cancelled_error()).await;
-    }
-    let Some(function) = shared.registry.get(&rec.job.function) else {
-        warn!(function = %rec.job.function, "function not found");
-        let msg = format!("function {} not found", python_repr(&rec.job.function));
-        return fail_before_run(rec, Value::exception(function::JOB_EXECUTION_FAILED, msg)).await;
-    };
-    if let Some(t) = rec.job.job_try.filter(|t| *t > rec.job_try) {
-        rec.job_try = t;
-        client.set_try(id, t).await?;
-    }
-    let max_tries = function.max_tries.unwrap_or(settings.max_tries);
-    if rec.job_try > max_tries {
-        warn!(max_tries, "max retries exceeded");
-        let msg = format!("max {max_tries} retries exceeded");
-        return fail_before_run(rec, Value::exception(function::JOB_EXECUTION_FAILED, msg)).await;
-    }
-
-    let ctx = JobContext {
-        job_id: id.to_owned(),
-        job_try: rec.job_try,
-        enqueue_time_ms: rec.job.enqueue_time_ms,
-        score,
-        queue: queue.to_owned(),
-    };
-    let args = Args {
-        args: rec.job.args.clone(),
-        kwargs: rec.job.kwargs.clone(),
-    };
-    let timeout = function.timeout.unwrap_or(settings.job_timeout);
-    let keep = function.keep_result.unwrap_or(settings.keep_result);
-    rec.start_ms = now_ms();
-    debug!(function = %rec.job.function, job_try = rec.job_try, "job started");
-    // The function runs in its own task so that a panic fails the job
-    // instead of the worker, and so that dropping it cancels it.
-    let mut call = tokio::spawn(function.call(ctx, args));
-    let ran = tokio::select! {
-        r = tokio::time::timeout(timeout, &mut call) => r,
-        () = abort.cancelled() => {
-            call.abort();
-            info!("job aborted while running");
-            finish(shared, queue, id, rec, false, cancelled_error(), keep).await?;
-            return Ok(Outcome::Failed);
-        }
-        () = shared.cut_off.cancelled() => {
-            call.abort();
-            info!("job cut off by shutdown; released for re-run");
-            client.finish(queue, id, Finish::Release).await?;
-            return Ok(Outcome::Retried);
-        }
-    };
-    match ran {
-        Ok(Ok(Ok(value))) => {
-            debug!("job complete");
-            finish(shared, queue, id, rec, true, value, keep).await?;
-            Ok(Outcome::Complete)
-        }
-        Ok(Ok(Err(JobError::Retry { defer }))) => {
-            let incr_ms = defer.map(|d| d.as_millis() as i64 + (now_ms() - score));
-            debug!(
-                defer_ms = defer.map(|d| d.as_millis() as u64),
-                "job retry requested"
-            );
-            client.finish(queue, id, Finish::Retry { incr_ms }).await?;
-            Ok(Outcome::Retried)
-        }
-        Ok(Ok(Err(JobError::Failed { class, message }))) => {
-            debug!(%class, %message, "job failed");
-            finish(
-                shared,
-                queue,
-                id,
-                rec,
-                false,
-                Value::exception(class, message),
-                keep,
-            )
-            .await?;
-            Ok(Outcome::Failed)
-        }
-        Ok(Err(join)) => {
-            warn!(error = %join, "job panicked");
-            let exc = Value::exception(function::RUNTIME_ERROR, "job panicked");
-            finish(shared, queue, id, rec, false, exc, keep).await?;
-            Ok(Outcome::Failed)
-        }
-        Err(_elapsed) => {
-            call.abort();
-            warn!(timeout_s = timeout.as_secs_f64(), "job timed out");
-            let exc = Value::Object {
-                class: "builtins.TimeoutError".into(),
-                args: Vec::new(),
-                state: None,
-            };
-            finish(shared, queue, id, rec, false, exc, keep).await?;
-            Ok(Outcome::Failed)
-        }
-    }
-}
-
-/// Stores the result (unless results are not kept) and removes the job.
-async fn finish(
-    shared: &Shared,
-    queue: &str,
-    id: &str,
-    rec: Record,
-    success: bool,
-    result: Value,
-    keep: Option<Duration>,
-) -> queue::Result<()> {
-    let stored = keep.is_none_or(|k| !k.is_zero());
-    let bytes = if stored {
-        let mut job = rec.job;
-        job.job_try = Some(rec.job_try);
-        let mut r = JobResult {
-            job,
-            success,
-            result,
-            start_ms: rec.start_ms,
-            finish_ms: now_ms(),
-            queue: Some(queue.to_owned()),
-            job_id: Some(id.to_owned()),
-        };
-        // Arguments that only pickle carries cannot be echoed in another
-        // format; the result still records the outcome without them.
-        Some(r.encode(rec.serializer).or_else(|_| {
-            r.job.args.clear();
-            r.job.kwargs.clear();
-            r.encode(rec.serializer)
-        })?)
-    } else {
-        None
-    };
-    shared
-        .client
-        .finish(
-            queue,
-            id,
-            Finish::Done {
-                result: bytes,
-                keep,
-            },
-        )
-        .await
-}
-
-fn cancelled_error() -> Value {
-    Value::Object {
-        class: "asyncio.exceptions.CancelledError".into(),
-        args: Vec::new(),
-        state: None,
-    }
-}
-
-/// Python's `repr()` of a str, as arq's `{function_name!r}` prints it.
-fn python_repr(s: &str) -> String {
-    if s.contains('\'') && !s.contains('"') {
-        format!("\"{s}\"")
-    } else {
-        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn function_names_are_quoted_as_python_repr_quotes_them() {
-        assert_eq!(python_repr("not_registered"), "'not_registered'");
-        assert_eq!(python_repr("it's"), "\"it's\"");
-    }
 }

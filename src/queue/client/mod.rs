@@ -6,11 +6,14 @@
 //! multiplexed connection; Python's WATCH-based clients interoperate with
 //! either. The worker loop in `crate::worker` decides *when* to call these.
 
-use std::sync::LazyLock;
+mod script;
+mod worker;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::Script;
 use redis::aio::ConnectionManager;
+
+use script::{ABORT, ENQUEUE};
 
 use super::codec::{self, Job, JobResult, Serializer};
 use super::keys;
@@ -21,53 +24,6 @@ use super::value::Value;
 pub const JOB_TTL_EXTRA_MS: i64 = 86_400_000;
 /// Expiry of the retry counter, in **seconds** (arq writes 88 400, sic).
 pub const RETRY_COUNTER_TTL_S: i64 = 88_400;
-
-/// Enqueue with arq's dedupe: nothing is written while the job or its
-/// result exists.
-static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: job, result, queue   ARGV: ttl ms, payload, score, id
-if redis.call('EXISTS', KEYS[1], KEYS[2]) ~= 0 then return 0 end
-redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-return 1
-",
-    )
-});
-
-/// Claim as arq 0.27+ does: skip when in progress, gone from the queue,
-/// scored 0, or not yet due.
-static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: in-progress, queue   ARGV: id, now ms, in-progress ttl ms
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score then return 0 end
-score = tonumber(score)
-if score == 0 or score > tonumber(ARGV[2]) then return 0 end
-redis.call('PSETEX', KEYS[1], ARGV[3], '1')
-return 1
-",
-    )
-});
-
-/// Abort as `Job.abort()` does: a deferred job is rescored to 1 so a worker
-/// picks it up at once and fails it, then the id joins the abort set.
-static ABORT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: queue, abort set   ARGV: id, now ms
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) > tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], 1, ARGV[1])
-end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 1
-",
-    )
-});
 
 /// Errors of the queue layer.
 #[derive(Debug, thiserror::Error)]
@@ -390,131 +346,6 @@ impl Client {
             .await?)
     }
 
-    /// Takes the in-progress key for `id` for `ttl`. `false` when another
-    /// worker holds it or the job is no longer due.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn claim(&self, queue: &str, id: &str, now_ms: i64, ttl: Duration) -> Result<bool> {
-        let claimed: i64 = CLAIM
-            .key(keys::in_progress(id))
-            .key(queue)
-            .arg(id)
-            .arg(now_ms)
-            .arg(ttl.as_millis() as i64)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(claimed == 1)
-    }
-
-    /// Reads the payload and advances the try counter of a claimed job, and
-    /// consumes a pending abort request, in one transaction.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn start(&self, id: &str) -> Result<Started> {
-        let (payload, job_try, _, aborted): (Option<Vec<u8>>, i64, i64, i64) = redis::pipe()
-            .atomic()
-            .cmd("GET")
-            .arg(keys::job(id))
-            .cmd("INCR")
-            .arg(keys::retry(id))
-            .cmd("EXPIRE")
-            .arg(keys::retry(id))
-            .arg(RETRY_COUNTER_TTL_S)
-            .cmd("ZREM")
-            .arg(keys::ABORT_SET)
-            .arg(id)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(Started {
-            payload,
-            job_try,
-            aborted: aborted > 0,
-        })
-    }
-
-    /// Overwrites the try counter with the payload's `_job_try`.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn set_try(&self, id: &str, job_try: i64) -> Result<()> {
-        redis::cmd("SETEX")
-            .arg(keys::retry(id))
-            .arg(RETRY_COUNTER_TTL_S)
-            .arg(job_try.to_string())
-            .query_async::<()>(&mut self.conn())
-            .await?;
-        Ok(())
-    }
-
-    /// Ends a run (arq's `finish_job` / `finish_failed_job`) in one transaction.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn finish(&self, queue: &str, id: &str, how: Finish) -> Result<()> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        match how {
-            Finish::Done { result, keep } => {
-                if let Some(bytes) = result {
-                    pipe.cmd("SET").arg(keys::result(id)).arg(bytes);
-                    if let Some(keep) = keep {
-                        pipe.arg("PX").arg(keep.as_millis().max(1) as u64);
-                    }
-                    pipe.ignore();
-                }
-                pipe.cmd("ZREM").arg(keys::ABORT_SET).arg(id).ignore();
-                pipe.cmd("ZREM").arg(queue).arg(id).ignore();
-                pipe.cmd("DEL")
-                    .arg(keys::in_progress(id))
-                    .arg(keys::retry(id))
-                    .arg(keys::job(id))
-                    .ignore();
-            }
-            Finish::Retry { incr_ms } => {
-                if let Some(incr) = incr_ms.filter(|i| *i != 0) {
-                    pipe.cmd("ZINCRBY").arg(queue).arg(incr).arg(id).ignore();
-                }
-                pipe.cmd("DEL").arg(keys::in_progress(id)).ignore();
-            }
-            Finish::Release => {
-                pipe.cmd("DEL").arg(keys::in_progress(id)).ignore();
-            }
-        }
-        pipe.query_async::<()>(&mut self.conn()).await?;
-        Ok(())
-    }
-
-    /// Ids whose abort was requested (the worker cancels those it runs).
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn abort_requests(&self) -> Result<Vec<String>> {
-        Ok(redis::cmd("ZRANGE")
-            .arg(keys::ABORT_SET)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn())
-            .await?)
-    }
-
-    /// Forgets abort requests for ids the worker has handled.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn clear_abort(&self, ids: &[String]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        redis::cmd("ZREM")
-            .arg(keys::ABORT_SET)
-            .arg(ids)
-            .query_async::<()>(&mut self.conn())
-            .await?;
-        Ok(())
-    }
-
     /// Requests an abort as `Job.abort()` does (without waiting for the result).
     ///
     /// # Errors
@@ -634,32 +465,6 @@ impl Client {
             }),
             None => None,
         })
-    }
-
-    /// Writes the health-check line of `queue` for `ttl`.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn write_health(&self, queue: &str, line: &str, ttl: Duration) -> Result<()> {
-        redis::cmd("PSETEX")
-            .arg(keys::health_check(queue))
-            .arg(ttl.as_millis() as u64)
-            .arg(line)
-            .query_async::<()>(&mut self.conn())
-            .await?;
-        Ok(())
-    }
-
-    /// Removes the health-check key, as arq does on a clean close.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn clear_health(&self, queue: &str) -> Result<()> {
-        redis::cmd("DEL")
-            .arg(keys::health_check(queue))
-            .query_async::<()>(&mut self.conn())
-            .await?;
-        Ok(())
     }
 
     /// Adds `member` to the dead-letter sorted set `dead_set`

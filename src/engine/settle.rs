@@ -1,0 +1,180 @@
+//! Settle: a command becomes a transition ([`plan::plan`]), committed in
+//! one transaction with what goes with it (the step's log row, the contact
+//! change, a dead letter); then the job it asks for is enqueued and a
+//! failure announced. [`Engine::commit`] is the one place an execution row
+//! changes state.
+
+use chrono::Utc;
+use tracing::{debug, info, warn};
+
+use super::executor::Run;
+use super::plan::{self, Command, Job, Machine, Transition};
+use super::step::Ran;
+use super::{Engine, Enqueued, Result};
+use crate::domain::{Change, LogStatus, Status};
+use crate::queue::{keys, now_ms};
+use crate::store::log::NewLog;
+use crate::store::{self, execution::Execution};
+
+/// Metric outcome of a step that parked.
+const PARKED: &str = "WAITING";
+
+/// A command to settle, with what goes with it into the same transaction.
+pub(super) struct Settle<'a> {
+    pub(super) cmd: Command,
+    pub(super) writes: Writes<'a>,
+}
+
+/// What a checkpoint writes besides the execution row.
+#[derive(Default)]
+pub(super) struct Writes<'a> {
+    /// The step that ran, if one did.
+    pub(super) ran: Option<Ran<'a>>,
+    /// The contact change a step made.
+    pub(super) change: Option<Change>,
+    /// The action kind a failure is filed under as a dead letter.
+    pub(super) dead: Option<&'a str>,
+}
+
+impl Settle<'_> {
+    pub(super) fn bare(cmd: Command) -> Self {
+        Settle {
+            cmd,
+            writes: Writes::default(),
+        }
+    }
+
+    /// A failure that no step's log row records (the definition no longer
+    /// validates, the contact is gone).
+    pub(super) fn fail(kind: &'static str, error: String) -> Self {
+        Settle {
+            cmd: Command::Fail { error },
+            writes: Writes {
+                dead: Some(kind),
+                ..Writes::default()
+            },
+        }
+    }
+}
+
+impl Engine {
+    /// [`Engine::settle`] for a command that ends the run.
+    pub(super) async fn settle_end(&self, e: &mut Execution, s: Settle<'_>) -> Result<Run> {
+        Ok(self.settle(e, s).await?.unwrap_or(Run::Interrupted))
+    }
+
+    /// Plans `s`'s command, commits it with what goes with it, then does
+    /// what the committed transition asks: enqueue its job, announce a
+    /// failure. `None` while the run goes on.
+    pub(super) async fn settle(&self, e: &mut Execution, s: Settle<'_>) -> Result<Option<Run>> {
+        let Settle { cmd, writes } = s;
+        let t = plan::plan(&Machine::of(e), cmd, Utc::now())?;
+        if !self.commit(e, &t, &writes).await? {
+            return Ok(Some(Run::Interrupted));
+        }
+        if let Some(ran) = &writes.ran {
+            let outcome = ran.log.map_or(PARKED, LogStatus::as_str);
+            self.observe_step(ran.step.action.kind(), outcome, ran.started_at);
+            debug!(step = %ran.step.id, action = ran.step.action.kind(), outcome, "step settled");
+        }
+        self.enqueue_job(e, t.job).await?;
+        match e.status {
+            Status::Completed => info!("execution completed"),
+            Status::Retrying => {
+                info!(
+                    attempt = e.attempt,
+                    error = e.error.as_deref(),
+                    "step will be retried"
+                )
+            }
+            Status::Failed => self.announce_failure(e, writes.dead.unwrap_or("")).await,
+            _ => {}
+        }
+        Ok(Run::settled_in(e.status))
+    }
+
+    /// Commits `t` into `e` with the log row, contact change and dead
+    /// letter of `s`: one transaction when there is more than the row to
+    /// write. `false` (nothing written) when the row changed underneath.
+    async fn commit(&self, e: &mut Execution, t: &Transition, s: &Writes<'_>) -> Result<bool> {
+        let log = s.ran.as_ref().and_then(|r| Some(log_row(e, r, r.log?)));
+        if log.is_none() && s.change.is_none() && s.dead.is_none() {
+            t.apply_to(e);
+            let mut conn = self.pool.acquire().await.map_err(store::Error::from)?;
+            return Ok(store::execution::save(&mut conn, e).await?);
+        }
+        let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
+        if let Some(change) = &s.change {
+            store::contact::apply(&mut tx, e.account_id, e.contact_id, change).await?;
+        }
+        if let Some(log) = &log {
+            store::log::insert_log(&mut tx, log).await?;
+        }
+        t.apply_to(e);
+        if let Some(kind) = s.dead {
+            let error = e.error.as_deref().unwrap_or("");
+            store::log::insert_dead_letter(&mut tx, e, kind, error).await?;
+        }
+        if !store::execution::save(&mut tx, e).await? {
+            return Ok(false);
+        }
+        tx.commit().await.map_err(store::Error::from)?;
+        Ok(true)
+    }
+
+    /// Commits `t` into `e`, with nothing else to write. `false` when the
+    /// row changed underneath.
+    pub(super) async fn commit_bare(&self, e: &mut Execution, t: &Transition) -> Result<bool> {
+        self.commit(e, t, &Writes::default()).await
+    }
+
+    /// Logs a failure and announces it in `<prefix>:dead`: the dead letter
+    /// row is the record; the sorted set only announces it.
+    async fn announce_failure(&self, e: &Execution, kind: &str) {
+        warn!(
+            error = e.error.as_deref(),
+            action = kind,
+            "execution failed"
+        );
+        let dead = keys::dead_queue(&self.settings.queue_prefix);
+        if let Err(err) = self
+            .queue
+            .mark_dead(&dead, &e.id.to_string(), now_ms())
+            .await
+        {
+            warn!(error = %err, "could not announce the failure in the dead set");
+        }
+    }
+
+    /// Enqueues the job a committed transition asks for; a refusal (arq's
+    /// dedupe) is logged: the maintenance loop moves the row on.
+    pub(crate) async fn enqueue_job(&self, e: &Execution, job: Job) -> Result<()> {
+        let at = match job {
+            Job::None => return Ok(()),
+            Job::Now => None,
+            Job::At(t) => Some(t),
+        };
+        if self.enqueue_run(e, at).await? == Enqueued::Refused {
+            warn!(execution_id = %e.id, job_id = %super::job_id(e), "job id taken; maintenance will enqueue a fresh one");
+        }
+        Ok(())
+    }
+}
+
+/// The log row of the step `r` as `e` stands before the transition moves it.
+fn log_row<'a>(e: &Execution, r: &'a Ran<'_>, status: LogStatus) -> NewLog<'a> {
+    NewLog {
+        execution_id: e.id,
+        account_id: e.account_id,
+        step_index: e.current_step_index,
+        step_id: &r.step.id,
+        action_type: r.step.action.kind(),
+        attempt: e.attempt,
+        status,
+        config: &r.step.raw,
+        response: r.response.as_ref(),
+        error: r.error.as_deref(),
+        started_at: r.started_at,
+        completed_at: Utc::now(),
+    }
+}
