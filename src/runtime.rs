@@ -22,7 +22,6 @@ use crate::engine::{self, Engine};
 use crate::metrics::{ApiMetrics, EngineMetrics, WorkerMetrics};
 use crate::provider::{self, Providers};
 use crate::queue::{self, Client};
-use crate::store;
 use crate::telemetry::LogFilter;
 use crate::worker::{self, Registry, Worker};
 
@@ -177,11 +176,6 @@ impl Runtime {
         let maintenance = Maintenance::new(Arc::clone(&self.engine)).run(tasks.token());
         tasks.spawn("maintenance", async move { Ok(maintenance.await?) });
         Ok(())
-    }
-
-    /// A read handle on the database.
-    pub fn reader(&self) -> store::Reader {
-        self.engine.reader()
     }
 }
 

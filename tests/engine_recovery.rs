@@ -156,9 +156,28 @@ async fn maintenance_adds_no_second_job_while_the_first_is_still_queued(pool: Pg
     let prefix = flow.prefix.clone();
     flow.stop().await;
     let before = rows(&pool).await;
-    let settings = common::flow::engine_settings(&prefix);
-    tokio::time::sleep(Duration::from_secs(1) + settings.due_grace + Duration::from_millis(500))
-        .await;
+    // Wait until the database says every row is due past the grace, so
+    // "nothing moved" below is the maintenance loop's choice, not timing.
+    let grace = common::flow::engine_settings(&prefix).due_grace;
+    common::eventually(
+        Duration::from_secs(10),
+        "every row due past the grace",
+        || {
+            let pool = pool.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM workflow_executions \
+                 WHERE status <> 'WAITING' OR resume_at > now() - make_interval(secs => $1)",
+                )
+                .bind(grace.as_secs_f64())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (waiting == 0).then_some(())
+            }
+        },
+    )
+    .await;
     let mut maintenance = Maintenance::new(engine);
     assert_eq!(maintenance.pass().await.unwrap(), 0, "nothing moved");
     assert_eq!(rows(&pool).await, before, "rows untouched");

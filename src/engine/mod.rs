@@ -193,11 +193,6 @@ impl Engine {
         store::Reader::new(self.pool.clone())
     }
 
-    /// The engine's settings.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// Every run's end from now on: `(execution id, how it ended)`.
     pub fn watch_runs(&self) -> broadcast::Receiver<(Uuid, Run)> {
         self.runs.subscribe()
