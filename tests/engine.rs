@@ -228,9 +228,23 @@ async fn a_cancelled_waiting_execution_stays_cancelled_when_its_wake_up_comes(po
             {"id": "hello", "type": "send_email", "subject": "s", "body": "b"}
         ]}))
         .await;
+    // The engine signals each run's end: the first run parks, and the
+    // wake-up of the cancelled execution must come and find nothing to do.
+    let mut runs = flow.engine.watch_runs();
     let id = flow.start_execution(workflow, contact).await;
-    flow.wait_status(id, "WAITING", Duration::from_secs(10))
-        .await;
+    let mut next_run = async || {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match runs.recv().await.unwrap() {
+                    (run_id, run) if run_id == id => break run,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("a run of the execution ended")
+    };
+    assert_eq!(next_run().await, Run::Waiting);
     let (reason, resume): (Option<String>, Option<chrono::DateTime<chrono::Utc>>) =
         sqlx::query_as("SELECT waiting_reason, resume_at FROM workflow_executions WHERE id = $1")
             .bind(id)
@@ -239,20 +253,8 @@ async fn a_cancelled_waiting_execution_stays_cancelled_when_its_wake_up_comes(po
             .unwrap();
     assert_eq!(reason.as_deref(), Some("wait"));
     assert!(resume.is_some());
-    // The engine signals each run's end: the wake-up of the cancelled
-    // execution must come, and must find nothing to do.
-    let mut runs = flow.engine.watch_runs();
     flow.engine.cancel(flow.account, id).await.unwrap();
-    let woke = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match runs.recv().await.unwrap() {
-                (run_id, run) if run_id == id => break run,
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("the wake-up of the cancelled execution ran");
+    let woke = next_run().await;
     assert_eq!(woke, Run::Skipped);
     assert_eq!(flow.status(id).await, "CANCELLED");
     let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
