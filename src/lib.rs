@@ -12,7 +12,7 @@
 //! - [`domain`]: the shared vocabulary (execution status and events,
 //!   priority, log status, contact changes and limits); a leaf;
 //! - [`config`]: command line and environment, the only reader of either;
-//!   imports no subsystem: each converts its own settings from it;
+//!   imports only [`domain`]: each subsystem converts its own settings;
 //! - [`telemetry`]: tracing subscriber (text or JSON lines), reloadable filter;
 //! - [`shutdown`]: the root cancellation token and signal handling;
 //! - [`store`]: PostgreSQL: pool, migrations, every SQL statement, and the
@@ -44,7 +44,7 @@
 //!                                          |          \-> queue
 //!                                          v
 //!                                  store, queue, worker
-//! everything -> domain, config (leaves: they import nothing of ours)
+//! everything -> config -> domain (the leaf: it imports nothing of ours)
 //! ```
 //!
 //! One door per room: the API and the controller write only through the

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules by layer, lowest first (as the README draws them).
 const LAYERS: &[&[&str]] = &[
-    &["domain", "config"],
+    &["domain"],
+    &["config"],
     &["store", "crd", "metrics", "telemetry", "shutdown", "tls"],
     &["queue", "auth"],
     &["worker"],
@@ -112,9 +113,9 @@ fn every_module_imports_only_from_the_layers_below_it() {
 }
 
 #[test]
-fn the_store_and_the_config_import_no_subsystem() {
+fn the_store_and_the_config_import_nothing_but_the_vocabulary() {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
-    for (dir, allowed) in [("store", &["domain"][..]), ("config", &[][..])] {
+    for (dir, allowed) in [("store", &["domain"][..]), ("config", &["domain"][..])] {
         let mut files = Vec::new();
         rust_files(&src.join(dir), &mut files);
         assert!(!files.is_empty());

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Form, Json as AxumJson, Router};
-use flowpilot::action::{email, sms};
+use flowpilot::action::{ErrorClass, email, sms};
 use flowpilot::provider::{HttpSms, Smtp};
 use serde_json::{Value as Json, json};
 use tokio::io::AsyncBufReadExt;
@@ -59,7 +59,8 @@ async fn smtp_delivers_to_a_real_server_and_classifies_a_rejected_recipient_as_p
         ..msg.clone()
     };
     let err = smtp.send(&bounced, "exec:0:2").await.unwrap_err();
-    assert!(!err.retryable, "{err}");
+    assert!(!err.retryable(), "{err}");
+    assert_eq!(err.class, ErrorClass::Permanent);
 
     let received: Vec<Json> = std::fs::read_to_string(&file)
         .unwrap()
@@ -76,7 +77,9 @@ async fn smtp_delivers_to_a_real_server_and_classifies_a_rejected_recipient_as_p
 
     // Nobody listening: transient.
     let down = Smtp::new(&format!("smtp://127.0.0.1:{}", free_port()), "a@b.test").unwrap();
-    assert!(down.send(&msg, "k").await.unwrap_err().retryable);
+    let err = down.send(&msg, "k").await.unwrap_err();
+    assert!(err.retryable(), "{err}");
+    assert_eq!(err.class, ErrorClass::Transient);
     std::fs::remove_file(&file).ok();
 }
 
@@ -159,20 +162,11 @@ async fn http_sms_posts_twilio_style_forms_and_classifies_errors() {
         receipt,
         json!({"provider": "http", "to": "+*******4567", "sid": "SM1", "status": "queued"})
     );
-    assert!(
-        provider
-            .send(&msg("+15550000500"), "k")
-            .await
-            .unwrap_err()
-            .retryable
-    );
-    assert!(
-        !provider
-            .send(&msg("+15550000400"), "k")
-            .await
-            .unwrap_err()
-            .retryable
-    );
+    let err = provider.send(&msg("+15550000500"), "k").await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient, "{err}");
+    let err = provider.send(&msg("+15550000400"), "k").await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+    assert!(!err.retryable());
 
     let seen = twilio.seen.lock().unwrap().clone();
     let (auth, key, form) = &seen[0];

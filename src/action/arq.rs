@@ -17,7 +17,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
-use super::{ActionError, Effects, FieldError, Input, Next, Outcome, template};
+use super::{ActionError, Effects, ErrorClass, FieldError, Input, Next, Outcome, template};
 
 const FIRST_POLL: Duration = Duration::from_secs(1);
 const MAX_POLL: Duration = Duration::from_secs(30);
@@ -113,19 +113,20 @@ impl ArqJob {
                     .map_err(|e| ActionError::too_large("kwargs", e))?,
             })
             .await?;
-            let timeout = self.timeout().map_err(ActionError::permanent)?;
+            let timeout = self.timeout().map_err(ActionError::invalid_config)?;
             let deadline =
                 input.now + ChronoDuration::from_std(timeout).unwrap_or(ChronoDuration::hours(1));
             return Ok(park(input.now, &job_id, deadline, FIRST_POLL));
         };
         let field = |k: &str| state.get(k).and_then(Json::as_str).map(str::to_owned);
         let (Some(job_id), Some(deadline)) = (field("job_id"), field("deadline")) else {
-            return Err(ActionError::permanent(
+            return Err(ActionError::new(
+                ErrorClass::Internal,
                 "stored arq step state is incomplete",
             ));
         };
         let deadline = DateTime::parse_from_rfc3339(&deadline)
-            .map_err(|e| ActionError::permanent(format!("stored deadline: {e}")))?
+            .map_err(|e| ActionError::new(ErrorClass::Internal, format!("stored deadline: {e}")))?
             .with_timezone(&Utc);
         match fx.job_state(&self.queue, &job_id).await? {
             JobState::Done {
@@ -146,6 +147,8 @@ impl ArqJob {
             JobState::Missing => Err(ActionError::permanent(format!(
                 "arq job {job_id} is gone without a result (expired, or the worker keeps no results)"
             ))),
+            // Not retried: a new attempt would enqueue a second job while
+            // the first may still run.
             JobState::Pending if input.now >= deadline => Err(ActionError::permanent(format!(
                 "arq job {job_id} did not finish before its timeout"
             ))),

@@ -66,7 +66,9 @@ impl SendEmail {
         let to = render("to", self.to.as_deref().unwrap_or("{{contact.email}}"))?;
         let to = to.trim().to_owned();
         if !to.contains('@') {
-            return Err(ActionError::permanent("the contact has no email address"));
+            return Err(ActionError::contact_data(
+                "the contact has no email address",
+            ));
         }
         Ok(Message {
             to,

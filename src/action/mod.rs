@@ -8,13 +8,15 @@
 //! row or the contact is returned as data for the engine to commit inside
 //! the step's checkpoint transaction.
 //!
-//! Errors are classified once, here: a retryable [`ActionError`] is retried
-//! with backoff, any other fails the execution.
+//! Every failure carries an [`ErrorClass`], set where the cause is known
+//! (the action or its provider); the class decides whether the engine
+//! retries the step, waits for the provider, or fails it.
 
 pub mod arq;
 pub mod condition;
 pub mod contact;
 pub mod email;
+mod error;
 pub mod sms;
 pub mod template;
 pub mod wait;
@@ -26,70 +28,8 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::{Value as Json, json};
 
-/// A configuration problem, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    /// Dotted path of the field within the step (`url`, `window.start`, ...).
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl FieldError {
-    /// A problem with `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// How an action failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {message}", if *.retryable { "transient" } else { "permanent" })]
-pub struct ActionError {
-    /// Worth retrying: timeouts, connection errors, 429 and 5xx answers.
-    /// Not: a 4xx answer, a refused address, bad data.
-    pub retryable: bool,
-    /// What went wrong, for the log row and the execution's `error`.
-    pub message: String,
-    /// The answer that failed the attempt (a webhook's status, headers and
-    /// first KiB of body), kept in the attempt's log row.
-    pub response: Option<Json>,
-}
-
-impl ActionError {
-    /// A failure a later attempt may not meet.
-    pub fn transient(message: impl Into<String>) -> Self {
-        ActionError {
-            retryable: true,
-            message: message.into(),
-            response: None,
-        }
-    }
-
-    /// A failure no retry can help.
-    pub fn permanent(message: impl Into<String>) -> Self {
-        ActionError {
-            retryable: false,
-            message: message.into(),
-            response: None,
-        }
-    }
-
-    /// Keeps the answer that failed the attempt.
-    pub fn with_response(mut self, response: Json) -> Self {
-        self.response = Some(response);
-        self
-    }
-
-    /// A field of the step that renders past the template cap.
-    fn too_large(field: &str, e: template::TooLarge) -> Self {
-        Self::permanent(format!("`{field}` {e}"))
-    }
-}
+pub use crate::domain::ErrorClass;
+pub use error::{ActionError, FieldError};
 
 /// Renders the step's text `field`; past the template cap the step fails
 /// for good, naming the field.
@@ -416,7 +356,7 @@ pub async fn run(
         Action::Webhook(a) => {
             let req = a.render(input.scope, input.idempotency_key())?;
             let resp = fx.call(&req).await?;
-            a.judge(resp).map(Outcome::done)
+            a.judge(resp, input.now).map(Outcome::done)
         }
         Action::Wait(a) => a.run(input),
         Action::Condition(c) => Ok(c.run(input)),

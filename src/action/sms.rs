@@ -48,7 +48,7 @@ impl SendSms {
         let to = render("to", self.to.as_deref().unwrap_or("{{contact.phone}}"))?;
         let to = to.trim().to_owned();
         if to.chars().filter(char::is_ascii_digit).count() < 5 {
-            return Err(ActionError::permanent("the contact has no phone number"));
+            return Err(ActionError::contact_data("the contact has no phone number"));
         }
         Ok(Message {
             to,

@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ActionError, FieldError, Input, Next, Outcome, template};
+use super::{ActionError, ErrorClass, FieldError, Input, Next, Outcome, template};
 
 /// Longest wait a step may ask for.
 const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
@@ -169,16 +169,18 @@ impl Wait {
         let mut t = match (&self.duration, &self.until) {
             (Some(d), _) => {
                 let d = humantime::parse_duration(d)
-                    .map_err(|e| ActionError::permanent(format!("duration: {e}")))?;
+                    .map_err(|e| ActionError::invalid_config(format!("duration: {e}")))?;
                 input.now
                     + ChronoDuration::from_std(d)
-                        .map_err(|e| ActionError::permanent(e.to_string()))?
+                        .map_err(|e| ActionError::invalid_config(e.to_string()))?
             }
             (None, Some(u)) => {
                 let text = super::render("until", u, input.scope)?;
                 DateTime::parse_from_rfc3339(text.trim())
                     .map_err(|_| {
-                        ActionError::permanent(format!("until: `{text}` is not an RFC 3339 time"))
+                        ActionError::invalid_config(format!(
+                            "until: `{text}` is not an RFC 3339 time"
+                        ))
                     })?
                     .with_timezone(&Utc)
             }
@@ -187,7 +189,7 @@ impl Wait {
         if let Some(w) = &self.window {
             let span = w
                 .parse()
-                .map_err(|e| ActionError::permanent(e.to_string()))?;
+                .map_err(|e| ActionError::invalid_config(e.to_string()))?;
             let tz: Tz = input.timezone.parse().unwrap_or(Tz::UTC);
             t = next_in_window(t.max(input.now), tz, span);
         }
@@ -201,7 +203,9 @@ impl Wait {
             .and_then(|u| u.as_str())
         {
             Some(u) => DateTime::parse_from_rfc3339(u)
-                .map_err(|e| ActionError::permanent(format!("stored wait state: {e}")))?
+                .map_err(|e| {
+                    ActionError::new(ErrorClass::Internal, format!("stored wait state: {e}"))
+                })?
                 .with_timezone(&Utc),
             // PostgreSQL keeps microseconds: so must the deadline, or a
             // resume at the stored time would find it a few ns early.

@@ -18,7 +18,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{ActionError, FieldError, template};
+use chrono::{DateTime, Utc};
+
+use super::{ActionError, ErrorClass, FieldError, template};
 
 /// Default request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -200,7 +202,7 @@ impl Webhook {
             let field = format!("headers.{name}");
             let value = super::render(&field, value, scope)?;
             header_value(&value)
-                .map_err(|m| ActionError::permanent(format!("`{field}` as rendered {m}")))?;
+                .map_err(|m| ActionError::invalid_config(format!("`{field}` as rendered {m}")))?;
             headers.push((name.clone(), value));
         }
         headers.push(("Idempotency-Key".into(), idempotency_key));
@@ -213,24 +215,47 @@ impl Webhook {
             url: super::render("url", &self.url, scope)?,
             headers,
             body,
-            timeout: self.timeout().map_err(ActionError::permanent)?,
+            timeout: self.timeout().map_err(ActionError::invalid_config)?,
         })
     }
 
-    /// 2xx is done; 408, 425, 429 and 5xx are worth a retry; the rest is
-    /// not. A failure keeps the answer (status, headers, the first
-    /// [`FAILED_BODY_BYTES`] of the body) for the attempt's log row.
-    pub(super) fn judge(&self, resp: Response) -> Result<Json, ActionError> {
-        let failed = |e: ActionError| Err(e.with_response(resp.summary(FAILED_BODY_BYTES)));
-        match resp.status {
-            200..=299 => Ok(resp.summary(MAX_BODY)),
-            408 | 425 | 429 | 500..=599 => failed(ActionError::transient(format!(
-                "webhook answered HTTP {}",
-                resp.status
-            ))),
-            s => failed(ActionError::permanent(format!("webhook answered HTTP {s}"))),
-        }
+    /// 2xx is done; 408 is a timeout, 429 a rate limit, 425 and 5xx
+    /// transient (all retried; a `Retry-After` on 429 and 503 is passed on);
+    /// the rest is permanent. A failure keeps the answer (status, headers,
+    /// the first [`FAILED_BODY_BYTES`] of the body) for the attempt's log row.
+    pub(super) fn judge(&self, resp: Response, now: DateTime<Utc>) -> Result<Json, ActionError> {
+        let text = format!("webhook answered HTTP {}", resp.status);
+        let class = match resp.status {
+            200..=299 => return Ok(resp.summary(MAX_BODY)),
+            408 => ErrorClass::Timeout,
+            429 => ErrorClass::RateLimited,
+            425 | 500..=599 => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        };
+        let after = match resp.status {
+            429 | 503 => resp
+                .headers
+                .get("retry-after")
+                .and_then(|v| retry_after(v, now)),
+            _ => None,
+        };
+        Err(ActionError::new(class, text)
+            .retry_after(after)
+            .with_response(resp.summary(FAILED_BODY_BYTES)))
     }
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP date (RFC 9110 §10.2.3);
+/// a date in the past is no wait, a value that parses as neither is ignored.
+pub fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
 /// Whether `value` may be sent as a header value: no CR, LF, NUL or other
@@ -269,7 +294,7 @@ mod tests {
         let scope = json!({"contact": {"attributes": {"name": "a\r\nb"}}});
         let err = w.render(&scope, "k".into()).unwrap_err();
         assert!(
-            !err.retryable && err.message.contains("headers.X-Name"),
+            !err.retryable() && err.message.contains("headers.X-Name"),
             "{err}"
         );
     }
@@ -284,7 +309,7 @@ mod tests {
             truncated: false,
             duration_ms: 3,
         };
-        let err = w.judge(resp).unwrap_err();
+        let err = w.judge(resp, Utc::now()).unwrap_err();
         let kept = err.response.unwrap();
         assert_eq!(kept["status"], 400);
         assert_eq!(kept["headers"]["content-type"], "text/plain");
@@ -302,9 +327,47 @@ mod tests {
             truncated: false,
             duration_ms: 1,
         };
-        assert!(w.judge(resp(204)).is_ok());
-        assert!(w.judge(resp(503)).unwrap_err().retryable);
-        assert!(w.judge(resp(429)).unwrap_err().retryable);
-        assert!(!w.judge(resp(404)).unwrap_err().retryable);
+        let now = Utc::now();
+        assert!(w.judge(resp(204), now).is_ok());
+        for (status, class) in [
+            (408, ErrorClass::Timeout),
+            (425, ErrorClass::Transient),
+            (429, ErrorClass::RateLimited),
+            (500, ErrorClass::Transient),
+            (503, ErrorClass::Transient),
+            (400, ErrorClass::Permanent),
+            (404, ErrorClass::Permanent),
+        ] {
+            let err = w.judge(resp(status), now).unwrap_err();
+            assert_eq!(err.class, class, "HTTP {status}");
+            assert_eq!(err.retryable(), status != 400 && status != 404);
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_an_http_date_on_429_and_503_only() {
+        let w: Webhook = serde_json::from_value(json!({"url": "https://x.test"})).unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let resp = |status, after: &str| Response {
+            status,
+            headers: BTreeMap::from([("retry-after".into(), after.into())]),
+            body: Json::Null,
+            truncated: false,
+            duration_ms: 1,
+        };
+        let after = |status, value| w.judge(resp(status, value), now).unwrap_err().retry_after;
+        assert_eq!(after(429, "7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            after(503, "Fri, 27 Nov 2026 12:01:30 GMT"),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            after(429, "Fri, 27 Nov 2026 11:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(after(429, "soon"), None);
+        assert_eq!(after(500, "7"), None, "only 429 and 503 carry it");
     }
 }

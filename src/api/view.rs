@@ -251,7 +251,8 @@ pub struct Execution {
     pub priority: String,
     /// The step it is at (the last one when finished).
     pub current_step: Option<CurrentStep>,
-    /// Why it is not moving: `wait`, `arq_job`, `retry_backoff`, `cancelled`.
+    /// Why it is not moving: `wait`, `arq_job`, `retry_backoff`,
+    /// `provider_unavailable`, `cancelled`.
     pub waiting_reason: Option<String>,
     /// When it moves next on its own (resume, retry, lease expiry).
     pub next_action_at: Option<DateTime<Utc>>,
@@ -259,6 +260,12 @@ pub struct Execution {
     pub attempts: i32,
     /// Last error.
     pub error: Option<String>,
+    /// Class of the last error: `transient`, `timeout`, `rate_limited`,
+    /// `provider_unavailable`, `permanent`, `invalid_config`,
+    /// `contact_data`, `cancelled`, `internal`.
+    pub error_class: Option<String>,
+    /// What groups the last error with like ones (16 hex digits).
+    pub fingerprint: Option<String>,
     /// Caller's metadata.
     #[schema(value_type = Object)]
     pub metadata: Json,
@@ -303,6 +310,8 @@ impl Execution {
             waiting_reason: e.waiting_reason,
             attempts: e.attempt,
             error: e.error,
+            error_class: e.error_class.map(|c| c.as_str().to_owned()),
+            fingerprint: e.fingerprint,
             metadata: e.metadata.0,
             idempotency_key: e.idempotency_key,
             source: e.source,
@@ -359,6 +368,10 @@ pub struct Log {
     pub response: Option<Json>,
     /// Error text.
     pub error: Option<String>,
+    /// Class of the failure (see `Execution.error_class`).
+    pub error_class: Option<String>,
+    /// What groups the failure with like ones.
+    pub fingerprint: Option<String>,
     /// Started.
     pub started_at: DateTime<Utc>,
     /// Finished.
@@ -379,6 +392,8 @@ impl From<store::log::Log> for Log {
             config: l.config.map(|c| c.0),
             response: l.response.map(|r| r.0),
             error: l.error,
+            error_class: l.error_class.map(|c| c.as_str().to_owned()),
+            fingerprint: l.fingerprint,
             started_at: l.started_at,
             completed_at: l.completed_at,
             duration_ms: l.duration_ms,

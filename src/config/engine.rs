@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 
 use super::positive_duration;
+use crate::domain::RetryOverride;
 
 /// Email delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,6 +78,23 @@ pub struct EngineConfig {
     /// Longest backoff between retries. Default 1h.
     #[arg(long, env = "FLOWPILOT_RETRY_MAX_BACKOFF", default_value = "1h", value_parser = positive_duration)]
     pub retry_max_backoff: Duration,
+    /// Retry policy of `send_email` steps, field by field over the built-in
+    /// one (`max_attempts=6,backoff=30s,max_backoff=30m,max_elapsed=24h`),
+    /// e.g. `max_attempts=3,max_elapsed=2h`. A step's own `retry` wins.
+    #[arg(long, env = "FLOWPILOT_RETRY_EMAIL")]
+    pub retry_email: Option<RetryOverride>,
+    /// Retry policy of `send_sms` steps, over the built-in one
+    /// (`max_attempts=6,backoff=30s,max_backoff=30m,max_elapsed=24h`).
+    #[arg(long, env = "FLOWPILOT_RETRY_SMS")]
+    pub retry_sms: Option<RetryOverride>,
+    /// Retry policy of `webhook` steps, over the built-in one
+    /// (`max_attempts=8,backoff=10s,max_backoff=1h,max_elapsed=24h`).
+    #[arg(long, env = "FLOWPILOT_RETRY_WEBHOOK")]
+    pub retry_webhook: Option<RetryOverride>,
+    /// Retry policy of `arq` steps, over the built-in one
+    /// (`max_attempts=3,backoff=30s,max_backoff=10m,max_elapsed=6h`).
+    #[arg(long, env = "FLOWPILOT_RETRY_ARQ")]
+    pub retry_arq: Option<RetryOverride>,
     /// How often the maintenance loop looks for due and lost executions.
     /// Default 1s.
     #[arg(long, env = "FLOWPILOT_MAINTENANCE_INTERVAL", default_value = "1s", value_parser = positive_duration)]

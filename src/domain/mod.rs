@@ -1,6 +1,7 @@
 //! The shared vocabulary: the words every layer speaks (an execution's
 //! status and the events that move it, queue priority, a log row's status,
-//! a change to a contact and the limits a contact keeps).
+//! the class of a failure and its fingerprint, a change to a contact and
+//! the limits a contact keeps).
 //!
 //! A leaf: it imports nothing of flowpilot's, so the store, the engine, the
 //! actions and the API can all use it without pointing at each other (as
@@ -9,11 +10,15 @@
 //! owner; only the nouns live here.
 
 pub mod contact;
+pub mod error_class;
 pub mod log;
 pub mod priority;
+pub mod retry;
 pub mod status;
 
 pub use contact::Change;
+pub use error_class::{ALL_ERROR_CLASSES, ErrorClass, UnknownErrorClass};
 pub use log::LogStatus;
 pub use priority::{Priority, UnknownPriority};
+pub use retry::RetryOverride;
 pub use status::{ALL_EVENTS, ALL_STATUSES, Event, Status, UnknownStatus};

@@ -12,14 +12,14 @@
 //!
 //! Every step has a unique `id` and a `type`; `next` (any step) and
 //! condition targets name later steps only, so every execution ends.
-//! `retry` overrides the engine's retry policy for transient errors. What
-//! each step's templates read is checked too ([`super::reference`]).
+//! `retry` overrides fields of the retry policy for retryable errors
+//! ([`super::retry`]); `on_error` says what a failure does (`fail`,
+//! `continue`, or `{"goto": "<later step>"}`). What each step's templates
+//! read is checked too ([`super::reference`]).
 
-use std::time::Duration;
-
-use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
+use super::retry::RetryOverride;
 use crate::action::{Action, FieldError, Next};
 
 /// Most steps a definition may have.
@@ -39,47 +39,32 @@ pub struct ValidationError {
     pub message: String,
 }
 
-/// Retries of transient errors: exponential backoff with full jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included.
-    pub max_attempts: i32,
-    /// Backoff cap before the first retry.
-    pub initial: Duration,
-    /// Backoff cap overall.
-    pub max: Duration,
+/// What a step's failure (a permanent error, or its attempts spent) does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// The execution fails (the default).
+    #[default]
+    Fail,
+    /// The failure is logged and the execution goes on with the step that
+    /// would have followed.
+    Continue,
+    /// The failure is logged and the execution goes on at this later step.
+    Goto(String),
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            initial: Duration::from_secs(10),
-            max: Duration::from_secs(3600),
+impl OnError {
+    fn parse(v: &Json) -> Result<OnError, String> {
+        const EXPECTED: &str = "must be `fail`, `continue` or {\"goto\": \"<step id>\"}";
+        match v {
+            Json::String(s) if s == "fail" => Ok(OnError::Fail),
+            Json::String(s) if s == "continue" => Ok(OnError::Continue),
+            Json::Object(o) if o.len() == 1 => match o.get("goto") {
+                Some(Json::String(id)) => Ok(OnError::Goto(id.clone())),
+                _ => Err(EXPECTED.into()),
+            },
+            _ => Err(EXPECTED.into()),
         }
     }
-}
-
-impl RetryPolicy {
-    /// Delay before attempt `attempt + 1`: uniform in
-    /// `[cap/2, cap]` where `cap = min(max, initial * 2^(attempt-1))`, so
-    /// retries of many executions spread out but never come back at once.
-    pub fn backoff(&self, attempt: i32, unit: f64) -> Duration {
-        let exp = 2f64.powi((attempt - 1).clamp(0, 30));
-        let cap = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
-        Duration::from_secs_f64(cap * (0.5 + 0.5 * unit.clamp(0.0, 1.0)))
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RetryConfig {
-    #[serde(default)]
-    max_attempts: Option<i32>,
-    #[serde(default)]
-    backoff: Option<String>,
-    #[serde(default)]
-    max_backoff: Option<String>,
 }
 
 /// One step.
@@ -91,8 +76,10 @@ pub struct Step {
     pub action: Action,
     /// Explicit next step id.
     pub next: Option<String>,
-    /// Its retry policy, if it overrides the engine's.
-    pub retry: Option<RetryPolicy>,
+    /// Its retry policy's fields, where they override the engine's.
+    pub retry: Option<RetryOverride>,
+    /// What its failure does.
+    pub on_error: OnError,
     /// The step as written, for logs (templates, not rendered values).
     pub raw: Json,
 }
@@ -200,11 +187,21 @@ impl Definition {
             };
             let retry = obj
                 .get("retry")
-                .map(|r| parse_retry(r).map_err(|(f, m)| err(step, at(&format!("retry.{f}")), m)))
+                .map(|r| {
+                    RetryOverride::parse(r)
+                        .map_err(|(f, m)| err(step, at(&format!("retry.{f}")), m))
+                })
                 .transpose()?;
+            let on_error = obj
+                .get("on_error")
+                .map(|v| OnError::parse(v).map_err(|m| err(step, at("on_error"), m)))
+                .transpose()?
+                .unwrap_or_default();
             let config: Map<String, Json> = obj
                 .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "id" | "type" | "next" | "retry"))
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "id" | "type" | "next" | "retry" | "on_error")
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let action = Action::parse(&kind, Json::Object(config))
@@ -214,6 +211,7 @@ impl Definition {
                 action,
                 next,
                 retry,
+                on_error,
                 raw: raw.clone(),
             });
         }
@@ -233,6 +231,9 @@ impl Definition {
                 .collect();
             if let Some(n) = &step.next {
                 targets.push((format!("steps[{i}].next"), n));
+            }
+            if let OnError::Goto(t) = &step.on_error {
+                targets.push((format!("steps[{i}].on_error.goto"), t));
             }
             for (field, target) in targets {
                 match self.index_of(target) {
@@ -275,32 +276,6 @@ impl Definition {
     }
 }
 
-fn parse_retry(v: &Json) -> Result<RetryPolicy, (String, String)> {
-    let cfg: RetryConfig =
-        serde_json::from_value(v.clone()).map_err(|e| ("(retry)".to_owned(), e.to_string()))?;
-    let mut p = RetryPolicy::default();
-    if let Some(n) = cfg.max_attempts {
-        if !(1..=50).contains(&n) {
-            return Err(("max_attempts".into(), "must be 1 to 50".into()));
-        }
-        p.max_attempts = n;
-    }
-    let dur =
-        |field: &str, s: &Option<String>, into: &mut Duration| -> Result<(), (String, String)> {
-            if let Some(s) = s {
-                *into =
-                    humantime::parse_duration(s).map_err(|e| (field.to_owned(), e.to_string()))?;
-            }
-            Ok(())
-        };
-    dur("backoff", &cfg.backoff, &mut p.initial)?;
-    dur("max_backoff", &cfg.max_backoff, &mut p.max)?;
-    if p.max < p.initial {
-        return Err(("max_backoff".into(), "must not be below backoff".into()));
-    }
-    Ok(p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,7 +295,7 @@ mod tests {
         ]}))
         .unwrap();
         assert_eq!(d.steps.len(), 4);
-        assert_eq!(d.steps[2].retry.unwrap().max_attempts, 2);
+        assert_eq!(d.steps[2].retry.unwrap().max_attempts, Some(2));
         assert_eq!(d.next_index(0, &Next::Following), Some(1));
         assert_eq!(d.next_index(1, &Next::Step("d".into())), Some(3));
         assert_eq!(d.next_index(3, &Next::Following), None);
@@ -391,15 +366,29 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_exponentially_within_jitter_and_cap() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            initial: Duration::from_secs(10),
-            max: Duration::from_secs(60),
-        };
-        assert_eq!(p.backoff(1, 1.0), Duration::from_secs(10));
-        assert_eq!(p.backoff(1, 0.0), Duration::from_secs(5));
-        assert_eq!(p.backoff(3, 1.0), Duration::from_secs(40));
-        assert_eq!(p.backoff(9, 1.0), Duration::from_secs(60));
+    fn on_error_fails_continues_or_goes_to_a_later_step() {
+        let d = Definition::parse(&json!({"steps": [
+            {"id": "a", "type": "send_sms", "body": "b", "on_error": "continue"},
+            {"id": "b", "type": "send_email", "subject": "s", "body": "b", "on_error": {"goto": "d"}},
+            {"id": "c", "type": "end"},
+            {"id": "d", "type": "end", "on_error": "fail"},
+        ]}))
+        .unwrap();
+        assert_eq!(d.steps[0].on_error, OnError::Continue);
+        assert_eq!(d.steps[1].on_error, OnError::Goto("d".into()));
+        assert_eq!(d.steps[2].on_error, OnError::Fail);
+        for (on_error, message) in [
+            (json!({"goto": "a"}), "is not after this step"),
+            (json!({"goto": "zz"}), "no step has the id"),
+            (json!("retry"), "must be `fail`, `continue`"),
+        ] {
+            let e = parse_err(json!({"steps": [
+                {"id": "a", "type": "end"},
+                {"id": "b", "type": "end", "on_error": on_error},
+            ]}));
+            assert_eq!(e.step.as_deref(), Some("b"));
+            assert!(e.field.starts_with("steps[1].on_error"), "{}", e.field);
+            assert!(e.message.contains(message), "{}", e.message);
+        }
     }
 }

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use super::plan::{self, Command, Machine};
 use super::settle::Settle;
 use super::{Engine, Error, Result, lock};
-use crate::domain::Status;
+use crate::domain::{ErrorClass, Status};
 use crate::store::{self, execution::Execution};
 
 /// Why an execution whose contact was deleted mid-way fails.
@@ -151,18 +151,17 @@ impl Engine {
             Ok(d) => d,
             // A stored definition that no longer validates cannot run.
             Err(err @ Error::Invalid { .. }) => {
-                return self
-                    .settle_end(&mut e, Settle::fail("definition", err.to_string()))
-                    .await;
+                let fail =
+                    Settle::fail(&e, "definition", ErrorClass::InvalidConfig, err.to_string());
+                return self.settle_end(&mut e, fail).await;
             }
             Err(err) => return Err(err),
         };
         let Some(mut contact) = store::contact::get(&self.pool, e.account_id, e.contact_id).await?
         else {
             // Deleted from the CRM mirror mid-execution: nothing can run.
-            return self
-                .settle_end(&mut e, Settle::fail("contact", CONTACT_GONE.into()))
-                .await;
+            let fail = Settle::fail(&e, "contact", ErrorClass::ContactData, CONTACT_GONE.into());
+            return self.settle_end(&mut e, fail).await;
         };
         let began = tokio::time::Instant::now();
         loop {
@@ -181,9 +180,9 @@ impl Engine {
             if changed {
                 let Some(c) = store::contact::get(&self.pool, e.account_id, e.contact_id).await?
                 else {
-                    return self
-                        .settle_end(&mut e, Settle::fail("contact", CONTACT_GONE.into()))
-                        .await;
+                    let fail =
+                        Settle::fail(&e, "contact", ErrorClass::ContactData, CONTACT_GONE.into());
+                    return self.settle_end(&mut e, fail).await;
                 };
                 contact = c;
             }

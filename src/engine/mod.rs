@@ -34,6 +34,7 @@ pub mod job;
 pub mod maintenance;
 pub mod plan;
 pub mod reference;
+pub mod retry;
 mod settle;
 mod step;
 pub mod workflow;
@@ -52,10 +53,11 @@ pub use crate::domain::Priority;
 use crate::provider::Providers;
 use crate::queue::{self, Defer, EnqueueOptions, Value, keys};
 use crate::store::{self, execution::Execution};
-use definition::{Definition, RetryPolicy};
+use definition::Definition;
 pub use error::{Error, Result};
 pub use execution::StartRequest;
 use executor::Run;
+use retry::{RetryPolicies, RetryPolicy};
 
 /// ARQ function a Python application enqueues to start an execution.
 pub const EXECUTE_WORKFLOW: &str = "execute_workflow";
@@ -73,8 +75,8 @@ pub struct Settings {
     /// After this long one run hands the rest of its steps to a fresh job,
     /// well inside the job timeout.
     pub run_budget: Duration,
-    /// Default retry policy of transient errors.
-    pub retry: RetryPolicy,
+    /// Retry policies of retryable failures, by action type.
+    pub retry: RetryPolicies,
     /// How often the maintenance loop looks for due and lost executions.
     pub maintenance_interval: Duration,
     /// The recovery loop leaves due rows this long to their own deferred job.
@@ -95,7 +97,7 @@ impl Default for Settings {
         Settings {
             lease: Duration::from_secs(310),
             run_budget: Duration::from_secs(150),
-            retry: RetryPolicy::default(),
+            retry: RetryPolicies::default(),
             maintenance_interval: Duration::from_secs(1),
             due_grace: Duration::from_secs(5),
             stale_queued_after: Duration::from_secs(30),
@@ -119,11 +121,23 @@ impl Settings {
         Settings {
             lease,
             run_budget,
-            retry: RetryPolicy {
-                max_attempts: config.retry_max_attempts,
-                initial: config.retry_backoff,
-                max: config.retry_max_backoff,
-            },
+            retry: RetryPolicies::built_in(
+                RetryPolicy {
+                    max_attempts: config.retry_max_attempts,
+                    initial: config.retry_backoff,
+                    max: config.retry_max_backoff,
+                    max_elapsed: None,
+                },
+                &[
+                    ("send_email", config.retry_email),
+                    ("send_sms", config.retry_sms),
+                    ("webhook", config.retry_webhook),
+                    ("arq", config.retry_arq),
+                ]
+                .into_iter()
+                .filter_map(|(kind, o)| Some((kind, o?)))
+                .collect::<Vec<_>>(),
+            ),
             maintenance_interval: config.maintenance_interval,
             stale_queued_after: config.stale_queued_after,
             log_retention_months: config.log_retention_months,

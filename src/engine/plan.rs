@@ -33,13 +33,16 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
-pub use crate::domain::{ALL_EVENTS, ALL_STATUSES, Event, Status};
+pub use crate::domain::{ALL_EVENTS, ALL_STATUSES, ErrorClass, Event, Status};
 use crate::store::execution::Execution;
 
 /// `waiting_reason` of a RETRYING execution.
 pub const RETRY_BACKOFF: &str = "retry_backoff";
 /// `waiting_reason` of a CANCELLED execution.
 pub const CANCELLED: &str = "cancelled";
+/// `waiting_reason` of an execution held while its provider's breaker is
+/// open.
+pub const PROVIDER_UNAVAILABLE: &str = "provider_unavailable";
 
 /// An event that may not happen in a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +119,12 @@ pub struct Machine {
     pub step_state: Option<Json>,
     /// Number of the current job.
     pub wake_seq: i32,
+    /// Class of the last failure.
+    pub error_class: Option<ErrorClass>,
+    /// Fingerprint of the last failure.
+    pub fingerprint: Option<String>,
+    /// When the current round of attempts of the step started.
+    pub step_started_at: Option<DateTime<Utc>>,
 }
 
 impl Machine {
@@ -137,6 +146,9 @@ impl Machine {
             completed_at: e.completed_at,
             step_state: e.step_state.as_ref().map(|s| s.0.clone()),
             wake_seq: e.wake_seq,
+            error_class: e.error_class,
+            fingerprint: e.fingerprint.clone(),
+            step_started_at: e.step_started_at,
         }
     }
 
@@ -150,6 +162,30 @@ impl Machine {
     fn next_job(&mut self) {
         self.wake_seq += 1;
     }
+
+    fn record(&mut self, f: Failure) {
+        self.error = Some(f.message);
+        self.error_class = Some(f.class);
+        self.fingerprint = Some(f.fingerprint);
+    }
+
+    fn clear_failure(&mut self) {
+        self.error = None;
+        self.error_class = None;
+        self.fingerprint = None;
+        self.step_started_at = None;
+    }
+}
+
+/// A failure as the execution records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Its class.
+    pub class: ErrorClass,
+    /// What went wrong.
+    pub message: String,
+    /// What groups it with like failures.
+    pub fingerprint: String,
 }
 
 /// What is asked of an execution.
@@ -181,18 +217,25 @@ pub enum Command {
         /// The step's state and when it first started.
         step_state: Json,
     },
-    /// A transient error: try the step again at `at`.
+    /// A retryable failure: try the step again at `at`.
     Backoff {
         /// When.
         at: DateTime<Utc>,
-        /// The error.
-        error: String,
+        /// The failure.
+        failure: Failure,
+        /// When the round of attempts started.
+        step_started_at: DateTime<Utc>,
+    },
+    /// The provider's breaker is open: wait until `until` without spending
+    /// an attempt, keeping the step's state.
+    Hold {
+        /// When the provider may be called again.
+        until: DateTime<Utc>,
+        /// Why (class `provider_unavailable`).
+        failure: Failure,
     },
     /// Failed for good.
-    Fail {
-        /// The error.
-        error: String,
-    },
+    Fail(Failure),
     /// The run spent its budget: hand the rest to a fresh job.
     Yield,
     /// Recovery: a due, lapsed or lost execution goes back to the queue.
@@ -247,6 +290,9 @@ impl Transition {
         e.completed_at = m.completed_at;
         e.step_state = m.step_state.map(sqlx::types::Json);
         e.wake_seq = m.wake_seq;
+        e.error_class = m.error_class;
+        e.fingerprint = m.fingerprint;
+        e.step_started_at = m.step_started_at;
         if let Some((step, output)) = &self.output {
             match &mut e.context.0 {
                 Json::Object(ctx) => {
@@ -309,7 +355,7 @@ pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transiti
             to.attempt = 1;
             to.first_attempt = 1;
             to.step_state = None;
-            to.error = None;
+            to.clear_failure();
             match next {
                 Some((index, id)) => {
                     to.step_index = index;
@@ -339,18 +385,32 @@ pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transiti
             job = Job::At(until);
             vec![Event::Park]
         }
-        Command::Backoff { at, error } => {
+        Command::Backoff {
+            at,
+            failure,
+            step_started_at,
+        } => {
             to.next_attempt_at = Some(at);
             to.waiting_reason = Some(RETRY_BACKOFF.into());
-            to.error = Some(error);
+            to.record(failure);
+            to.step_started_at = Some(step_started_at);
             to.attempt += 1;
             to.release();
             to.next_job();
             job = Job::At(at);
             vec![Event::Backoff]
         }
-        Command::Fail { error } => {
-            to.error = Some(error);
+        Command::Hold { until, failure } => {
+            to.resume_at = Some(until);
+            to.waiting_reason = Some(PROVIDER_UNAVAILABLE.into());
+            to.record(failure);
+            to.release();
+            to.next_job();
+            job = Job::At(until);
+            vec![Event::Park]
+        }
+        Command::Fail(failure) => {
+            to.record(failure);
             to.completed_at = Some(now);
             to.waiting_reason = None;
             to.release();
@@ -380,7 +440,7 @@ pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transiti
         Command::Retry => {
             to.attempt += 1;
             to.first_attempt = to.attempt;
-            to.error = None;
+            to.clear_failure();
             to.completed_at = None;
             to.waiting_reason = None;
             to.step_state = None;
@@ -392,6 +452,8 @@ pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transiti
         Command::Cancel => {
             to.completed_at = Some(now);
             to.waiting_reason = Some(CANCELLED.into());
+            to.error_class = Some(ErrorClass::Cancelled);
+            to.fingerprint = None;
             to.resume_at = None;
             to.next_attempt_at = None;
             to.release();

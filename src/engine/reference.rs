@@ -22,9 +22,9 @@ use std::collections::BTreeSet;
 
 use serde_json::Value as Json;
 
-use super::definition::{Definition, ValidationError};
+use super::definition::{Definition, OnError, ValidationError};
 use crate::action::condition::{Op, Test};
-use crate::action::{Action, template};
+use crate::action::{Action, Next, template};
 
 const CONTACT_FIELDS: [&str; 7] = [
     "id",
@@ -40,7 +40,7 @@ const EXECUTION_FIELDS: [&str; 4] = ["id", "workflow_id", "metadata", "attempt"]
 /// index. Any path below them is fine.
 const OPEN_FIELDS: [&str; 3] = ["attributes", "metadata", "tags"];
 /// Keys of a step that are not its configuration.
-const STEP_KEYS: [&str; 4] = ["id", "type", "next", "retry"];
+const STEP_KEYS: [&str; 5] = ["id", "type", "next", "retry", "on_error"];
 
 /// Which earlier steps run before each step.
 struct Before {
@@ -199,7 +199,8 @@ fn tested_fields<'a>(t: &'a Test, at: String, out: &mut Vec<(String, &'a str, Op
 }
 
 /// The steps that may run right after step `i`: where the run-time
-/// routing ([`Definition::next_index`]) takes each of its exits.
+/// routing ([`Definition::next_index`]) takes each of its exits, and where
+/// its `on_error` goes on after a failure.
 fn successors(def: &Definition, i: usize) -> Vec<usize> {
     let mut next: Vec<usize> = def.steps[i]
         .action
@@ -207,6 +208,11 @@ fn successors(def: &Definition, i: usize) -> Vec<usize> {
         .iter()
         .filter_map(|exit| def.next_index(i, exit))
         .collect();
+    match &def.steps[i].on_error {
+        OnError::Fail => {}
+        OnError::Continue => next.extend(def.next_index(i, &Next::Following)),
+        OnError::Goto(id) => next.extend(def.index_of(id)),
+    }
     next.sort_unstable();
     next.dedup();
     next

@@ -8,10 +8,10 @@ use chrono::Utc;
 use tracing::{debug, info, warn};
 
 use super::executor::Run;
-use super::plan::{self, Command, Job, Machine, Transition};
+use super::plan::{self, Command, Failure, Job, Machine, Transition};
 use super::step::Ran;
 use super::{Engine, Enqueued, Result};
-use crate::domain::{Change, LogStatus, Status};
+use crate::domain::{Change, ErrorClass, LogStatus, Status};
 use crate::queue::{keys, now_ms};
 use crate::store::log::NewLog;
 use crate::store::{self, execution::Execution};
@@ -44,11 +44,21 @@ impl Settle<'_> {
         }
     }
 
-    /// A failure that no step's log row records (the definition no longer
-    /// validates, the contact is gone).
-    pub(super) fn fail(kind: &'static str, error: String) -> Self {
+    /// A failure of `e` that no step's log row records (the definition no
+    /// longer validates, the contact is gone), filed under `kind`.
+    pub(super) fn fail(
+        e: &Execution,
+        kind: &'static str,
+        class: ErrorClass,
+        error: String,
+    ) -> Self {
+        let step = e.current_step_id.as_deref().unwrap_or(kind);
         Settle {
-            cmd: Command::Fail { error },
+            cmd: Command::Fail(Failure {
+                class,
+                fingerprint: super::step::fingerprint(e, step, class, &error),
+                message: error,
+            }),
             writes: Writes {
                 dead: Some(kind),
                 ..Writes::default()
@@ -174,6 +184,8 @@ fn log_row<'a>(e: &Execution, r: &'a Ran<'_>, status: LogStatus) -> NewLog<'a> {
         config: &r.step.raw,
         response: r.response.as_ref(),
         error: r.error.as_deref(),
+        error_class: r.class,
+        fingerprint: r.fingerprint.as_deref(),
         started_at: r.started_at,
         completed_at: Utc::now(),
     }

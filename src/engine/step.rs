@@ -2,31 +2,73 @@
 //! what its outcome means for the execution (advance, park, back off,
 //! fail) as a command for [`super::settle`].
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Value as Json, json};
 
 use super::Engine;
-use super::definition::{Definition, Step};
-use super::plan::Command;
+use super::definition::{Definition, OnError, Step};
+use super::plan::{Command, Failure};
+use super::retry;
 use super::settle::{Settle, Writes};
-use crate::action::{self, ActionError, Input, Outcome};
-use crate::domain::{LogStatus, contact as rules};
+use crate::action::{self, ActionError, Input, Next, Outcome};
+use crate::domain::{ErrorClass, LogStatus, contact as rules, error_class};
 use crate::store::{contact::Contact, execution::Execution, text};
 
 /// Keys of `step_state`: when the parked step first started, and the
 /// action's own state.
 const STARTED_AT: &str = "started_at";
 const STATE: &str = "state";
+/// How long a step waits for a provider whose breaker gave no time.
+const HOLD_WITHOUT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// One attempt of one step: its log row and its metric.
 pub(super) struct Ran<'a> {
     pub(super) step: &'a Step,
     pub(super) started_at: DateTime<Utc>,
-    /// The log row's status; `None` for a step that parked (its row is
-    /// written when it ends, spanning the wait).
+    /// The log row's status; `None` for a step that parked or waits for
+    /// its provider (its row is written when it ends, spanning the wait).
     pub(super) log: Option<LogStatus>,
     pub(super) response: Option<Json>,
     pub(super) error: Option<String>,
+    pub(super) class: Option<ErrorClass>,
+    pub(super) fingerprint: Option<String>,
+}
+
+impl<'a> Ran<'a> {
+    /// An attempt of `step` that started at `started_at`, with no log row
+    /// yet.
+    fn of(step: &'a Step, started_at: DateTime<Utc>) -> Self {
+        Ran {
+            step,
+            started_at,
+            log: None,
+            response: None,
+            error: None,
+            class: None,
+            fingerprint: None,
+        }
+    }
+
+    /// With a log row of `status`.
+    fn logged(self, status: LogStatus, response: Option<Json>, error: Option<&str>) -> Self {
+        Ran {
+            log: Some(status),
+            response,
+            error: error.map(str::to_owned),
+            ..self
+        }
+    }
+
+    /// With the failure's class and fingerprint on its log row.
+    fn classed(self, class: ErrorClass, fingerprint: &str) -> Self {
+        Ran {
+            class: Some(class),
+            fingerprint: Some(fingerprint.to_owned()),
+            ..self
+        }
+    }
 }
 
 impl Engine {
@@ -72,41 +114,18 @@ impl Engine {
         outcome: std::result::Result<Outcome, ActionError>,
         started_at: DateTime<Utc>,
     ) -> Settle<'a> {
-        let ran = |log, response, error| Ran {
-            step,
-            started_at,
-            log: Some(log),
-            response,
-            error,
-        };
-        let kind = step.action.kind();
-        let fail = |error: String, response| Settle {
-            cmd: Command::Fail {
-                error: error.clone(),
-            },
-            writes: Writes {
-                ran: Some(ran(LogStatus::Failed, response, Some(error))),
-                change: None,
-                dead: Some(kind),
-            },
-        };
+        let ran = Ran::of(step, started_at);
         match outcome {
             Ok(Outcome::Done {
                 response,
                 next,
                 change,
             }) => {
-                let index = e.current_step_index as usize;
-                let next = def
-                    .next_index(index, &next)
-                    .map(|n| (n as i32, def.steps[n].id.clone()));
+                let next = def.next_index(e.current_step_index as usize, &next);
                 Settle {
-                    cmd: Command::Advance {
-                        output: (step.id.clone(), response.clone()),
-                        next,
-                    },
+                    cmd: advance(def, step, response.clone(), next),
                     writes: Writes {
-                        ran: Some(ran(LogStatus::Succeeded, Some(response), None)),
+                        ran: Some(ran.logged(LogStatus::Succeeded, Some(response), None)),
                         change,
                         dead: None,
                     },
@@ -123,44 +142,128 @@ impl Engine {
                     step_state: json!({STARTED_AT: started_at, STATE: state}),
                 },
                 writes: Writes {
-                    ran: Some(Ran {
-                        log: None,
-                        ..ran(LogStatus::Succeeded, None, None)
-                    }),
+                    ran: Some(ran),
                     ..Writes::default()
                 },
             },
-            Err(ActionError {
-                retryable: true,
-                message,
-                response,
-            }) => {
-                let policy = step.retry.unwrap_or(self.settings.retry);
-                // Attempts since the step (re)started: a manual retry gives
-                // a step its whole policy again.
-                let tries = e.attempt - e.first_attempt + 1;
-                if tries >= policy.max_attempts {
-                    return fail(format!("{message} (after {tries} attempts)"), response);
-                }
-                let at = Utc::now() + policy.backoff(tries, fastrand::f64());
-                Settle {
-                    cmd: Command::Backoff {
-                        at,
-                        error: message.clone(),
-                    },
-                    writes: Writes {
-                        ran: Some(ran(LogStatus::Retrying, response, Some(message))),
-                        ..Writes::default()
-                    },
-                }
-            }
-            Err(ActionError {
-                retryable: false,
-                message,
-                response,
-            }) => fail(message, response),
+            Err(err) => self.decide_failure(e, def, step, ran, err),
         }
     }
+
+    /// What a failed attempt means: wait for the provider (breaker open),
+    /// retry after a backoff, or fail the step, which fails the execution
+    /// unless the step's `on_error` goes on.
+    fn decide_failure<'a>(
+        &self,
+        e: &Execution,
+        def: &Definition,
+        step: &'a Step,
+        ran: Ran<'a>,
+        err: ActionError,
+    ) -> Settle<'a> {
+        let now = Utc::now();
+        let class = err.class;
+        let fingerprint = fingerprint(e, &step.id, class, &err.message);
+        let failure = |message: String| Failure {
+            class,
+            message,
+            fingerprint: fingerprint.clone(),
+        };
+        if class == ErrorClass::ProviderUnavailable {
+            let wait = err.retry_after.unwrap_or(HOLD_WITHOUT_RETRY_AFTER);
+            return Settle {
+                cmd: Command::Hold {
+                    until: now + chrono::Duration::from_std(wait).unwrap_or_default(),
+                    failure: failure(err.message),
+                },
+                writes: Writes {
+                    ran: Some(ran),
+                    ..Writes::default()
+                },
+            };
+        }
+        let message = if err.retryable() {
+            let policy = self
+                .settings
+                .retry
+                .for_step(step.action.kind(), step.retry.as_ref());
+            // Attempts since the step (re)started: a manual retry gives a
+            // step its whole policy again.
+            let tries = e.attempt - e.first_attempt + 1;
+            let round_started = e.step_started_at.unwrap_or(ran.started_at);
+            match policy.next(tries, fastrand::f64(), err.retry_after, round_started, now) {
+                retry::Next::RetryAt(at) => {
+                    let logged = ran.logged(LogStatus::Retrying, err.response, Some(&err.message));
+                    return Settle {
+                        cmd: Command::Backoff {
+                            at,
+                            failure: failure(err.message),
+                            step_started_at: round_started,
+                        },
+                        writes: Writes {
+                            ran: Some(logged.classed(class, &fingerprint)),
+                            ..Writes::default()
+                        },
+                    };
+                }
+                retry::Next::GiveUp(why) => format!("{} ({why})", err.message),
+            }
+        } else {
+            err.message
+        };
+        let logged = ran
+            .logged(LogStatus::Failed, err.response, Some(&message))
+            .classed(class, &fingerprint);
+        let index = e.current_step_index as usize;
+        let goes_on = match &step.on_error {
+            OnError::Fail => {
+                return Settle {
+                    cmd: Command::Fail(failure(message)),
+                    writes: Writes {
+                        ran: Some(logged),
+                        change: None,
+                        dead: Some(step.action.kind()),
+                    },
+                };
+            }
+            OnError::Continue => def.next_index(index, &Next::Following),
+            OnError::Goto(id) => def.index_of(id),
+        };
+        let output =
+            json!({"error": message, "error_class": class.as_str(), "fingerprint": fingerprint});
+        Settle {
+            cmd: advance(def, step, output, goes_on),
+            writes: Writes {
+                ran: Some(logged),
+                ..Writes::default()
+            },
+        }
+    }
+}
+
+/// The command that records `step`'s `output` and moves on to step `next`
+/// (or completes).
+fn advance(def: &Definition, step: &Step, output: Json, next: Option<usize>) -> Command {
+    Command::Advance {
+        output: (step.id.clone(), output),
+        next: next.map(|n| (n as i32, def.steps[n].id.clone())),
+    }
+}
+
+/// The fingerprint of a failure of step `step_id` of `e`.
+pub(super) fn fingerprint(
+    e: &Execution,
+    step_id: &str,
+    class: ErrorClass,
+    message: &str,
+) -> String {
+    error_class::fingerprint(
+        &e.workflow_id.to_string(),
+        e.workflow_version,
+        step_id,
+        class,
+        message,
+    )
 }
 
 /// What the engine lets through of a step's outcome. Third parties' data
@@ -181,7 +284,7 @@ fn admit(
             if let Some(change) = &change
                 && let Err(msg) = rules::check_change(change, &contact.attributes.0, &contact.tags)
             {
-                return Err(ActionError::permanent(msg));
+                return Err(ActionError::contact_data(msg));
             }
             Ok(Outcome::Done {
                 response: text::scrub(response),

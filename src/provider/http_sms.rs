@@ -2,9 +2,12 @@
 
 use serde_json::{Value as Json, json};
 
-use super::{SmsProvider, without_url};
+use chrono::Utc;
+
+use super::{SmsProvider, http_failure};
 use crate::action::sms::Message;
-use crate::action::{ActionError, Delivery, mask};
+use crate::action::webhook::retry_after;
+use crate::action::{ActionError, Delivery, ErrorClass, mask};
 
 /// Twilio-style HTTP SMS provider: `POST {base}/2010-04-01/Accounts/{sid}/Messages.json`
 /// with form fields `To`, `From`, `Body` and basic auth.
@@ -39,7 +42,9 @@ impl HttpSms {
     /// Sends `msg`.
     ///
     /// # Errors
-    /// Transient for connection errors, 429 and 5xx; permanent for other 4xx.
+    /// Timeout or transient for connection errors, rate limited for 429,
+    /// transient for 5xx (with `Retry-After` on 429 and 503 passed on),
+    /// permanent for other 4xx.
     pub async fn send(&self, msg: &Message, idempotency_key: &str) -> Result<Json, ActionError> {
         let url = format!(
             "{}/2010-04-01/Accounts/{}/Messages.json",
@@ -57,8 +62,13 @@ impl HttpSms {
             ])
             .send()
             .await
-            .map_err(|e| ActionError::transient(format!("sms provider: {}", without_url(&e))))?;
+            .map_err(|e| http_failure("sms provider", &e))?;
         let status = resp.status();
+        let after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry_after(v, Utc::now()));
         let body: Json = resp.json().await.unwrap_or(Json::Null);
         if status.is_success() {
             return Ok(json!({
@@ -69,11 +79,13 @@ impl HttpSms {
             }));
         }
         let text = format!("sms provider answered HTTP {}", status.as_u16());
-        if status.as_u16() == 429 || status.is_server_error() {
-            Err(ActionError::transient(text))
-        } else {
-            Err(ActionError::permanent(text))
-        }
+        let class = match status.as_u16() {
+            429 => ErrorClass::RateLimited,
+            500..=599 => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        };
+        let after = after.filter(|_| matches!(status.as_u16(), 429 | 503));
+        Err(ActionError::new(class, text).retry_after(after))
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 use sqlx::PgPool;
 
-use crate::action::{self, ActionError, Delivery, Effects, Input, arq, email, sms};
+use crate::action::{self, ActionError, Delivery, Effects, ErrorClass, Input, arq, email, sms};
 use crate::config::{EmailProviderKind, EngineConfig, SmsProviderKind};
 use crate::queue::{self, EnqueueOptions, JobStatus, Value};
 pub use http_sms::HttpSms;
@@ -178,6 +178,17 @@ impl Providers {
             webhook: webhook::Client::new(webhook::Guard::new(config.webhook_allow.clone()))?,
         })
     }
+}
+
+/// The class and text of a failed HTTP call: a timeout, or another
+/// transient failure (connection refused, reset, DNS).
+pub(crate) fn http_failure(what: &str, e: &reqwest::Error) -> ActionError {
+    let class = if e.is_timeout() {
+        ErrorClass::Timeout
+    } else {
+        ErrorClass::Transient
+    };
+    ActionError::new(class, format!("{what} {}", without_url(e)))
 }
 
 /// A reqwest error's text without the URL, which may carry credentials.

@@ -7,7 +7,7 @@ use serde_json::{Value as Json, json};
 
 use super::EmailProvider;
 use crate::action::email::Message;
-use crate::action::{ActionError, Delivery, mask};
+use crate::action::{ActionError, Delivery, ErrorClass, mask};
 
 /// An SMTP provider: `smtp://user:pass@host:587?tls=required` (STARTTLS),
 /// `smtps://...` (TLS), `smtp://host:25` (plain).
@@ -40,20 +40,20 @@ impl Smtp {
         let from = match &msg.from {
             Some(f) => f
                 .parse()
-                .map_err(|e| ActionError::permanent(format!("from: {e}")))?,
+                .map_err(|e| ActionError::invalid_config(format!("from: {e}")))?,
             None => self.from.clone(),
         };
         let to: Mailbox = msg
             .to
             .parse()
-            .map_err(|_| ActionError::permanent("the contact's email address is invalid"))?;
+            .map_err(|_| ActionError::contact_data("the contact's email address is invalid"))?;
         let email = lettre::Message::builder()
             .from(from)
             .to(to)
             .subject(&msg.subject)
             .header(IdempotencyKey(idempotency_key.to_owned()))
             .body(msg.body.clone())
-            .map_err(|e| ActionError::permanent(format!("building the message: {e}")))?;
+            .map_err(|e| ActionError::invalid_config(format!("building the message: {e}")))?;
         match self.transport.send(email).await {
             Ok(resp) => Ok(json!({
                 "provider": "smtp",
@@ -61,6 +61,9 @@ impl Smtp {
                 "code": resp.code().to_string(),
             })),
             Err(e) if e.is_permanent() => Err(ActionError::permanent(format!("smtp: {e}"))),
+            Err(e) if e.is_timeout() => {
+                Err(ActionError::new(ErrorClass::Timeout, format!("smtp: {e}")))
+            }
             Err(e) => Err(ActionError::transient(format!("smtp: {e}"))),
         }
     }

@@ -169,12 +169,12 @@ impl Client {
     /// Permanent: the URL is invalid or its address refused.
     pub async fn check(&self, url: &str) -> Result<(), ActionError> {
         let parsed = reqwest::Url::parse(url)
-            .map_err(|e| ActionError::permanent(format!("invalid url: {e}")))?;
+            .map_err(|e| ActionError::invalid_config(format!("invalid url: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ActionError::permanent("url must be http or https"));
+            return Err(ActionError::invalid_config("url must be http or https"));
         }
         let refused =
-            || ActionError::permanent(format!("address refused by the webhook guard: {url}"));
+            || ActionError::invalid_config(format!("address refused by the webhook guard: {url}"));
         match parsed.host() {
             Some(url::Host::Ipv4(ip)) if !self.guard.ip_allowed(IpAddr::V4(ip)) => Err(refused()),
             Some(url::Host::Ipv6(ip)) if !self.guard.ip_allowed(IpAddr::V6(ip)) => Err(refused()),
@@ -189,7 +189,7 @@ impl Client {
                 }
                 Ok(())
             }
-            None => Err(ActionError::permanent("url has no host")),
+            None => Err(ActionError::invalid_config("url has no host")),
             _ => Ok(()),
         }
     }
@@ -197,12 +197,12 @@ impl Client {
     /// Sends `req`.
     ///
     /// # Errors
-    /// Permanent when the guard refuses; transient on timeouts and
-    /// connection errors.
+    /// Invalid config when the guard refuses or the request cannot be
+    /// built; timeout or transient on connection errors.
     pub async fn call(&self, req: &Request) -> Result<Response, ActionError> {
         self.check(&req.url).await?;
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
-            .map_err(|_| ActionError::permanent(format!("invalid method {}", req.method)))?;
+            .map_err(|_| ActionError::invalid_config(format!("invalid method {}", req.method)))?;
         let mut builder = self.http.request(method, &req.url).timeout(req.timeout);
         for (k, v) in &req.headers {
             builder = builder.header(k, v);
@@ -214,7 +214,7 @@ impl Client {
         let mut resp = builder
             .send()
             .await
-            .map_err(|e| ActionError::transient(format!("webhook {}", super::without_url(&e))))?;
+            .map_err(|e| super::http_failure("webhook", &e))?;
         let status = resp.status().as_u16();
         let headers = KEPT_HEADERS
             .iter()
@@ -230,9 +230,11 @@ impl Client {
         // gigabyte it sends back.
         let mut bytes = Vec::new();
         let mut truncated = false;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| {
-            ActionError::transient(format!("webhook body {}", super::without_url(&e)))
-        })? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| super::http_failure("webhook body", &e))?
+        {
             let room = MAX_BODY - bytes.len();
             bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if chunk.len() > room {
@@ -301,9 +303,10 @@ mod tests {
             .check("http://169.254.169.254/latest/meta-data")
             .await
             .unwrap_err();
-        assert!(!err.retryable && err.message.contains("refused"), "{err}");
+        assert!(!err.retryable() && err.message.contains("refused"), "{err}");
+        assert_eq!(err.class, crate::action::ErrorClass::InvalidConfig);
         let err = client.check("http://localhost:8080/").await.unwrap_err();
-        assert!(!err.retryable, "{err}");
+        assert!(!err.retryable(), "{err}");
     }
 
     #[test]
@@ -340,6 +343,6 @@ mod tests {
     async fn an_ipv4_compatible_loopback_literal_is_refused_before_any_connection() {
         let client = Client::new(Guard::default()).unwrap();
         let err = client.check("http://[::127.0.0.1]:9/").await.unwrap_err();
-        assert!(!err.retryable && err.message.contains("refused"), "{err}");
+        assert!(!err.retryable() && err.message.contains("refused"), "{err}");
     }
 }

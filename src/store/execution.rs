@@ -13,7 +13,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Result;
-use crate::domain::{Priority, Status};
+use crate::domain::{ErrorClass, Priority, Status};
 
 /// An execution row.
 #[derive(Debug, Clone, FromRow)]
@@ -76,6 +76,12 @@ pub struct Execution {
     pub wake_seq: i32,
     /// Optimistic concurrency counter.
     pub revision: i64,
+    /// Class of the last failure.
+    pub error_class: Option<ErrorClass>,
+    /// Fingerprint of the last failure.
+    pub fingerprint: Option<String>,
+    /// When the current round of attempts of the step started.
+    pub step_started_at: Option<DateTime<Utc>>,
 }
 
 impl Execution {
@@ -121,6 +127,7 @@ macro_rules! text_column {
 
 text_column!(Status);
 text_column!(Priority);
+text_column!(ErrorClass);
 
 /// What a new execution needs.
 #[derive(Debug, Clone)]
@@ -220,7 +227,8 @@ pub async fn save(conn: &mut PgConnection, e: &mut Execution) -> Result<bool> {
            status = $3, current_step_index = $4, current_step_id = $5, attempt = $6, context = $7, \
            waiting_reason = $8, resume_at = $9, next_attempt_at = $10, lease_owner = $11, lease_expires_at = $12, \
            error = $13, started_at = $14, completed_at = $15, step_state = $16, wake_seq = $17, \
-           first_attempt = $18, revision = revision + 1, updated_at = now() \
+           first_attempt = $18, error_class = $19, fingerprint = $20, step_started_at = $21, \
+           revision = revision + 1, updated_at = now() \
          WHERE id = $1 AND revision = $2 RETURNING revision, updated_at",
     )
     .bind(e.id)
@@ -241,6 +249,9 @@ pub async fn save(conn: &mut PgConnection, e: &mut Execution) -> Result<bool> {
     .bind(&e.step_state)
     .bind(e.wake_seq)
     .bind(e.first_attempt)
+    .bind(e.error_class.map(ErrorClass::as_str))
+    .bind(&e.fingerprint)
+    .bind(e.step_started_at)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(match row {
@@ -272,6 +283,7 @@ pub async fn cancel(
     Ok(sqlx::query_as(
         "UPDATE workflow_executions SET status = $4, completed_at = now(), lease_owner = NULL, \
            lease_expires_at = NULL, waiting_reason = $5, resume_at = NULL, next_attempt_at = NULL, \
+           error_class = 'cancelled', fingerprint = NULL, \
            revision = revision + 1, updated_at = now() \
          WHERE id = $1 AND account_id = $2 AND status = ANY($3) RETURNING *",
     )

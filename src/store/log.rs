@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::Result;
 use super::execution::Execution;
-use crate::domain::LogStatus;
+use crate::domain::{ErrorClass, LogStatus};
 
 /// A log row: one action attempt.
 #[derive(Debug, Clone)]
@@ -34,6 +34,10 @@ pub struct NewLog<'a> {
     pub response: Option<&'a Json>,
     /// Error text.
     pub error: Option<&'a str>,
+    /// Class of the failure, if the attempt failed.
+    pub error_class: Option<ErrorClass>,
+    /// What groups the failure with like ones.
+    pub fingerprint: Option<&'a str>,
     /// Started.
     pub started_at: DateTime<Utc>,
     /// Finished.
@@ -50,8 +54,8 @@ pub async fn insert_log(conn: &mut PgConnection, log: &NewLog<'_>) -> Result<()>
         .max(0) as i32;
     sqlx::query(
         "INSERT INTO execution_logs (execution_id, account_id, step_index, step_id, action_type, attempt, status, \
-           config, response, error, started_at, completed_at, duration_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+           config, response, error, started_at, completed_at, duration_ms, error_class, fingerprint) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(log.execution_id)
     .bind(log.account_id)
@@ -66,12 +70,15 @@ pub async fn insert_log(conn: &mut PgConnection, log: &NewLog<'_>) -> Result<()>
     .bind(log.started_at)
     .bind(log.completed_at)
     .bind(duration_ms)
+    .bind(log.error_class.map(ErrorClass::as_str))
+    .bind(log.fingerprint)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Records a dead letter for a failed execution.
+/// Records a dead letter for a failed execution (with its class and
+/// fingerprint).
 ///
 /// # Errors
 /// Database errors.
@@ -82,8 +89,9 @@ pub async fn insert_dead_letter(
     error: &str,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO dead_letters (account_id, execution_id, step_index, step_id, action_type, attempts, error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO dead_letters (account_id, execution_id, step_index, step_id, action_type, attempts, error, \
+           error_class, fingerprint) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(e.account_id)
     .bind(e.id)
@@ -92,6 +100,8 @@ pub async fn insert_dead_letter(
     .bind(action_type)
     .bind(e.attempt)
     .bind(error)
+    .bind(e.error_class.map(ErrorClass::as_str))
+    .bind(&e.fingerprint)
     .execute(conn)
     .await?;
     Ok(())
@@ -118,6 +128,10 @@ pub struct Log {
     pub response: Option<SqlJson<Json>>,
     /// Error text.
     pub error: Option<String>,
+    /// Class of the failure.
+    pub error_class: Option<ErrorClass>,
+    /// What groups the failure with like ones.
+    pub fingerprint: Option<String>,
     /// Started.
     pub started_at: DateTime<Utc>,
     /// Finished.
@@ -159,7 +173,8 @@ pub async fn logs(
 ) -> Result<Vec<Log>> {
     let mut qb = sqlx::QueryBuilder::new(
         "SELECT id, step_index, step_id, action_type, attempt, status, config, response, error, \
-         started_at, completed_at, duration_ms, created_at FROM execution_logs WHERE execution_id = ",
+         error_class, fingerprint, started_at, completed_at, duration_ms, created_at \
+         FROM execution_logs WHERE execution_id = ",
     );
     qb.push_bind(execution_id)
         .push(" AND account_id = ")

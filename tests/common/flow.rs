@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json as AxumJson, Router};
-use flowpilot::engine::definition::RetryPolicy;
+use flowpilot::engine::retry::{RetryPolicies, RetryPolicy};
 use flowpilot::engine::{Engine, Settings, StartRequest};
 use flowpilot::provider::{Outbox, Providers, webhook};
 use flowpilot::queue::{Serializer, keys};
@@ -30,7 +30,8 @@ pub struct Hook {
 }
 
 /// A local HTTP receiver recording every request; `/flaky/<n>` answers 503
-/// to the first `n` requests of each idempotency-key prefix, `/gone` 404,
+/// to the first `n` requests of each idempotency-key prefix, `/limited/<n>`
+/// 429 with `Retry-After: 1` likewise, `/gone` 404,
 /// `/refuse` 400 with a JSON reason and an `X-Request-Id`, `/nul` 200 with
 /// a NUL character in its JSON.
 #[derive(Clone, Default)]
@@ -44,6 +45,7 @@ impl Receiver {
         let app = Router::new()
             .route("/hook", post(record))
             .route("/flaky/{n}", post(flaky))
+            .route("/limited/{n}", post(limited))
             .route("/gone", post(gone))
             .route("/refuse", post(refuse))
             .route("/nul", post(nul))
@@ -114,6 +116,40 @@ async fn flaky(
     }
 }
 
+/// 429 with `Retry-After: 1` to the first `n` requests of each
+/// execution, then 200.
+async fn limited(
+    State(r): State<Receiver>,
+    axum::extract::Path(n): axum::extract::Path<usize>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (
+    StatusCode,
+    [(&'static str, &'static str); 1],
+    AxumJson<Json>,
+) {
+    let hooks = r.push("/limited", &headers, body);
+    let last = hooks.last().unwrap().idempotency_key.clone();
+    let execution = last.split(':').next().unwrap().to_owned();
+    let seen = hooks
+        .iter()
+        .filter(|h| h.idempotency_key.starts_with(&execution))
+        .count();
+    if seen <= n {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            AxumJson(json!({"error": "slow down"})),
+        )
+    } else {
+        (
+            StatusCode::OK,
+            [("retry-after", "0")],
+            AxumJson(json!({"ok": true})),
+        )
+    }
+}
+
 async fn gone(
     State(r): State<Receiver>,
     headers: HeaderMap,
@@ -164,11 +200,12 @@ pub fn engine_settings(prefix: &str) -> Settings {
     Settings {
         lease: Duration::from_secs(20),
         run_budget: Duration::from_secs(5),
-        retry: RetryPolicy {
+        retry: RetryPolicies::uniform(RetryPolicy {
             max_attempts: 3,
             initial: Duration::from_millis(200),
             max: Duration::from_secs(1),
-        },
+            max_elapsed: None,
+        }),
         maintenance_interval: Duration::from_millis(200),
         due_grace: Duration::from_secs(1),
         stale_queued_after: Duration::from_secs(5),

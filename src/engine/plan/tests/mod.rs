@@ -87,6 +87,9 @@ pub(super) fn queued() -> Machine {
         completed_at: None,
         step_state: None,
         wake_seq: 0,
+        error_class: None,
+        fingerprint: None,
+        step_started_at: None,
     }
 }
 
@@ -101,6 +104,15 @@ pub(super) fn running() -> Machine {
     }
 }
 
+/// A failure of `class` with `message`, fingerprint `f000...`.
+pub(super) fn failure(class: ErrorClass, message: &str) -> Failure {
+    Failure {
+        class,
+        message: message.into(),
+        fingerprint: "f000000000000000".into(),
+    }
+}
+
 pub(super) fn claim(owner: &str) -> Command {
     Command::Claim {
         owner: owner.into(),
@@ -108,4 +120,5 @@ pub(super) fn claim(owner: &str) -> Command {
     }
 }
 
+mod failure;
 mod transition;

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::super::*;
-use super::{at, claim, queued, running};
+use super::{at, claim, failure, queued, running};
 use Event as E;
 use Status as S;
 
@@ -124,6 +124,9 @@ fn a_step_records_the_output_and_moves_to_the_next_step_afresh() {
         attempt: 3,
         first_attempt: 2,
         error: Some("old".into()),
+        error_class: Some(ErrorClass::Timeout),
+        fingerprint: Some("f000000000000000".into()),
+        step_started_at: Some(at(1)),
         ..running()
     };
     let t = plan(
@@ -217,66 +220,6 @@ fn a_park_keeps_the_step_state_releases_and_takes_a_deferred_job() {
 }
 
 #[test]
-fn a_backoff_counts_the_attempt_keeps_the_error_and_takes_a_deferred_job() {
-    let t = plan(
-        &running(),
-        Command::Backoff {
-            at: at(25),
-            error: "HTTP 503".into(),
-        },
-        at(20),
-    )
-    .unwrap();
-    assert_eq!(
-        t,
-        Transition {
-            events: vec![E::Backoff],
-            to: Machine {
-                status: S::Retrying,
-                waiting_reason: Some(RETRY_BACKOFF.into()),
-                next_attempt_at: Some(at(25)),
-                error: Some("HTTP 503".into()),
-                attempt: 2,
-                lease_owner: None,
-                lease_expires_at: None,
-                wake_seq: 1,
-                ..running()
-            },
-            output: None,
-            job: Job::At(at(25)),
-        }
-    );
-}
-
-#[test]
-fn a_failure_is_final_with_its_error_and_no_job() {
-    let t = plan(
-        &running(),
-        Command::Fail {
-            error: "HTTP 404".into(),
-        },
-        at(20),
-    )
-    .unwrap();
-    assert_eq!(
-        t,
-        Transition {
-            events: vec![E::Fail],
-            to: Machine {
-                status: S::Failed,
-                error: Some("HTTP 404".into()),
-                completed_at: Some(at(20)),
-                lease_owner: None,
-                lease_expires_at: None,
-                ..running()
-            },
-            output: None,
-            job: Job::None,
-        }
-    );
-}
-
-#[test]
 fn a_yield_hands_the_rest_to_a_fresh_job_now() {
     let t = plan(&running(), Command::Yield, at(20)).unwrap();
     assert_eq!(
@@ -354,6 +297,9 @@ fn a_retry_is_a_new_attempt_with_the_whole_policy_and_a_fresh_job() {
         attempt: 3,
         first_attempt: 1,
         error: Some("HTTP 404".into()),
+        error_class: Some(ErrorClass::Permanent),
+        fingerprint: Some("f000000000000000".into()),
+        step_started_at: Some(at(2)),
         completed_at: Some(at(20)),
         step_state: Some(json!({"state": 1})),
         wake_seq: 2,
@@ -369,6 +315,9 @@ fn a_retry_is_a_new_attempt_with_the_whole_policy_and_a_fresh_job() {
                 attempt: 4,
                 first_attempt: 4,
                 error: None,
+                error_class: None,
+                fingerprint: None,
+                step_started_at: None,
                 completed_at: None,
                 step_state: None,
                 wake_seq: 3,
@@ -398,6 +347,7 @@ fn a_cancel_is_final_releases_and_clears_both_timers() {
             to: Machine {
                 status: S::Cancelled,
                 waiting_reason: Some(CANCELLED.into()),
+                error_class: Some(ErrorClass::Cancelled),
                 resume_at: None,
                 completed_at: Some(at(30)),
                 ..waiting.clone()
@@ -435,9 +385,14 @@ fn a_fresh_job_id_comes_with_every_job_and_only_with_one() {
         },
         Command::Backoff {
             at: at(90),
-            error: "e".into(),
+            failure: failure(ErrorClass::Transient, "e"),
+            step_started_at: at(0),
         },
-        Command::Fail { error: "e".into() },
+        Command::Hold {
+            until: at(90),
+            failure: failure(ErrorClass::ProviderUnavailable, "e"),
+        },
+        Command::Fail(failure(ErrorClass::Permanent, "e")),
         Command::Yield,
         Command::Requeue,
         Command::Retry,

@@ -1,0 +1,207 @@
+//! Failure handling end to end on a real database, Redis and a local
+//! provider: every failed or retried attempt has a class and a
+//! fingerprint; `Retry-After` is honoured; a round of retries stops at its
+//! `max_elapsed`; `on_error` lets a workflow go on past a failed step.
+
+mod common;
+
+use std::time::Duration;
+
+use common::flow::Flow;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// `(step_id, status, error_class, fingerprint)` of an execution's log rows.
+async fn classed_logs(
+    pool: &PgPool,
+    id: Uuid,
+) -> Vec<(String, String, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT step_id, status, error_class, fingerprint FROM execution_logs WHERE execution_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test]
+async fn a_rate_limited_webhook_waits_what_retry_after_asks_and_each_attempt_is_classed(
+    pool: PgPool,
+) {
+    let flow = Flow::start(pool.clone()).await;
+    let id = flow
+        .enter(json!({"steps": [
+            {"id": "crm", "type": "webhook", "url": format!("{}/limited/1", flow.base)}
+        ]}))
+        .await;
+    flow.wait_status(id, "COMPLETED", Duration::from_secs(30))
+        .await;
+    let logs = classed_logs(&pool, id).await;
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert_eq!(logs[0].1, "RETRYING");
+    assert_eq!(logs[0].2.as_deref(), Some("rate_limited"));
+    assert_eq!(logs[0].3.as_ref().map(String::len), Some(16));
+    assert_eq!(
+        (logs[1].1.as_str(), logs[1].2.as_deref()),
+        ("SUCCEEDED", None)
+    );
+    // The engine's own backoff would be at most 200 ms here; the provider
+    // asked for a second.
+    let gap: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(started_at) - min(completed_at))::float8 \
+         FROM execution_logs WHERE execution_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(gap >= 0.95, "waited {gap:.3} s, Retry-After asked 1 s");
+    let (class, fingerprint): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT error_class, fingerprint FROM workflow_executions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((class, fingerprint), (None, None), "cleared on success");
+    flow.stop().await;
+}
+
+#[sqlx::test]
+async fn a_permanent_failure_is_classed_and_fingerprinted_on_the_log_the_execution_and_the_dead_letter(
+    pool: PgPool,
+) {
+    let flow = Flow::start(pool.clone()).await;
+    let workflow = flow
+        .workflow(json!({"steps": [
+            {"id": "gone", "type": "webhook", "url": format!("{}/gone", flow.base)}
+        ]}))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let contact = flow.contact(&format!("c{i}@example.com"), false).await;
+        ids.push(flow.start_execution(workflow, contact).await);
+    }
+    for id in &ids {
+        flow.wait_status(*id, "FAILED", Duration::from_secs(30))
+            .await;
+    }
+    let rows: Vec<(
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    )> = sqlx::query_as(
+        "SELECT e.error_class, e.fingerprint, d.error_class, d.fingerprint \
+             FROM workflow_executions e JOIN dead_letters d ON d.execution_id = e.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    for (class, fp, dead_class, dead_fp) in &rows {
+        assert_eq!(class.as_deref(), Some("permanent"));
+        assert_eq!(dead_class, class);
+        assert_eq!(dead_fp, fp);
+        assert_eq!(fp.as_ref().map(String::len), Some(16));
+    }
+    assert_eq!(rows[0].1, rows[1].1, "like failures share a fingerprint");
+    let log = classed_logs(&pool, ids[0]).await;
+    assert_eq!(log[0].1, "FAILED");
+    assert_eq!(log[0].2.as_deref(), Some("permanent"));
+    assert_eq!(log[0].3, rows[0].1);
+    flow.stop().await;
+}
+
+#[sqlx::test]
+async fn a_round_of_retries_stops_at_its_max_elapsed(pool: PgPool) {
+    let flow = Flow::start(pool.clone()).await;
+    let id = flow
+        .enter(json!({"steps": [
+            {"id": "down", "type": "webhook", "url": format!("{}/flaky/1000", flow.base),
+             "retry": {"max_attempts": 50, "backoff": "100ms", "max_backoff": "200ms", "max_elapsed": "1s"}}
+        ]}))
+        .await;
+    flow.wait_status(id, "FAILED", Duration::from_secs(20))
+        .await;
+    let (error, class): (String, String) =
+        sqlx::query_as("SELECT error, error_class FROM workflow_executions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(error.contains("max_elapsed 1s"), "{error}");
+    assert_eq!(class, "transient");
+    let (attempts, span): (i64, f64) = sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM max(started_at) - min(started_at))::float8 \
+         FROM execution_logs WHERE execution_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(attempts >= 3 && attempts < 50, "{attempts} attempts");
+    // No attempt is scheduled past the deadline (a little slack for the
+    // queue's poll and the claim).
+    assert!(span <= 1.5, "attempts spanned {span:.3} s");
+    flow.stop().await;
+}
+
+#[sqlx::test]
+async fn a_contact_without_a_phone_skips_an_optional_sms_and_goes_on(pool: PgPool) {
+    let flow = Flow::start(pool.clone()).await;
+    let contact = flow.contact("ada@example.com", false).await;
+    sqlx::query("UPDATE contacts SET phone = NULL WHERE id = $1")
+        .bind(contact)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let go_on = flow
+        .workflow(json!({"steps": [
+            {"id": "sms", "type": "send_sms", "body": "hi", "on_error": "continue"},
+            {"id": "mail", "type": "send_email", "subject": "s", "body": "{{steps.sms.error_class}}"}
+        ]}))
+        .await;
+    let jump = flow
+        .workflow(json!({"steps": [
+            {"id": "sms", "type": "send_sms", "body": "hi", "on_error": {"goto": "done"}},
+            {"id": "skipped", "type": "add_tag", "tag": "texted"},
+            {"id": "done", "type": "end"}
+        ]}))
+        .await;
+    let a = flow.start_execution(go_on, contact).await;
+    let b = flow.start_execution(jump, contact).await;
+    flow.wait_all_final(Duration::from_secs(30)).await;
+    assert_eq!(flow.status(a).await, "COMPLETED");
+    assert_eq!(flow.status(b).await, "COMPLETED");
+    let logs = classed_logs(&pool, a).await;
+    assert_eq!(
+        logs.iter()
+            .map(|(s, st, c, _)| (s.as_str(), st.as_str(), c.as_deref()))
+            .collect::<Vec<_>>(),
+        [
+            ("sms", "FAILED", Some("contact_data")),
+            ("mail", "SUCCEEDED", None)
+        ]
+    );
+    let body: String = sqlx::query_scalar("SELECT body FROM outbox WHERE channel = 'email'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(body, "contact_data", "the failure is the step's output");
+    let steps: Vec<String> = sqlx::query_scalar(
+        "SELECT step_id FROM execution_logs WHERE execution_id = $1 ORDER BY id",
+    )
+    .bind(b)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(steps, ["sms", "done"]);
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(dead, 0, "a step that may fail leaves no dead letter");
+    flow.stop().await;
+}
