@@ -12,6 +12,14 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// The class and fingerprint of an execution, then of its dead letter.
+type ClassAndPrint = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// `(step_id, status, error_class, fingerprint)` of an execution's log rows.
 async fn classed_logs(
     pool: &PgPool,
@@ -87,12 +95,7 @@ async fn a_permanent_failure_is_classed_and_fingerprinted_on_the_log_the_executi
         flow.wait_status(*id, "FAILED", Duration::from_secs(30))
             .await;
     }
-    let rows: Vec<(
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = sqlx::query_as(
+    let rows: Vec<ClassAndPrint> = sqlx::query_as(
         "SELECT e.error_class, e.fingerprint, d.error_class, d.fingerprint \
              FROM workflow_executions e JOIN dead_letters d ON d.execution_id = e.id",
     )
@@ -141,7 +144,7 @@ async fn a_round_of_retries_stops_at_its_max_elapsed(pool: PgPool) {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert!(attempts >= 3 && attempts < 50, "{attempts} attempts");
+    assert!((3..50).contains(&attempts), "{attempts} attempts");
     // No attempt is scheduled past the deadline (a little slack for the
     // queue's poll and the claim).
     assert!(span <= 1.5, "attempts spanned {span:.3} s");
