@@ -129,7 +129,8 @@ impl Runtime {
             worker.job_timeout + LEASE_MARGIN,
             worker.job_timeout / 2,
         );
-        let providers = Providers::from_config(engine, pool.clone(), queue.clone())?;
+        let providers =
+            Providers::from_config(engine, pool.clone(), queue.clone(), &redis.queue_prefix)?;
         Runtime::new(
             pool,
             queue,

@@ -20,6 +20,15 @@ pub enum EmailProviderKind {
     Smtp,
 }
 
+/// A feature switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
 /// SMS delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SmsProviderKind {
@@ -105,6 +114,31 @@ pub struct EngineConfig {
     /// insert and its first enqueue.
     #[arg(long, env = "FLOWPILOT_STALE_QUEUED_AFTER", default_value = "30s", value_parser = positive_duration)]
     pub stale_queued_after: Duration,
+    /// Circuit breakers per provider (webhook host, SMTP server, SMS
+    /// account), shared by every worker through Redis. Default `on`.
+    #[arg(long, env = "FLOWPILOT_BREAKERS", value_enum, default_value_t = Switch::On)]
+    pub breakers: Switch,
+    /// A breaker opens when this share of a provider's calls in the window
+    /// fail (timeouts, connection errors, 5xx). Default 0.5.
+    #[arg(long, env = "FLOWPILOT_BREAKER_FAILURE_RATIO", default_value_t = 0.5, value_parser = ratio)]
+    pub breaker_failure_ratio: f64,
+    /// ...once the window holds at least this many calls. Default 20.
+    #[arg(long, env = "FLOWPILOT_BREAKER_MIN_CALLS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_min_calls: u32,
+    /// The window the failure ratio is counted over. Default 30s.
+    #[arg(long, env = "FLOWPILOT_BREAKER_WINDOW", default_value = "30s", value_parser = positive_duration)]
+    pub breaker_window: Duration,
+    /// How long an open breaker keeps calls back before it lets probes
+    /// through. Default 30s.
+    #[arg(long, env = "FLOWPILOT_BREAKER_OPEN", default_value = "30s", value_parser = positive_duration)]
+    pub breaker_open: Duration,
+    /// Calls let through at once while half-open. Default 3.
+    #[arg(long, env = "FLOWPILOT_BREAKER_PROBES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub breaker_probes: u32,
+    /// Calls per second at which work held by an open breaker comes back
+    /// once it closes. Default 20.
+    #[arg(long, env = "FLOWPILOT_BREAKER_RAMP", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub breaker_ramp: u32,
     /// Drop execution log partitions older than this many months; 0 keeps
     /// them forever. Default 0.
     #[arg(long, env = "FLOWPILOT_LOG_RETENTION_MONTHS", default_value_t = 0)]
@@ -167,5 +201,15 @@ impl std::str::FromStr for Allowed {
         Err(format!(
             "`{s}` is neither an IP address, a CIDR network nor a host name"
         ))
+    }
+}
+
+/// A share between 0 (exclusive) and 1 (inclusive).
+fn ratio(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if r > 0.0 && r <= 1.0 {
+        Ok(r)
+    } else {
+        Err("must be above 0 and at most 1".into())
     }
 }

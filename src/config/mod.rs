@@ -21,7 +21,7 @@ mod worker;
 
 pub use connection::{DEFAULT_QUEUE_PREFIX, DbConfig, RedisConfig, SerializerName};
 pub use controller::{ApiConfig, ControllerConfig};
-pub use engine::{Allowed, EmailProviderKind, EngineConfig, SmsProviderKind};
+pub use engine::{Allowed, EmailProviderKind, EngineConfig, SmsProviderKind, Switch};
 pub use worker::WorkerConfig;
 
 /// flowpilot: durable workflow execution for marketing and CRM automation.

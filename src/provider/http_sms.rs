@@ -94,4 +94,8 @@ impl SmsProvider for HttpSms {
     async fn send(&self, msg: &Message, delivery: &Delivery) -> Result<Json, ActionError> {
         HttpSms::send(self, msg, &delivery.idempotency_key).await
     }
+
+    fn breaker_key(&self) -> Option<String> {
+        Some(format!("sms:{}", self.account_sid))
+    }
 }

@@ -4,6 +4,7 @@
 //! queue for `arq` steps. [`Providers`] implements [`action::Effects`] with
 //! them; which ones run is configuration ([`Providers::from_config`]).
 
+pub mod breaker;
 pub mod http_sms;
 pub mod outbox;
 pub mod smtp;
@@ -16,8 +17,9 @@ use serde_json::Value as Json;
 use sqlx::PgPool;
 
 use crate::action::{self, ActionError, Delivery, Effects, ErrorClass, Input, arq, email, sms};
-use crate::config::{EmailProviderKind, EngineConfig, SmsProviderKind};
-use crate::queue::{self, EnqueueOptions, JobStatus, Value};
+use crate::config::{EmailProviderKind, EngineConfig, SmsProviderKind, Switch};
+use crate::queue::{self, BreakerPolicy, EnqueueOptions, JobStatus, Value};
+pub use breaker::Breakers;
 pub use http_sms::HttpSms;
 pub use outbox::Outbox;
 pub use smtp::Smtp;
@@ -44,6 +46,12 @@ pub trait EmailProvider: Send + Sync {
     /// # Errors
     /// Transient when a retry may succeed, permanent when it cannot.
     async fn send(&self, msg: &email::Message, delivery: &Delivery) -> Result<Json, ActionError>;
+
+    /// The key of its circuit breaker (`smtp:<host>`); `None` for a
+    /// provider that needs none.
+    fn breaker_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Delivers SMS. Implementations: [`Outbox`] (default) and [`HttpSms`].
@@ -54,6 +62,12 @@ pub trait SmsProvider: Send + Sync {
     /// # Errors
     /// Transient when a retry may succeed, permanent when it cannot.
     async fn send(&self, msg: &sms::Message, delivery: &Delivery) -> Result<Json, ActionError>;
+
+    /// The key of its circuit breaker (`sms:<account>`); `None` for a
+    /// provider that needs none.
+    fn breaker_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The side effects of actions, wired to real services.
@@ -67,6 +81,8 @@ pub struct Providers {
     pub sms: Arc<dyn SmsProvider>,
     /// Webhook client with the address guard.
     pub webhook: webhook::Client,
+    /// A circuit breaker per provider.
+    pub breakers: Breakers,
 }
 
 impl Effects for Providers {
@@ -75,18 +91,29 @@ impl Effects for Providers {
         msg: &email::Message,
         input: &Input<'_>,
     ) -> Result<Json, ActionError> {
-        self.email.send(msg, &input.delivery()).await
+        let key = self.email.breaker_key();
+        let delivery = input.delivery();
+        let send = self.email.send(msg, &delivery);
+        self.breakers.guard(key.as_deref(), send).await
     }
 
     async fn send_sms(&self, msg: &sms::Message, input: &Input<'_>) -> Result<Json, ActionError> {
-        self.sms.send(msg, &input.delivery()).await
+        let key = self.sms.breaker_key();
+        let delivery = input.delivery();
+        let send = self.sms.send(msg, &delivery);
+        self.breakers.guard(key.as_deref(), send).await
     }
 
     async fn call(
         &self,
         req: &action::webhook::Request,
     ) -> Result<action::webhook::Response, ActionError> {
-        self.webhook.call(req).await
+        let key = webhook::breaker_key(&req.url);
+        // A 408 or a 5xx is the provider's trouble; a 429 is it coping.
+        let troubled = |r: &action::webhook::Response| r.status == 408 || r.status >= 500;
+        self.breakers
+            .guard_judged(key.as_deref(), self.webhook.call(req), troubled)
+            .await
     }
 
     async fn enqueue(&self, job: &arq::Enqueue) -> Result<(), ActionError> {
@@ -145,6 +172,7 @@ impl Providers {
         config: &EngineConfig,
         pool: PgPool,
         queue: queue::Client,
+        queue_prefix: &str,
     ) -> Result<Providers, Error> {
         let missing = |flag: &str| Error::Config(format!("{flag} is required"));
         let outbox = Arc::new(Outbox::new(pool));
@@ -171,12 +199,30 @@ impl Providers {
                 ))
             }
         };
+        let breakers = match config.breakers {
+            Switch::On => Breakers::new(queue.clone(), queue_prefix, breaker_policy(config)),
+            Switch::Off => Breakers::off(queue.clone()),
+        };
         Ok(Providers {
             queue,
             email,
             sms,
             webhook: webhook::Client::new(webhook::Guard::new(config.webhook_allow.clone()))?,
+            breakers,
         })
+    }
+}
+
+/// The breaker thresholds `config` names.
+pub fn breaker_policy(config: &EngineConfig) -> BreakerPolicy {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    BreakerPolicy {
+        failure_permille: (config.breaker_failure_ratio * 1000.0).round() as u32,
+        min_calls: config.breaker_min_calls,
+        window_ms: ms(config.breaker_window),
+        open_ms: ms(config.breaker_open),
+        probes: config.breaker_probes,
+        spacing_ms: (1000 / u64::from(config.breaker_ramp.max(1))).max(1),
     }
 }
 

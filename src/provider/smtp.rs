@@ -15,6 +15,8 @@ use crate::action::{ActionError, Delivery, ErrorClass, mask};
 pub struct Smtp {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    /// `smtp:<host>:<port>`, its circuit breaker's key.
+    breaker: String,
 }
 
 impl Smtp {
@@ -27,7 +29,19 @@ impl Smtp {
             .map_err(|e| format!("--smtp-url: {e}"))?
             .build();
         let from = from.parse().map_err(|e| format!("--email-from: {e}"))?;
-        Ok(Smtp { transport, from })
+        let parsed = url::Url::parse(url).map_err(|e| format!("--smtp-url: {e}"))?;
+        let breaker = format!(
+            "smtp:{}:{}",
+            parsed.host_str().unwrap_or_default(),
+            parsed
+                .port()
+                .unwrap_or(if parsed.scheme() == "smtps" { 465 } else { 587 })
+        );
+        Ok(Smtp {
+            transport,
+            from,
+            breaker,
+        })
     }
 
     /// Sends `msg`; the idempotency key travels as a header so a relay can
@@ -73,6 +87,10 @@ impl Smtp {
 impl EmailProvider for Smtp {
     async fn send(&self, msg: &Message, delivery: &Delivery) -> Result<Json, ActionError> {
         Smtp::send(self, msg, &delivery.idempotency_key).await
+    }
+
+    fn breaker_key(&self) -> Option<String> {
+        Some(self.breaker.clone())
     }
 }
 

@@ -139,6 +139,18 @@ impl Resolve for GuardResolver {
     }
 }
 
+/// The key of the circuit breaker of the host `url` calls:
+/// `webhook:<host>:<port>`; `None` for a URL that does not parse (the call
+/// fails on it anyway).
+pub fn breaker_key(url: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).ok()?;
+    Some(format!(
+        "webhook:{}:{}",
+        u.host_str()?,
+        u.port_or_known_default()?
+    ))
+}
+
 /// The webhook HTTP client.
 #[derive(Clone)]
 pub struct Client {

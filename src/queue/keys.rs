@@ -39,6 +39,13 @@ pub fn dead_queue(prefix: &str) -> String {
     format!("{prefix}:dead")
 }
 
+/// `<prefix>:breaker:<provider>`: the circuit breaker of one provider
+/// (`flowpilot:queue:breaker:webhook:crm.example.com:443`), shared by every
+/// worker of the installation.
+pub fn breaker(prefix: &str, provider: &str) -> String {
+    format!("{prefix}:breaker:{provider}")
+}
+
 /// `arq:job:<id>`: the serialized job payload.
 pub fn job(id: &str) -> String {
     format!("{JOB_PREFIX}{id}")

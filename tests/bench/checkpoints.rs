@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowpilot::engine::{Settings, StartRequest};
-use flowpilot::provider::{Outbox, Providers, webhook};
+use flowpilot::provider::{Breakers, Outbox, Providers, webhook};
 use flowpilot::queue::{Client, Serializer, keys};
 use flowpilot::runtime::{Runtime, Spec};
 use flowpilot::store;
@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         email: Arc::new(Outbox::new(pool.clone())),
         sms: Arc::new(Outbox::new(pool.clone())),
         webhook: webhook::Client::new(webhook::Guard::default())?,
+        breakers: Breakers::off(queue.clone()),
     };
     let runtime = Runtime::new(
         pool.clone(),

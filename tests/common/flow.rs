@@ -12,7 +12,7 @@ use axum::routing::post;
 use axum::{Json as AxumJson, Router};
 use flowpilot::engine::retry::{RetryPolicies, RetryPolicy};
 use flowpilot::engine::{Engine, Settings, StartRequest};
-use flowpilot::provider::{Outbox, Providers, webhook};
+use flowpilot::provider::{Breakers, Outbox, Providers, webhook};
 use flowpilot::queue::{Serializer, keys};
 use flowpilot::runtime::{Runtime, Spec, Tasks};
 use flowpilot::store;
@@ -240,6 +240,7 @@ impl Flow {
             sms: Arc::new(Outbox::new(pool.clone())),
             webhook: webhook::Client::new(webhook::Guard::new(vec!["127.0.0.1".parse().unwrap()]))
                 .unwrap(),
+            breakers: Breakers::off(client.clone()),
         };
         let worker = flowpilot::worker::Settings {
             queues: vec![

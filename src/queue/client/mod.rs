@@ -6,8 +6,11 @@
 //! multiplexed connection; Python's WATCH-based clients interoperate with
 //! either. The worker loop in `crate::worker` decides *when* to call these.
 
+mod breaker;
 mod script;
 mod worker;
+
+pub use breaker::{Admission, BreakerPolicy, BreakerState};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
