@@ -1210,3 +1210,119 @@ async fn the_log_filter_changes_at_runtime_for_admin_keys_only(pool: PgPool) {
     );
     api.finish().await;
 }
+
+#[sqlx::test]
+async fn failures_are_listed_grouped_by_fingerprint_and_as_dead_letters(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let workflow = api
+        .workflow(json!({"steps": [
+            {"id": "gone", "type": "webhook", "url": format!("{}/gone", api.flow.base)}
+        ]}))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let contact = api.contact(&format!("c{i}@example.com")).await;
+        let (status, e) = api
+            .post(
+                &format!("/api/v1/workflows/{workflow}/execute"),
+                json!({"contact_id": contact}),
+            )
+            .await;
+        assert_eq!(status, 202, "{e}");
+        ids.push(e["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let id = id.parse().unwrap();
+        api.flow
+            .wait_status(id, "FAILED", Duration::from_secs(30))
+            .await;
+    }
+
+    let (status, groups) = api.get("/api/v1/errors").await;
+    assert_eq!(status, 200, "{groups}");
+    let items = groups["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{groups}");
+    let g = &items[0];
+    assert_eq!(g["count"], 3);
+    assert_eq!(g["executions"], 3);
+    assert_eq!(g["error_class"], "permanent");
+    assert_eq!(g["step_id"], "gone");
+    assert_eq!(g["workflow_id"], json!(workflow));
+    assert_eq!(g["workflow_version"], 1);
+    assert_eq!(g["message"], "webhook answered HTTP 404");
+    assert_eq!(g["sample_execution_ids"].as_array().unwrap().len(), 3);
+    let fp = g["fingerprint"].as_str().unwrap().to_owned();
+    let (_, none) = api.get("/api/v1/errors?error_class=transient").await;
+    assert_eq!(none["items"], json!([]));
+    let (_, other) = api
+        .get(&format!(
+            "/api/v1/errors?workflow_id={}",
+            uuid::Uuid::new_v4()
+        ))
+        .await;
+    assert_eq!(other["items"], json!([]));
+
+    // Executions by fingerprint, class and several statuses at once.
+    for query in [
+        format!("fingerprint={fp}"),
+        "error_class=permanent".to_owned(),
+        "status=FAILED,RETRYING".to_owned(),
+        "current_step=gone&status=FAILED".to_owned(),
+    ] {
+        let (status, page) = api.get(&format!("/api/v1/executions?{query}")).await;
+        assert_eq!(status, 200, "{query}: {page}");
+        assert_eq!(page["count"]["value"], 3, "{query}");
+        assert_eq!(page["items"][0]["fingerprint"], json!(fp), "{query}");
+    }
+    let (_, waiting) = api
+        .get("/api/v1/executions?waiting_reason=retry_backoff")
+        .await;
+    assert_eq!(waiting["count"]["value"], 0);
+
+    let (status, dead) = api
+        .get(&format!(
+            "/api/v1/dead-letters?fingerprint={fp}&resolved=false&limit=2"
+        ))
+        .await;
+    assert_eq!(status, 200, "{dead}");
+    assert_eq!(dead["items"].as_array().unwrap().len(), 2);
+    let cursor = dead["next_cursor"].as_str().unwrap();
+    let (_, rest) = api
+        .get(&format!(
+            "/api/v1/dead-letters?fingerprint={fp}&limit=2&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    let one = &dead["items"][0];
+    assert_eq!(one["error_class"], "permanent");
+    assert_eq!(one["workflow_id"], json!(workflow));
+    let (status, got) = api
+        .get(&format!(
+            "/api/v1/dead-letters/{}",
+            one["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(got["execution_id"], one["execution_id"]);
+
+    for (path, field) in [
+        ("/api/v1/errors?error_class=flaky", "error_class"),
+        (
+            "/api/v1/errors?since=2026-01-01T00:00:00Z&until=2026-06-01T00:00:00Z",
+            "since",
+        ),
+        ("/api/v1/errors?cursor=bm9wZQ", "cursor"),
+        ("/api/v1/executions?status=FAILED,DONE", "status"),
+        ("/api/v1/executions?error_class=x", "error_class"),
+        ("/api/v1/dead-letters?fingerprint=xyz", "fingerprint"),
+    ] {
+        let (status, err) = api.get(path).await;
+        assert_eq!(status, 400, "{path}: {err}");
+        assert_eq!(err["error"]["field"], field, "{path}");
+    }
+    let (status, _) = api
+        .get(&format!("/api/v1/dead-letters/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(status, 404);
+    api.finish().await;
+}

@@ -11,7 +11,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, Auth, Id};
 use super::view::{self, Execution, ExecutionPage, Log, LogPage};
-use crate::domain::{LogStatus, Status};
+use crate::domain::{ErrorClass, LogStatus, Status};
 use crate::engine;
 use crate::store;
 use tracing::warn;
@@ -24,8 +24,20 @@ pub struct ExecutionQuery {
     pub workflow_id: Option<Uuid>,
     /// Only this contact.
     pub contact_id: Option<Uuid>,
-    /// Only this status (QUEUED, RUNNING, WAITING, RETRYING, COMPLETED, FAILED, CANCELLED).
+    /// Only these statuses, comma-separated (QUEUED, RUNNING, WAITING,
+    /// RETRYING, COMPLETED, FAILED, CANCELLED), e.g. `FAILED,RETRYING`.
     pub status: Option<String>,
+    /// Only with this class of last error (`transient`, `timeout`,
+    /// `rate_limited`, `provider_unavailable`, `permanent`,
+    /// `invalid_config`, `contact_data`, `cancelled`, `internal`).
+    pub error_class: Option<String>,
+    /// Only with this fingerprint of last error (16 hex digits).
+    pub fingerprint: Option<String>,
+    /// Only waiting for this reason (`wait`, `arq_job`, `retry_backoff`,
+    /// `provider_unavailable`, `cancelled`).
+    pub waiting_reason: Option<String>,
+    /// Only at this step (its id).
+    pub current_step: Option<String>,
     /// Created at or after (RFC 3339).
     pub created_after: Option<DateTime<Utc>>,
     /// Created before (RFC 3339).
@@ -121,18 +133,50 @@ pub async fn list(
     let after = view::decode_after(q.cursor.as_deref())?;
     view::time_filter("created_after", q.created_after)?;
     view::time_filter("created_before", q.created_before)?;
-    let status = q
+    let statuses = q
         .status
         .as_deref()
-        .map(|s| {
-            s.parse::<Status>()
-                .map_err(|m| ApiError::invalid("status", m))
+        .map(|list| {
+            list.split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<Status>()
+                        .map_err(|m| ApiError::invalid("status", m))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let error_class = q
+        .error_class
+        .as_deref()
+        .map(|c| {
+            c.parse::<ErrorClass>()
+                .map_err(|m| ApiError::invalid("error_class", m))
         })
         .transpose()?;
+    for (field, value, max) in [
+        ("fingerprint", &q.fingerprint, 16),
+        ("waiting_reason", &q.waiting_reason, 64),
+        ("current_step", &q.current_step, 64),
+    ] {
+        if let Some(v) = value
+            && (v.is_empty() || v.chars().count() > max || v.contains('\0'))
+        {
+            return Err(ApiError::invalid(
+                field,
+                format!("must be 1 to {max} characters, without NUL"),
+            ));
+        }
+    }
     let filter = store::execution::Filter {
         workflow_id: q.workflow_id,
         contact_id: q.contact_id,
-        status,
+        statuses,
+        error_class,
+        fingerprint: q.fingerprint,
+        waiting_reason: q.waiting_reason,
+        current_step: q.current_step,
         created_after: q.created_after,
         created_before: q.created_before,
     };

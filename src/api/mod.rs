@@ -5,7 +5,8 @@
 //! - [`extract`]: request parsing, every failure a 4xx naming the field;
 //! - [`error`]: the one place errors become responses;
 //! - [`view`]: response bodies and cursors;
-//! - one file per resource: [`workflow`], [`contact`], [`execution`], [`health`].
+//! - one file per resource: [`workflow`], [`contact`], [`execution`],
+//!   [`failure`] (failure groups and dead letters), [`health`].
 //!
 //! Driven by `flowpilot api` and `flowpilot dev`. One door per room: every
 //! write goes through the engine, which checks it; every read through the
@@ -16,6 +17,7 @@ pub mod contact;
 pub mod error;
 pub mod execution;
 pub mod extract;
+pub mod failure;
 pub mod health;
 pub mod view;
 pub mod workflow;
@@ -101,6 +103,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(execution::logs))
         .routes(routes!(execution::cancel))
         .routes(routes!(execution::retry))
+        .routes(routes!(failure::errors))
+        .routes(routes!(failure::dead_letters))
+        .routes(routes!(failure::dead_letter))
         .routes(routes!(health::set_log_filter))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

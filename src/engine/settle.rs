@@ -175,6 +175,8 @@ impl Engine {
 fn log_row<'a>(e: &Execution, r: &'a Ran<'_>, status: LogStatus) -> NewLog<'a> {
     NewLog {
         execution_id: e.id,
+        workflow_id: e.workflow_id,
+        workflow_version: e.workflow_version,
         account_id: e.account_id,
         step_index: e.current_step_index,
         step_id: &r.step.id,

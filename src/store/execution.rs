@@ -335,8 +335,16 @@ pub struct Filter {
     pub workflow_id: Option<Uuid>,
     /// Only this contact.
     pub contact_id: Option<Uuid>,
-    /// Only this status.
-    pub status: Option<Status>,
+    /// Only these statuses (any when empty).
+    pub statuses: Vec<Status>,
+    /// Only with this class of last error.
+    pub error_class: Option<ErrorClass>,
+    /// Only with this fingerprint of last error.
+    pub fingerprint: Option<String>,
+    /// Only waiting for this reason.
+    pub waiting_reason: Option<String>,
+    /// Only at this step (id).
+    pub current_step: Option<String>,
     /// Created at or after.
     pub created_after: Option<DateTime<Utc>>,
     /// Created before.
@@ -351,8 +359,21 @@ fn push_filter(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, account_id: Uuid, f:
     if let Some(c) = f.contact_id {
         qb.push(" AND contact_id = ").push_bind(c);
     }
-    if let Some(s) = f.status {
-        qb.push(" AND status = ").push_bind(s.as_str());
+    if !f.statuses.is_empty() {
+        let statuses: Vec<&str> = f.statuses.iter().map(|s| s.as_str()).collect();
+        qb.push(" AND status = ANY(").push_bind(statuses).push(")");
+    }
+    if let Some(c) = f.error_class {
+        qb.push(" AND error_class = ").push_bind(c.as_str());
+    }
+    if let Some(fp) = &f.fingerprint {
+        qb.push(" AND fingerprint = ").push_bind(fp.clone());
+    }
+    if let Some(r) = &f.waiting_reason {
+        qb.push(" AND waiting_reason = ").push_bind(r.clone());
+    }
+    if let Some(step) = &f.current_step {
+        qb.push(" AND current_step_id = ").push_bind(step.clone());
     }
     if let Some(t) = f.created_after {
         qb.push(" AND created_at >= ").push_bind(t);

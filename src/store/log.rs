@@ -16,6 +16,10 @@ use crate::domain::{ErrorClass, LogStatus};
 pub struct NewLog<'a> {
     /// Execution.
     pub execution_id: Uuid,
+    /// Its workflow.
+    pub workflow_id: Uuid,
+    /// The version it runs.
+    pub workflow_version: i32,
     /// Account.
     pub account_id: Uuid,
     /// Step position.
@@ -54,8 +58,9 @@ pub async fn insert_log(conn: &mut PgConnection, log: &NewLog<'_>) -> Result<()>
         .max(0) as i32;
     sqlx::query(
         "INSERT INTO execution_logs (execution_id, account_id, step_index, step_id, action_type, attempt, status, \
-           config, response, error, started_at, completed_at, duration_ms, error_class, fingerprint) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+           config, response, error, started_at, completed_at, duration_ms, error_class, fingerprint, \
+           workflow_id, workflow_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(log.execution_id)
     .bind(log.account_id)
@@ -72,6 +77,8 @@ pub async fn insert_log(conn: &mut PgConnection, log: &NewLog<'_>) -> Result<()>
     .bind(duration_ms)
     .bind(log.error_class.map(ErrorClass::as_str))
     .bind(log.fingerprint)
+    .bind(log.workflow_id)
+    .bind(log.workflow_version)
     .execute(conn)
     .await?;
     Ok(())

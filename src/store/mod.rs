@@ -4,6 +4,7 @@
 //! - one file per aggregate: [`account`], [`contact`], [`workflow`],
 //!   [`execution`], [`log`] (step attempts and dead letters), [`outbox`],
 //!   [`api_key`];
+//! - [`failure`]: failure groups by fingerprint, and dead letters;
 //! - [`reader`]: the read handle everything outside the engine reads with;
 //! - [`lock`]: the maintenance leader's advisory lock;
 //! - [`page`]: keyset pagination types shared by the list queries;
@@ -18,6 +19,7 @@ pub mod account;
 pub mod api_key;
 pub mod contact;
 pub mod execution;
+pub mod failure;
 pub mod lock;
 pub mod log;
 pub mod outbox;

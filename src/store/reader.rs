@@ -13,7 +13,7 @@ use super::execution::{self, Execution};
 use super::log::{self, Log, LogFilter};
 use super::page::{After, Count};
 use super::workflow::{self, Workflow};
-use super::{Result, api_key};
+use super::{Result, api_key, failure};
 
 /// Reads, scoped by account wherever rows belong to one.
 #[derive(Clone)]
@@ -133,6 +133,46 @@ impl Reader {
         limit: i64,
     ) -> Result<Vec<Contact>> {
         contact::list(&self.pool, account_id, filter, after, limit).await
+    }
+
+    /// A page of the account's failure groups.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn error_groups(
+        &self,
+        account_id: Uuid,
+        filter: &failure::GroupFilter,
+        after: Option<&failure::GroupAfter>,
+        limit: i64,
+    ) -> Result<Vec<failure::ErrorGroup>> {
+        failure::groups(&self.pool, account_id, filter, after, limit).await
+    }
+
+    /// A page of the account's dead letters.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn dead_letters(
+        &self,
+        account_id: Uuid,
+        filter: &failure::DeadLetterFilter,
+        after: Option<After>,
+        limit: i64,
+    ) -> Result<Vec<failure::DeadLetter>> {
+        failure::dead_letters(&self.pool, account_id, filter, after, limit).await
+    }
+
+    /// The dead letter `id` of the account.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn dead_letter(
+        &self,
+        account_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<failure::DeadLetter>> {
+        failure::dead_letter(&self.pool, account_id, id).await
     }
 
     /// What the API key with this hash may do, if it is known.

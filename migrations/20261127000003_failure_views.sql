@@ -1,0 +1,13 @@
+-- Failure groups are read from the log rows that carry a fingerprint; the
+-- workflow and version ride on each log row so that grouping needs no
+-- join (NULL on rows written before this migration).
+ALTER TABLE execution_logs
+    ADD COLUMN workflow_id uuid,
+    ADD COLUMN workflow_version integer;
+
+-- Only failed and retried attempts carry a fingerprint: a small index.
+CREATE INDEX execution_logs_failures ON execution_logs (account_id, created_at)
+    WHERE fingerprint IS NOT NULL;
+
+CREATE INDEX dead_letters_fingerprint ON dead_letters (account_id, fingerprint)
+    WHERE fingerprint IS NOT NULL;

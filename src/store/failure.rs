@@ -1,0 +1,208 @@
+//! Failures seen together: groups of failed and retried attempts by
+//! fingerprint, and the dead letters of executions that failed for good.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use super::Result;
+use super::page::After;
+use crate::domain::ErrorClass;
+
+/// Like failures: one fingerprint's attempts in a time window.
+#[derive(Debug, Clone, FromRow)]
+pub struct ErrorGroup {
+    /// What groups them.
+    pub fingerprint: String,
+    /// Their class.
+    pub error_class: Option<ErrorClass>,
+    /// The workflow.
+    pub workflow_id: Option<Uuid>,
+    /// Its version.
+    pub workflow_version: Option<i32>,
+    /// The step.
+    pub step_id: String,
+    /// Its action type.
+    pub action_type: String,
+    /// Attempts in the window.
+    pub count: i64,
+    /// Executions they belong to.
+    pub executions: i64,
+    /// The first in the window.
+    pub first_seen: DateTime<Utc>,
+    /// The last.
+    pub last_seen: DateTime<Utc>,
+    /// The last one's message.
+    pub message: Option<String>,
+    /// Up to five of its executions.
+    pub samples: Vec<Uuid>,
+}
+
+/// Filters of the failure groups.
+#[derive(Debug, Clone)]
+pub struct GroupFilter {
+    /// Attempts at or after.
+    pub since: DateTime<Utc>,
+    /// Attempts before.
+    pub until: DateTime<Utc>,
+    /// Only this workflow.
+    pub workflow_id: Option<Uuid>,
+    /// Only this class.
+    pub error_class: Option<ErrorClass>,
+}
+
+/// Position after the last group of a page: groups are ordered by when
+/// they were last seen, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupAfter {
+    /// The group's `last_seen`.
+    pub last_seen: DateTime<Utc>,
+    /// Its fingerprint, breaking ties.
+    pub fingerprint: String,
+}
+
+/// A page of the account's failure groups.
+///
+/// # Errors
+/// Database errors.
+pub async fn groups(
+    pool: &PgPool,
+    account_id: Uuid,
+    f: &GroupFilter,
+    after: Option<&GroupAfter>,
+    limit: i64,
+) -> Result<Vec<ErrorGroup>> {
+    let mut qb = sqlx::QueryBuilder::new(
+        "SELECT fingerprint, error_class, workflow_id, workflow_version, step_id, action_type, \
+           count(*) AS count, count(DISTINCT execution_id) AS executions, \
+           min(created_at) AS first_seen, max(created_at) AS last_seen, \
+           (array_agg(error ORDER BY created_at DESC))[1] AS message, \
+           (array_agg(DISTINCT execution_id))[1:5] AS samples \
+         FROM execution_logs WHERE fingerprint IS NOT NULL AND account_id = ",
+    );
+    qb.push_bind(account_id)
+        .push(" AND created_at >= ")
+        .push_bind(f.since)
+        .push(" AND created_at < ")
+        .push_bind(f.until);
+    if let Some(w) = f.workflow_id {
+        qb.push(" AND workflow_id = ").push_bind(w);
+    }
+    if let Some(c) = f.error_class {
+        qb.push(" AND error_class = ").push_bind(c.as_str());
+    }
+    qb.push(
+        " GROUP BY fingerprint, error_class, workflow_id, workflow_version, step_id, action_type",
+    );
+    if let Some(a) = after {
+        qb.push(" HAVING (max(created_at), fingerprint) < (")
+            .push_bind(a.last_seen)
+            .push(", ")
+            .push_bind(&a.fingerprint)
+            .push(")");
+    }
+    qb.push(" ORDER BY last_seen DESC, fingerprint DESC LIMIT ")
+        .push_bind(limit);
+    Ok(qb.build_query_as().fetch_all(pool).await?)
+}
+
+/// A dead letter: an execution that failed for good.
+#[derive(Debug, Clone, FromRow)]
+pub struct DeadLetter {
+    /// Id.
+    pub id: Uuid,
+    /// The execution.
+    pub execution_id: Uuid,
+    /// Its workflow.
+    pub workflow_id: Uuid,
+    /// The version it ran.
+    pub workflow_version: i32,
+    /// The step that failed.
+    pub step_index: i32,
+    /// Its id.
+    pub step_id: Option<String>,
+    /// Its action type (`definition` or `contact` when no step could run).
+    pub action_type: Option<String>,
+    /// Attempts spent.
+    pub attempts: i32,
+    /// What went wrong.
+    pub error: String,
+    /// Its class.
+    pub error_class: Option<ErrorClass>,
+    /// What groups it with like failures.
+    pub fingerprint: Option<String>,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// When a retry or an operator settled it.
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// Filters of the dead letters.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    /// Only this workflow.
+    pub workflow_id: Option<Uuid>,
+    /// Only this class.
+    pub error_class: Option<ErrorClass>,
+    /// Only this fingerprint.
+    pub fingerprint: Option<String>,
+    /// Only resolved (`true`) or unresolved (`false`) ones.
+    pub resolved: Option<bool>,
+}
+
+const DEAD_LETTER_COLUMNS: &str = "SELECT d.id, d.execution_id, e.workflow_id, e.workflow_version, d.step_index, \
+       d.step_id, d.action_type, d.attempts, d.error, d.error_class, d.fingerprint, d.created_at, d.resolved_at \
+     FROM dead_letters d JOIN workflow_executions e ON e.id = d.execution_id WHERE d.account_id = ";
+
+/// A page of the account's dead letters, newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn dead_letters(
+    pool: &PgPool,
+    account_id: Uuid,
+    f: &DeadLetterFilter,
+    after: Option<After>,
+    limit: i64,
+) -> Result<Vec<DeadLetter>> {
+    let mut qb = sqlx::QueryBuilder::new(DEAD_LETTER_COLUMNS);
+    qb.push_bind(account_id);
+    if let Some(w) = f.workflow_id {
+        qb.push(" AND e.workflow_id = ").push_bind(w);
+    }
+    if let Some(c) = f.error_class {
+        qb.push(" AND d.error_class = ").push_bind(c.as_str());
+    }
+    if let Some(fp) = &f.fingerprint {
+        qb.push(" AND d.fingerprint = ").push_bind(fp);
+    }
+    match f.resolved {
+        Some(true) => {
+            qb.push(" AND d.resolved_at IS NOT NULL");
+        }
+        Some(false) => {
+            qb.push(" AND d.resolved_at IS NULL");
+        }
+        None => {}
+    }
+    if let Some(a) = after {
+        qb.push(" AND (d.created_at, d.id) < (")
+            .push_bind(a.created_at)
+            .push(", ")
+            .push_bind(a.id)
+            .push(")");
+    }
+    qb.push(" ORDER BY d.created_at DESC, d.id DESC LIMIT ")
+        .push_bind(limit);
+    Ok(qb.build_query_as().fetch_all(pool).await?)
+}
+
+/// The dead letter `id` of the account.
+///
+/// # Errors
+/// Database errors.
+pub async fn dead_letter(pool: &PgPool, account_id: Uuid, id: Uuid) -> Result<Option<DeadLetter>> {
+    let mut qb = sqlx::QueryBuilder::new(DEAD_LETTER_COLUMNS);
+    qb.push_bind(account_id).push(" AND d.id = ").push_bind(id);
+    Ok(qb.build_query_as().fetch_optional(pool).await?)
+}
