@@ -208,3 +208,117 @@ async fn a_contact_without_a_phone_skips_an_optional_sms_and_goes_on(pool: PgPoo
     assert_eq!(dead, 0, "a step that may fail leaves no dead letter");
     flow.stop().await;
 }
+
+mod flaky_provider {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use axum::Router;
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use serde_json::json;
+    use sqlx::PgPool;
+
+    use super::common::flow::Flow;
+
+    const EXECUTIONS: usize = 2_000;
+
+    /// Fails 30% of calls with a 5xx and 10% with 429 + `Retry-After: 1`,
+    /// at random (seeded).
+    async fn flaky(
+        State(rng): State<Arc<Mutex<fastrand::Rng>>>,
+    ) -> (StatusCode, [(&'static str, &'static str); 1]) {
+        let roll = rng.lock().unwrap().f64();
+        if roll < 0.3 {
+            (StatusCode::SERVICE_UNAVAILABLE, [("x-flaky", "5xx")])
+        } else if roll < 0.4 {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")])
+        } else {
+            (StatusCode::OK, [("x-flaky", "ok")])
+        }
+    }
+
+    #[sqlx::test]
+    async fn two_thousand_sends_to_a_flaky_provider_almost_all_complete_and_none_is_lost(
+        pool: PgPool,
+    ) {
+        let flow = Flow::start(pool.clone()).await;
+        let app = Router::new()
+            .route("/flaky", post(flaky))
+            .with_state(Arc::new(Mutex::new(fastrand::Rng::with_seed(20261127))));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/flaky", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let workflow = flow
+            .workflow(
+                json!({"steps": [{"id": "send", "type": "webhook", "url": url,
+                "retry": {"max_attempts": 8, "backoff": "50ms", "max_backoff": "1s"}}]}),
+            )
+            .await;
+        let contact = flow.contact("ada@example.com", false).await;
+        let began = Instant::now();
+        for _ in 0..EXECUTIONS {
+            flow.start_execution(workflow, contact).await;
+        }
+        flow.wait_all_final(Duration::from_secs(300)).await;
+        let took = began.elapsed();
+        let statuses = super::common::flow::statuses(&pool).await;
+        let count = |s: &str| {
+            statuses
+                .iter()
+                .find(|(st, _)| st == s)
+                .map_or(0, |(_, n)| *n)
+        };
+        let (completed, failed) = (count("COMPLETED"), count("FAILED"));
+        // Executions that met a retryable failure, and of those, the ones
+        // a retry brought through.
+        let (retried, recovered): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE e.status = 'COMPLETED') FROM workflow_executions e \
+             WHERE EXISTS (SELECT 1 FROM execution_logs l WHERE l.execution_id = e.id AND l.status = 'RETRYING')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let by_class: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT error_class, count(*) FROM execution_logs WHERE error_class IS NOT NULL GROUP BY 1 ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let unclassed_failures: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workflow_executions WHERE status = 'FAILED' \
+             AND (error_class IS NULL OR fingerprint IS NULL)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let rate = 100.0 * recovered as f64 / retried.max(1) as f64;
+        println!(
+            "flaky provider: {EXECUTIONS} executions in {:.1} s: {completed} completed, {failed} failed; \
+             {retried} met a retryable failure, {recovered} of them completed after retries \
+             (retry success {rate:.2}%); attempts by class {by_class:?}",
+            took.as_secs_f64()
+        );
+        assert_eq!(
+            completed + failed,
+            EXECUTIONS as i64,
+            "none lost: {statuses:?}"
+        );
+        assert!(
+            completed as f64 >= 0.99 * EXECUTIONS as f64,
+            "{completed} completed"
+        );
+        assert_eq!(
+            unclassed_failures, 0,
+            "every failure has a class and a fingerprint"
+        );
+        assert!(rate > 80.0, "retry success {rate:.2}%");
+        assert!(
+            by_class.iter().any(|(c, _)| c == "rate_limited")
+                && by_class.iter().any(|(c, _)| c == "transient"),
+            "{by_class:?}"
+        );
+        flow.stop().await;
+    }
+}

@@ -59,15 +59,14 @@ pub struct ErrorGroup {
     pub action_type: String,
     /// Failed or retried attempts in the window.
     pub count: i64,
-    /// Executions they belong to.
-    pub executions: i64,
     /// First in the window.
     pub first_seen: DateTime<Utc>,
     /// Last in the window.
     pub last_seen: DateTime<Utc>,
     /// The last one's message.
     pub message: Option<String>,
-    /// Up to five of its executions.
+    /// Sample executions (at most five, each once), the latest attempt's
+    /// first.
     pub sample_execution_ids: Vec<Uuid>,
 }
 
@@ -165,7 +164,6 @@ pub async fn errors(
             step_id: g.step_id,
             action_type: g.action_type,
             count: g.count,
-            executions: g.executions,
             first_seen: g.first_seen,
             last_seen: g.last_seen,
             message: g.message,

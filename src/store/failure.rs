@@ -26,15 +26,14 @@ pub struct ErrorGroup {
     pub action_type: String,
     /// Attempts in the window.
     pub count: i64,
-    /// Executions they belong to.
-    pub executions: i64,
     /// The first in the window.
     pub first_seen: DateTime<Utc>,
     /// The last.
     pub last_seen: DateTime<Utc>,
     /// The last one's message.
     pub message: Option<String>,
-    /// Up to five of its executions.
+    /// Sample executions (at most five, each once), the latest attempt's
+    /// first.
     pub samples: Vec<Uuid>,
 }
 
@@ -72,12 +71,16 @@ pub async fn groups(
     after: Option<&GroupAfter>,
     limit: i64,
 ) -> Result<Vec<ErrorGroup>> {
+    // The groups of the page first, by fingerprint alone (it names the
+    // workflow, version, step and class): one pass over a covering index of
+    // the window's failing rows. Then, through the fingerprint index, each
+    // group's latest attempt (found by its time, no sort) describes it, and
+    // a few of its attempts name sample executions. NB: no ORDER BY in
+    // those lookups: over the monthly partitions the planner would read a
+    // group's every row to sort them.
     let mut qb = sqlx::QueryBuilder::new(
-        "SELECT fingerprint, error_class, workflow_id, workflow_version, step_id, action_type, \
-           count(*) AS count, count(DISTINCT execution_id) AS executions, \
-           min(created_at) AS first_seen, max(created_at) AS last_seen, \
-           (array_agg(error ORDER BY created_at DESC))[1] AS message, \
-           (array_agg(DISTINCT execution_id))[1:5] AS samples \
+        "WITH g AS (SELECT fingerprint, count(*) AS count, min(created_at) AS first_seen, \
+           max(created_at) AS last_seen \
          FROM execution_logs WHERE fingerprint IS NOT NULL AND account_id = ",
     );
     qb.push_bind(account_id)
@@ -91,9 +94,7 @@ pub async fn groups(
     if let Some(c) = f.error_class {
         qb.push(" AND error_class = ").push_bind(c.as_str());
     }
-    qb.push(
-        " GROUP BY fingerprint, error_class, workflow_id, workflow_version, step_id, action_type",
-    );
+    qb.push(" GROUP BY fingerprint");
     if let Some(a) = after {
         qb.push(" HAVING (max(created_at), fingerprint) < (")
             .push_bind(a.last_seen)
@@ -102,9 +103,42 @@ pub async fn groups(
             .push(")");
     }
     qb.push(" ORDER BY last_seen DESC, fingerprint DESC LIMIT ")
-        .push_bind(limit);
-    Ok(qb.build_query_as().fetch_all(pool).await?)
+        .push_bind(limit)
+        .push(
+            ") SELECT g.fingerprint, s.error_class, s.workflow_id, s.workflow_version, s.step_id, \
+               s.action_type, g.count, g.first_seen, g.last_seen, s.message, \
+               s.execution_id || x.samples AS samples \
+             FROM g, LATERAL ( \
+               SELECT l.error_class, l.workflow_id, l.workflow_version, l.step_id, l.action_type, \
+                 l.error AS message, l.execution_id FROM execution_logs l \
+               WHERE l.fingerprint = g.fingerprint AND l.account_id = ",
+        )
+        .push_bind(account_id)
+        .push(
+            " AND l.created_at = g.last_seen LIMIT 1) s, LATERAL ( \
+               SELECT coalesce(array_agg(execution_id), '{}') AS samples FROM ( \
+                 SELECT l.execution_id FROM execution_logs l \
+                 WHERE l.fingerprint = g.fingerprint AND l.account_id = ",
+        )
+        .push_bind(account_id)
+        .push(" AND l.created_at >= ")
+        .push_bind(f.since)
+        .push(" AND l.created_at <= g.last_seen LIMIT ")
+        .push_bind(SAMPLES)
+        .push(") few) x ORDER BY g.last_seen DESC, g.fingerprint DESC");
+    let mut groups: Vec<ErrorGroup> = qb.build_query_as().fetch_all(pool).await?;
+    for g in &mut groups {
+        // Retries of one execution share a fingerprint: name it once.
+        let mut seen = std::collections::HashSet::new();
+        g.samples.retain(|id| seen.insert(*id));
+        g.samples.truncate(SAMPLES as usize);
+    }
+    Ok(groups)
 }
+
+/// Sample executions of a group: the latest attempt's, and those of a few
+/// attempts in the window.
+const SAMPLES: i64 = 5;
 
 /// A dead letter: an execution that failed for good.
 #[derive(Debug, Clone, FromRow)]
