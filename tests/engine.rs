@@ -210,11 +210,20 @@ async fn a_permanent_failure_fails_the_execution_with_a_dead_letter(pool: PgPool
     assert!(score.is_some(), "announced in the dead set");
     let _: () = r.del(keys::dead_queue(&flow.prefix)).await.unwrap();
 
-    // A manual retry starts it again at the failed step.
+    // A manual retry starts it again at the failed step, and settles the
+    // dead letter of the failure it retries; failing again files a new one.
     flow.engine.retry(flow.account, id).await.unwrap();
     flow.wait_status(id, "FAILED", Duration::from_secs(30))
         .await;
     assert_eq!(flow.receiver.hooks().len(), 2);
+    let (resolved, open): (i64, i64) = sqlx::query_as(
+        "SELECT count(resolved_at), count(*) - count(resolved_at) FROM dead_letters WHERE execution_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((resolved, open), (1, 1));
     flow.stop().await;
 }
 

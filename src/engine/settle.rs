@@ -8,7 +8,7 @@ use chrono::Utc;
 use tracing::{debug, info, warn};
 
 use super::executor::Run;
-use super::plan::{self, Command, Failure, Job, Machine, Transition};
+use super::plan::{self, Command, Event, Failure, Job, Machine, Transition};
 use super::step::Ran;
 use super::{Engine, Enqueued, Result};
 use crate::domain::{Change, ErrorClass, LogStatus, Status};
@@ -108,7 +108,9 @@ impl Engine {
     /// write. `false` (nothing written) when the row changed underneath.
     async fn commit(&self, e: &mut Execution, t: &Transition, s: &Writes<'_>) -> Result<bool> {
         let log = s.ran.as_ref().and_then(|r| Some(log_row(e, r, r.log?)));
-        if log.is_none() && s.change.is_none() && s.dead.is_none() {
+        // A retry settles the dead letters of the failure it retries.
+        let resolve = t.event() == Event::Retry;
+        if log.is_none() && s.change.is_none() && s.dead.is_none() && !resolve {
             t.apply_to(e);
             let mut conn = self.pool.acquire().await.map_err(store::Error::from)?;
             return Ok(store::execution::save(&mut conn, e).await?);
@@ -124,6 +126,9 @@ impl Engine {
         if let Some(kind) = s.dead {
             let error = e.error.as_deref().unwrap_or("");
             store::log::insert_dead_letter(&mut tx, e, kind, error).await?;
+        }
+        if resolve {
+            store::failure::resolve_dead_letters(&mut tx, e.id).await?;
         }
         if !store::execution::save(&mut tx, e).await? {
             return Ok(false);

@@ -2,7 +2,7 @@
 //! fingerprint, and the dead letters of executions that failed for good.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgPool};
+use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Result;
@@ -229,6 +229,21 @@ pub async fn dead_letters(
     qb.push(" ORDER BY d.created_at DESC, d.id DESC LIMIT ")
         .push_bind(limit);
     Ok(qb.build_query_as().fetch_all(pool).await?)
+}
+
+/// Marks the unresolved dead letters of execution `id` resolved (it is
+/// being retried), inside the retry's transaction.
+///
+/// # Errors
+/// Database errors.
+pub async fn resolve_dead_letters(conn: &mut PgConnection, id: Uuid) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE dead_letters SET resolved_at = now() WHERE execution_id = $1 AND resolved_at IS NULL",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// The dead letter `id` of the account.
