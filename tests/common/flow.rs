@@ -93,19 +93,24 @@ async fn record(
     AxumJson(json!({"ok": true}))
 }
 
+/// How many of `hooks` came from the execution of the last one (by the
+/// idempotency key's `<execution>:` prefix).
+fn seen_for_last_execution(hooks: &[Hook]) -> usize {
+    let last = &hooks.last().unwrap().idempotency_key;
+    let execution = last.split(':').next().unwrap();
+    hooks
+        .iter()
+        .filter(|h| h.idempotency_key.starts_with(execution))
+        .count()
+}
+
 async fn flaky(
     State(r): State<Receiver>,
     axum::extract::Path(n): axum::extract::Path<usize>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, AxumJson<Json>) {
-    let hooks = r.push("/flaky", &headers, body);
-    let last = hooks.last().unwrap().idempotency_key.clone();
-    let execution = last.split(':').next().unwrap().to_owned();
-    let seen = hooks
-        .iter()
-        .filter(|h| h.idempotency_key.starts_with(&execution))
-        .count();
+    let seen = seen_for_last_execution(&r.push("/flaky", &headers, body));
     if seen <= n {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -128,13 +133,7 @@ async fn limited(
     [(&'static str, &'static str); 1],
     AxumJson<Json>,
 ) {
-    let hooks = r.push("/limited", &headers, body);
-    let last = hooks.last().unwrap().idempotency_key.clone();
-    let execution = last.split(':').next().unwrap().to_owned();
-    let seen = hooks
-        .iter()
-        .filter(|h| h.idempotency_key.starts_with(&execution))
-        .count();
+    let seen = seen_for_last_execution(&r.push("/limited", &headers, body));
     if seen <= n {
         (
             StatusCode::TOO_MANY_REQUESTS,
