@@ -126,6 +126,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             eprintln!("flowpilot: store the key now; only its hash is kept");
         }
+        Command::Apikey {
+            command: ApikeyCommand::List { db, account },
+        } => {
+            let keys = auth::Keys::new(connect_db(&db).await?);
+            for k in keys.list(account).await? {
+                println!("{}", key_json(&k));
+            }
+        }
+        Command::Apikey {
+            command: ApikeyCommand::Revoke { db, id },
+        } => {
+            let keys = auth::Keys::new(connect_db(&db).await?);
+            match keys.revoke(id).await? {
+                Some(k) => println!("{}", key_json(&k)),
+                None => return Ok(usage(&format!("--id: no API key {id}"))),
+            }
+        }
         Command::Controller {
             db,
             redis,
@@ -271,6 +288,12 @@ async fn run_controller(
         anyhow::bail!("admin server stopped");
     }
     Ok(())
+}
+
+/// A key as the CLI prints it (never the key itself).
+fn key_json(k: &store::api_key::ApiKey) -> serde_json::Value {
+    json!({"id": k.id, "account_id": k.account_id, "name": k.name, "prefix": k.prefix,
+           "admin": k.is_admin, "created_at": k.created_at, "revoked_at": k.revoked_at})
 }
 
 fn usage(msg: &str) -> ExitCode {

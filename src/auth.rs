@@ -1,12 +1,14 @@
 //! API keys: minted here (`flowpilot apikey create`, the demo), stored as
-//! SHA-256 hashes, looked up by the API's `Auth` extractor. The only
-//! writer of the `api_keys` table besides migrations.
+//! SHA-256 hashes, looked up by the API's `Auth` extractor, listed and
+//! revoked through [`Keys`] (the CLI and the admin API). The only writer of
+//! the `api_keys` table besides migrations. Keys are looked up on every
+//! request, never cached: a revoked key is refused at once.
 
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::store;
+use crate::store::{self, api_key::ApiKey};
 
 /// How a minted key starts; what follows is 64 hex digits (256 random bits).
 const KEY_PREFIX: &str = "fp_";
@@ -22,6 +24,36 @@ pub enum Error {
     /// PostgreSQL.
     #[error(transparent)]
     Store(#[from] store::Error),
+}
+
+/// The `api_keys` room: what the admin API and the CLI may do to keys.
+#[derive(Clone)]
+pub struct Keys {
+    pool: PgPool,
+}
+
+impl Keys {
+    /// Keys in `pool`'s database.
+    pub fn new(pool: PgPool) -> Self {
+        Keys { pool }
+    }
+
+    /// Keys of `account` (every account's when `None`), newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list(&self, account: Option<Uuid>) -> Result<Vec<ApiKey>, Error> {
+        Ok(store::api_key::list(&self.pool, account).await?)
+    }
+
+    /// Revokes the key `id`: refused from the next request on. `None` when
+    /// there is no such key.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn revoke(&self, id: Uuid) -> Result<Option<ApiKey>, Error> {
+        Ok(store::api_key::revoke(&self.pool, id).await?)
+    }
 }
 
 /// SHA-256 of a key, as stored.

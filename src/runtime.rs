@@ -160,6 +160,7 @@ impl Runtime {
         api::AppState {
             engine: Arc::clone(&self.engine),
             reader: self.engine.reader(),
+            keys: crate::auth::Keys::new(self.pool.clone()),
             queue: self.queue.clone(),
             metrics: Arc::clone(&self.api_metrics),
             registry: self.registry.clone(),

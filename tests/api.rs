@@ -1325,3 +1325,70 @@ async fn failures_are_listed_grouped_by_fingerprint_and_as_dead_letters(pool: Pg
     assert_eq!(status, 404);
     api.finish().await;
 }
+
+#[sqlx::test]
+async fn an_admin_lists_and_revokes_keys_and_a_revoked_key_is_refused_at_once(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let (admin, _) = api.other_account(true).await;
+    let (user, account) = api.other_account(false).await;
+    // The key works.
+    let (status, _) = api
+        .call_as(Some(&user), Method::GET, "/api/v1/workflows", None)
+        .await;
+    assert_eq!(status, 200);
+    // Only admin keys manage keys.
+    let (status, err) = api
+        .call_as(Some(&user), Method::GET, "/api/v1/admin/api-keys", None)
+        .await;
+    assert_eq!(status, 403, "{err}");
+    let (status, list) = api
+        .call_as(
+            Some(&admin),
+            Method::GET,
+            &format!("/api/v1/admin/api-keys?account_id={account}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["prefix"], json!(&user[..11]));
+    assert!(items[0].get("key").is_none() && items[0].get("key_hash").is_none());
+    let id = items[0]["id"].as_str().unwrap().to_owned();
+    let (status, revoked) = api
+        .call_as(
+            Some(&admin),
+            Method::POST,
+            &format!("/api/v1/admin/api-keys/{id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    let at = revoked["revoked_at"].clone();
+    assert!(at.is_string());
+    // Refused on the very next request.
+    let (status, err) = api
+        .call_as(Some(&user), Method::GET, "/api/v1/workflows", None)
+        .await;
+    assert_eq!(status, 401, "{err}");
+    // Revoking again changes nothing; an unknown key is a 404.
+    let (_, again) = api
+        .call_as(
+            Some(&admin),
+            Method::POST,
+            &format!("/api/v1/admin/api-keys/{id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(again["revoked_at"], at);
+    let (status, _) = api
+        .call_as(
+            Some(&admin),
+            Method::POST,
+            &format!("/api/v1/admin/api-keys/{}/revoke", Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    api.finish().await;
+}

@@ -127,3 +127,73 @@ async fn a_taken_admin_port_stops_the_controller_even_while_it_waits_to_lead(poo
     );
     drop((taken, silent));
 }
+
+/// Runs `flowpilot args...` on the database of `pool`; returns exit code,
+/// stdout and stderr.
+async fn run(pool: &PgPool, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flowpilot"))
+        .args(args)
+        .args(["--log", "error"])
+        .env("DATABASE_URL", common::database_url(pool))
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[sqlx::test]
+async fn an_operator_creates_lists_and_revokes_api_keys_from_the_cli(pool: PgPool) {
+    let account = flowpilot::store::account::create(&pool, "ops")
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    let (code, out, err) = run(
+        &pool,
+        &["apikey", "create", "--account", &account, "--name", "ci"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let created: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let key = created["key"].as_str().unwrap();
+    let id = created["id"].as_str().unwrap();
+    let hash = flowpilot::auth::hash_key(key);
+    assert!(
+        flowpilot::store::api_key::find(&pool, &hash)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let (code, out, _) = run(&pool, &["apikey", "list", "--account", &account]).await;
+    assert_eq!(code, 0);
+    let listed: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], created["id"]);
+    assert_eq!(listed[0]["name"], "ci");
+    assert!(listed[0]["revoked_at"].is_null());
+    assert!(!out.contains(key), "the key itself is never listed");
+
+    let (code, out, _) = run(&pool, &["apikey", "revoke", "--id", id]).await;
+    assert_eq!(code, 0);
+    let revoked: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(revoked["revoked_at"].is_string());
+    assert!(
+        flowpilot::store::api_key::find(&pool, &hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let (code, _, err) = run(&pool, &["apikey", "revoke", "--id", &unknown]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no API key"), "{err}");
+}

@@ -178,6 +178,15 @@ impl From<store::Error> for ApiError {
     }
 }
 
+impl From<crate::auth::Error> for ApiError {
+    fn from(e: crate::auth::Error) -> Self {
+        match e {
+            crate::auth::Error::Store(s) => s.into(),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
 /// The one place engine errors become HTTP: what is not there is a 404,
 /// bad input a 422, a state that forbids the request (or a row too busy to
 /// change) a 409, the database away a 503.

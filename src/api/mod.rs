@@ -6,13 +6,15 @@
 //! - [`error`]: the one place errors become responses;
 //! - [`view`]: response bodies and cursors;
 //! - one file per resource: [`workflow`], [`contact`], [`execution`],
-//!   [`failure`] (failure groups and dead letters), [`health`].
+//!   [`failure`] (failure groups and dead letters), [`admin`] (API keys),
+//!   [`health`].
 //!
 //! Driven by `flowpilot api` and `flowpilot dev`. One door per room: every
 //! write goes through the engine, which checks it; every read through the
 //! store's read handle ([`AppState::reader`]); both scoped to the caller's
 //! account.
 
+pub mod admin;
 pub mod contact;
 pub mod error;
 pub mod execution;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Every read.
     pub reader: crate::store::Reader,
+    /// API keys (the admin endpoints).
+    pub keys: crate::auth::Keys,
     /// Redis, for readiness.
     pub queue: queue::Client,
     /// Request metrics.
@@ -107,6 +111,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(failure::dead_letters))
         .routes(routes!(failure::dead_letter))
         .routes(routes!(health::set_log_filter))
+        .routes(routes!(admin::list_api_keys))
+        .routes(routes!(admin::revoke_api_key))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

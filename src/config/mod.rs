@@ -203,6 +203,24 @@ pub enum ApikeyCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// List API keys (never the keys themselves): one JSON object a line.
+    List {
+        /// PostgreSQL.
+        #[command(flatten)]
+        db: DbConfig,
+        /// Only this account's keys.
+        #[arg(long)]
+        account: Option<uuid::Uuid>,
+    },
+    /// Revoke an API key: it is refused from the next request on.
+    Revoke {
+        /// PostgreSQL.
+        #[command(flatten)]
+        db: DbConfig,
+        /// The key's id (as `apikey create` and `apikey list` print it).
+        #[arg(long)]
+        id: uuid::Uuid,
+    },
 }
 
 /// Log output.

@@ -70,3 +70,51 @@ pub async fn account_exists(pool: &PgPool, account_id: Uuid) -> Result<bool> {
             .await?,
     )
 }
+
+/// A key as listed (never its hash).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKey {
+    /// Id.
+    pub id: Uuid,
+    /// The account it acts for.
+    pub account_id: Uuid,
+    /// Its label.
+    pub name: String,
+    /// Its first characters, to tell keys apart.
+    pub prefix: String,
+    /// Whether it may act for other accounts.
+    pub is_admin: bool,
+    /// Created.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Revoked, if it was.
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Keys of `account_id` (every account's when `None`), newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(pool: &PgPool, account_id: Option<Uuid>) -> Result<Vec<ApiKey>> {
+    Ok(sqlx::query_as(
+        "SELECT id, account_id, name, prefix, is_admin, created_at, revoked_at FROM api_keys \
+         WHERE $1::uuid IS NULL OR account_id = $1 ORDER BY created_at DESC, id DESC",
+    )
+    .bind(account_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Revokes the key `id` (once: a revoked key keeps its first revocation
+/// time); `None` when there is no such key.
+///
+/// # Errors
+/// Database errors.
+pub async fn revoke(pool: &PgPool, id: Uuid) -> Result<Option<ApiKey>> {
+    Ok(sqlx::query_as(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 \
+         RETURNING id, account_id, name, prefix, is_admin, created_at, revoked_at",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
