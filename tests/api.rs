@@ -1392,3 +1392,106 @@ async fn an_admin_lists_and_revokes_keys_and_a_revoked_key_is_refused_at_once(po
     assert_eq!(status, 404);
     api.finish().await;
 }
+
+#[sqlx::test]
+async fn erasing_a_contact_deletes_its_personal_data_everywhere_and_cancels_what_runs(
+    pool: PgPool,
+) {
+    let api = Api::start(pool.clone()).await;
+    let (status, c) = api
+        .post(
+            "/api/v1/contacts",
+            json!({"external_id": "crm-9", "email": "erase.me@example.com", "phone": "+15550109999",
+                   "attributes": {"first_name": "Grace"}, "tags": ["vip"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let contact = c["id"].as_str().unwrap().to_owned();
+    let done = api
+        .workflow(json!({"steps": [
+            {"id": "hi", "type": "send_email", "subject": "Hi {{contact.attributes.first_name}}", "body": "to {{contact.email}}"},
+            {"id": "text", "type": "send_sms", "body": "Hi {{contact.attributes.first_name}}"}
+        ]}))
+        .await;
+    let long = api
+        .workflow(json!({"steps": [
+            {"id": "hi", "type": "send_email", "subject": "s", "body": "{{contact.email}}"},
+            {"id": "pause", "type": "wait", "duration": "1h"}
+        ]}))
+        .await;
+    let mut ids = Vec::new();
+    for w in [&done, &long] {
+        let (status, e) = api
+            .post(
+                &format!("/api/v1/workflows/{w}/execute"),
+                json!({"contact_id": contact, "metadata": {"email": "erase.me@example.com"}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{e}");
+        ids.push(e["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+    }
+    api.flow
+        .wait_status(ids[0], "COMPLETED", Duration::from_secs(30))
+        .await;
+    api.flow
+        .wait_status(ids[1], "WAITING", Duration::from_secs(30))
+        .await;
+
+    let (status, erased) = api
+        .call(Method::DELETE, &format!("/api/v1/contacts/{contact}"), None)
+        .await;
+    assert_eq!(status, 200, "{erased}");
+    assert_eq!(erased["executions_cancelled"], 1);
+    assert_eq!(erased["executions_redacted"], 2);
+    assert_eq!(erased["messages_redacted"], 3);
+    assert_eq!(api.flow.status(ids[1]).await, "CANCELLED");
+
+    // Nothing of it is left in any table, and the executions keep their shape.
+    for table in [
+        "contacts",
+        "workflow_executions",
+        "execution_logs",
+        "outbox",
+        "dead_letters",
+    ] {
+        let found: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} t WHERE t::text ILIKE '%erase.me%' OR t::text LIKE '%5550109999%' \
+             OR t::text LIKE '%Grace%' OR t::text LIKE '%crm-9%'"
+        )))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(found, 0, "personal data left in {table}");
+    }
+    let logs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM execution_logs WHERE execution_id = $1")
+            .bind(ids[0])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(logs, 2, "log rows keep their shape");
+    let (status, e) = api.get(&format!("/api/v1/executions/{}", ids[0])).await;
+    assert_eq!((status, e["status"].as_str()), (200, Some("COMPLETED")));
+
+    // Gone for every read and write; erasing again is a 404.
+    for (method, body) in [
+        (Method::GET, None),
+        (Method::PATCH, Some(json!({"tags": ["x"]}))),
+        (Method::DELETE, None),
+    ] {
+        let (status, _) = api
+            .call(method.clone(), &format!("/api/v1/contacts/{contact}"), body)
+            .await;
+        assert_eq!(status, 404, "{method}");
+    }
+    let (_, list) = api.get("/api/v1/contacts?external_id=crm-9").await;
+    assert_eq!(list["items"], json!([]));
+    let (status, _) = api
+        .post(
+            &format!("/api/v1/workflows/{done}/execute"),
+            json!({"contact_id": contact}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    api.finish().await;
+}

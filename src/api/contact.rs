@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json_};
 use utoipa::{IntoParams, ToSchema};
 
@@ -122,6 +122,44 @@ pub async fn update(
         )
         .await?;
     Ok(Json(c.into()))
+}
+
+/// What an erasure changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Erasure {
+    /// When the contact was erased.
+    pub erased_at: chrono::DateTime<chrono::Utc>,
+    /// Its executions that were still running, now CANCELLED.
+    pub executions_cancelled: u64,
+    /// Its executions, context, metadata and error redacted.
+    pub executions_redacted: u64,
+    /// Their log rows, response and error redacted.
+    pub logs_redacted: u64,
+    /// Their outbox messages, recipient, subject and body redacted.
+    pub messages_redacted: u64,
+}
+
+/// Erase a contact: its email, phone, external id, attributes and tags are
+/// deleted; its running executions are cancelled; its executions, their
+/// log rows and outbox messages keep their shape with personal data
+/// redacted. The contact is no longer found afterwards.
+#[utoipa::path(operation_id = "erase_contact", delete, path = "/api/v1/contacts/{id}", tag = "contacts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Erasure), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn erase(
+    State(state): State<AppState>,
+    auth: Auth,
+    Id(id): Id,
+) -> Result<Json<Erasure>, ApiError> {
+    let e = state.engine.erase_contact(auth.account_id, id).await?;
+    tracing::info!(contact_id = %id, cancelled = e.cancelled, "contact erased");
+    Ok(Json(Erasure {
+        erased_at: e.erased_at,
+        executions_cancelled: e.cancelled,
+        executions_redacted: e.executions,
+        logs_redacted: e.logs,
+        messages_redacted: e.messages,
+    }))
 }
 
 /// A contact.

@@ -101,7 +101,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workflow::deactivate))
         .routes(routes!(workflow::execute))
         .routes(routes!(contact::create, contact::list))
-        .routes(routes!(contact::get, contact::update))
+        .routes(routes!(contact::get, contact::update, contact::erase))
         .routes(routes!(execution::list))
         .routes(routes!(execution::get))
         .routes(routes!(execution::logs))
@@ -151,6 +151,7 @@ const LINKS: &[Links] = &[
         &[
             ("GetContact", "get_contact"),
             ("UpdateContact", "update_contact"),
+            ("EraseContact", "erase_contact"),
         ],
     ),
     (

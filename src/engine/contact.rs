@@ -1,11 +1,14 @@
 //! The contact mirror: contacts are written only here, after the domain's
-//! rules ([`crate::domain::contact`]) accept their fields.
+//! rules ([`crate::domain::contact`]) accept their fields, and erased here
+//! (the erasure path of a data-protection request).
 
 use uuid::Uuid;
 
+use super::plan::{self, Event, Status};
 use super::{Engine, Error, Result};
 use crate::domain::contact::{self as rules, Fields};
-use crate::store::{self, contact::Contact, contact::NewContact, contact::Patch};
+use crate::store;
+use crate::store::contact::{Contact, Erased, NewContact, Patch};
 
 impl Engine {
     /// Creates a contact.
@@ -49,6 +52,23 @@ impl Engine {
         store::contact::update(&self.pool, account_id, id, patch)
             .await
             .map_err(duplicate)?
+            .ok_or(Error::ContactNotFound)
+    }
+}
+
+impl Engine {
+    /// Erases the contact: its personal data goes, its running executions
+    /// are cancelled, and every execution of it keeps its shape with its
+    /// context, metadata, errors, log responses and outbox messages
+    /// redacted. Reads no longer see the contact.
+    ///
+    /// # Errors
+    /// [`Error::ContactNotFound`] (also when erased already); store errors.
+    pub async fn erase_contact(&self, account_id: Uuid, id: Uuid) -> Result<Erased> {
+        let from = plan::sources(Event::Cancel);
+        let to = plan::transition(Status::Running, Event::Cancel)?;
+        store::contact::erase(&self.pool, account_id, id, &from, to, plan::CANCELLED)
+            .await?
             .ok_or(Error::ContactNotFound)
     }
 }

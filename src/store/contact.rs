@@ -81,13 +81,13 @@ pub async fn insert(pool: &PgPool, account_id: Uuid, c: &NewContact) -> Result<C
 /// # Errors
 /// Database errors.
 pub async fn get(pool: &PgPool, account_id: Uuid, id: Uuid) -> Result<Option<Contact>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM contacts WHERE id = $1 AND account_id = $2")
-            .bind(id)
-            .bind(account_id)
-            .fetch_optional(pool)
-            .await?,
+    Ok(sqlx::query_as(
+        "SELECT * FROM contacts WHERE id = $1 AND account_id = $2 AND erased_at IS NULL",
     )
+    .bind(id)
+    .bind(account_id)
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// The contact with the CRM id `external_id` in `account_id`.
@@ -99,13 +99,13 @@ pub async fn get_by_external_id(
     account_id: Uuid,
     external_id: &str,
 ) -> Result<Option<Contact>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM contacts WHERE account_id = $1 AND external_id = $2")
-            .bind(account_id)
-            .bind(external_id)
-            .fetch_optional(pool)
-            .await?,
+    Ok(sqlx::query_as(
+        "SELECT * FROM contacts WHERE account_id = $1 AND external_id = $2 AND erased_at IS NULL",
     )
+    .bind(account_id)
+    .bind(external_id)
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Applies a step's contact change (inside its checkpoint transaction).
@@ -188,7 +188,8 @@ pub async fn list(
     after: Option<super::page::After>,
     limit: i64,
 ) -> Result<Vec<Contact>> {
-    let mut qb = sqlx::QueryBuilder::new("SELECT * FROM contacts WHERE account_id = ");
+    let mut qb =
+        sqlx::QueryBuilder::new("SELECT * FROM contacts WHERE erased_at IS NULL AND account_id = ");
     qb.push_bind(account_id);
     if let Some(e) = &f.email {
         qb.push(" AND lower(email) = lower(").push_bind(e).push(")");
@@ -236,7 +237,7 @@ pub async fn update(
         "UPDATE contacts SET external_id = coalesce($3, external_id), email = coalesce($4, email), \
            phone = coalesce($5, phone), timezone = coalesce($6, timezone), attributes = coalesce($7, attributes), \
            tags = coalesce($8, tags), opted_out = coalesce($9, opted_out), updated_at = now() \
-         WHERE id = $1 AND account_id = $2 RETURNING *",
+         WHERE id = $1 AND account_id = $2 AND erased_at IS NULL RETURNING *",
     )
     .bind(id)
     .bind(account_id)
@@ -249,4 +250,123 @@ pub async fn update(
     .bind(p.opted_out)
     .fetch_optional(pool)
     .await?)
+}
+
+/// What an erasure changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erased {
+    /// When.
+    pub erased_at: DateTime<Utc>,
+    /// Executions of the contact still running, cancelled.
+    pub cancelled: u64,
+    /// Executions of the contact, their context, metadata and error redacted.
+    pub executions: u64,
+    /// Their log rows, response and error redacted.
+    pub logs: u64,
+    /// Their outbox messages, recipient, subject and body redacted.
+    pub messages: u64,
+}
+
+/// What stands in for erased text.
+pub const REDACTED: &str = "redacted";
+
+/// Erases the contact `id` of `account_id` in one transaction: its
+/// personal data (email, phone, external id, attributes, tags) goes, it is
+/// marked opted out and erased; its executions that are not final move to
+/// `cancelled` (from a status in `cancel_from`, with `reason`); every one
+/// of its executions keeps its shape with context, metadata and error
+/// redacted, and so do their log rows, outbox messages and dead letters.
+/// `None` when there is no such contact (or it is erased already).
+///
+/// # Errors
+/// Database errors.
+pub async fn erase(
+    pool: &PgPool,
+    account_id: Uuid,
+    id: Uuid,
+    cancel_from: &[crate::domain::Status],
+    cancelled: crate::domain::Status,
+    reason: &str,
+) -> Result<Option<Erased>> {
+    let mut tx = pool.begin().await?;
+    let erased_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "UPDATE contacts SET email = NULL, phone = NULL, external_id = NULL, attributes = '{}', tags = '{}', \
+           opted_out = true, erased_at = now(), updated_at = now() \
+         WHERE id = $1 AND account_id = $2 AND erased_at IS NULL RETURNING erased_at",
+    )
+    .bind(id)
+    .bind(account_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(erased_at) = erased_at else {
+        return Ok(None);
+    };
+    let from: Vec<&str> = cancel_from.iter().map(|s| s.as_str()).collect();
+    let cancelled = sqlx::query(
+        "UPDATE workflow_executions SET status = $4, completed_at = now(), lease_owner = NULL, \
+           lease_expires_at = NULL, waiting_reason = $5, resume_at = NULL, next_attempt_at = NULL, \
+           error_class = 'cancelled', fingerprint = NULL, revision = revision + 1, updated_at = now() \
+         WHERE account_id = $1 AND contact_id = $2 AND status = ANY($3)",
+    )
+    .bind(account_id)
+    .bind(id)
+    .bind(&from)
+    .bind(cancelled.as_str())
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let executions = sqlx::query(
+        "UPDATE workflow_executions SET context = '{}', metadata = '{}', \
+           error = CASE WHEN error IS NULL THEN NULL ELSE $3 END, \
+           revision = revision + 1, updated_at = now() \
+         WHERE account_id = $1 AND contact_id = $2",
+    )
+    .bind(account_id)
+    .bind(id)
+    .bind(REDACTED)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let of_contact =
+        "(SELECT id FROM workflow_executions WHERE account_id = $1 AND contact_id = $2)";
+    let logs = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE execution_logs SET \
+           response = CASE WHEN response IS NULL THEN NULL ELSE jsonb_build_object($3::text, true) END, \
+           error = CASE WHEN error IS NULL THEN NULL ELSE $3 END \
+         WHERE account_id = $1 AND execution_id IN {of_contact}"
+    )))
+    .bind(account_id)
+    .bind(id)
+    .bind(REDACTED)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let messages = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE outbox SET recipient = $3, body = $3, \
+           subject = CASE WHEN subject IS NULL THEN NULL ELSE $3 END \
+         WHERE account_id = $1 AND execution_id IN {of_contact}"
+    )))
+    .bind(account_id)
+    .bind(id)
+    .bind(REDACTED)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE dead_letters SET error = $3 WHERE account_id = $1 AND execution_id IN {of_contact}"
+    )))
+    .bind(account_id)
+    .bind(id)
+    .bind(REDACTED)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(Erased {
+        erased_at,
+        cancelled,
+        executions,
+        logs,
+        messages,
+    }))
 }
