@@ -1495,3 +1495,59 @@ async fn erasing_a_contact_deletes_its_personal_data_everywhere_and_cancels_what
     assert_eq!(status, 404);
     api.finish().await;
 }
+
+#[sqlx::test]
+async fn a_workflows_versions_are_listed_and_an_archived_one_starts_nothing(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let def = json!({"steps": [{"id": "a", "type": "end"}]});
+    let id = api.workflow(def.clone()).await;
+    let (status, _) = api
+        .post(
+            &format!("/api/v1/workflows/{id}/versions"),
+            json!({"definition": def}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, versions) = api.get(&format!("/api/v1/workflows/{id}/versions")).await;
+    assert_eq!(status, 200, "{versions}");
+    let numbers: Vec<i64> = versions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, [2, 1]);
+    let (status, _) = api
+        .get(&format!("/api/v1/workflows/{}/versions", Uuid::new_v4()))
+        .await;
+    assert_eq!(status, 404);
+
+    let contact = api.contact("ada@example.com").await;
+    let (status, archived) = api.action(&format!("/api/v1/workflows/{id}/archive")).await;
+    assert_eq!(status, 200, "{archived}");
+    assert!(archived["archived_at"].is_string());
+    assert_eq!(archived["is_active"], false);
+    let (status, err) = api
+        .post(
+            &format!("/api/v1/workflows/{id}/execute"),
+            json!({"contact_id": contact}),
+        )
+        .await;
+    assert_eq!(status, 409, "{err}");
+    let (status, err) = api
+        .action(&format!("/api/v1/workflows/{id}/activate"))
+        .await;
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"]["message"], "workflow is archived");
+    let (_, list) = api.get("/api/v1/workflows").await;
+    assert_eq!(list["items"], json!([]), "left out of the default listing");
+    let (_, all) = api.get("/api/v1/workflows?include_archived=true").await;
+    assert_eq!(all["items"][0]["id"], json!(id));
+    let (status, v1) = api.get(&format!("/api/v1/workflows/{id}?version=1")).await;
+    assert_eq!(
+        (status, v1["version"].as_i64()),
+        (200, Some(1)),
+        "versions stay readable"
+    );
+    api.finish().await;
+}

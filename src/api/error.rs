@@ -203,6 +203,7 @@ impl From<engine::Error> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
             }
             E::WorkflowInactive
+            | E::WorkflowArchived
             | E::ContactOptedOut
             | E::ContactExists
             | E::Illegal(_)

@@ -99,6 +99,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workflow::add_version))
         .routes(routes!(workflow::activate))
         .routes(routes!(workflow::deactivate))
+        .routes(routes!(workflow::archive))
+        .routes(routes!(workflow::versions))
         .routes(routes!(workflow::execute))
         .routes(routes!(contact::create, contact::list))
         .routes(routes!(contact::get, contact::update, contact::erase))
@@ -137,6 +139,8 @@ const LINKS: &[Links] = &[
             ("AddVersion", "add_workflow_version"),
             ("Activate", "activate_workflow"),
             ("Deactivate", "deactivate_workflow"),
+            ("Archive", "archive_workflow"),
+            ("Versions", "list_workflow_versions"),
             ("Execute", "execute_workflow"),
         ],
     ),

@@ -145,6 +145,8 @@ pub struct WorkflowSummary {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+    /// When it was archived; absent for a workflow in use.
+    pub archived_at: Option<DateTime<Utc>>,
 }
 
 impl From<store::workflow::Workflow> for WorkflowSummary {
@@ -157,6 +159,7 @@ impl From<store::workflow::Workflow> for WorkflowSummary {
             latest_version: w.latest_version,
             created_at: w.created_at,
             updated_at: w.updated_at,
+            archived_at: w.archived_at,
         }
     }
 }

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -69,6 +69,8 @@ pub struct VersionQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
+    /// List archived workflows too (default false).
+    pub include_archived: Option<bool>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Page size, 1-500 (default 50).
@@ -149,7 +151,12 @@ pub async fn list(
     let after = view::decode_after(q.cursor.as_deref())?;
     let rows = state
         .reader
-        .workflows(auth.account_id, after, limit)
+        .workflows(
+            auth.account_id,
+            q.include_archived.unwrap_or(false),
+            after,
+            limit,
+        )
         .await?;
     let next_cursor = view::next_cursor(&rows, limit, |w| view::encode_after(w.created_at, w.id));
     Ok(Json(WorkflowPage {
@@ -211,10 +218,10 @@ async fn set_active(
     Ok(Json(with_definition(state, w, version).await?))
 }
 
-/// Allow new executions.
+/// Allow new executions (not of an archived workflow: 409).
 #[utoipa::path(operation_id = "activate_workflow", post, path = "/api/v1/workflows/{id}/activate", tag = "workflows", params(("id" = Uuid, Path)),
     responses((status = 200, body = Workflow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn activate(
     State(state): State<AppState>,
     auth: Auth,
@@ -233,6 +240,62 @@ pub async fn deactivate(
     Id(id): Id,
 ) -> Result<Json<Workflow>, ApiError> {
     set_active(&state, auth, id, false).await
+}
+
+/// Archive a workflow: it starts nothing more and leaves the default
+/// listing; running executions go on; its versions stay readable.
+#[utoipa::path(operation_id = "archive_workflow", post, path = "/api/v1/workflows/{id}/archive", tag = "workflows", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Workflow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn archive(
+    State(state): State<AppState>,
+    auth: Auth,
+    Id(id): Id,
+) -> Result<Json<Workflow>, ApiError> {
+    let w = state.engine.archive_workflow(auth.account_id, id).await?;
+    let version = w.latest_version;
+    Ok(Json(with_definition(&state, w, version).await?))
+}
+
+/// A version of a workflow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Version {
+    /// Its number, from 1.
+    pub version: i32,
+    /// When it was written.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The versions of a workflow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionList {
+    /// Newest first; read one with `GET /api/v1/workflows/{id}?version=N`.
+    pub items: Vec<Version>,
+}
+
+/// The versions of a workflow, newest first.
+#[utoipa::path(operation_id = "list_workflow_versions", get, path = "/api/v1/workflows/{id}/versions", tag = "workflows", params(("id" = Uuid, Path)),
+    responses((status = 200, body = VersionList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn versions(
+    State(state): State<AppState>,
+    auth: Auth,
+    Id(id): Id,
+) -> Result<Json<VersionList>, ApiError> {
+    let rows = state
+        .reader
+        .versions(auth.account_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workflow"))?;
+    Ok(Json(VersionList {
+        items: rows
+            .into_iter()
+            .map(|v| Version {
+                version: v.version,
+                created_at: v.created_at,
+            })
+            .collect(),
+    }))
 }
 
 /// Start an execution for a contact: 202 with the new execution, or 200

@@ -234,7 +234,7 @@ pub fn rejection(e: &engine::Error) -> Option<&'static str> {
         E::ContactNotFound => "ContactNotFound",
         E::WorkflowNotFound | E::VersionNotFound => "WorkflowNotFound",
         E::ContactOptedOut => "ContactOptedOut",
-        E::WorkflowInactive => "WorkflowInactive",
+        E::WorkflowInactive | E::WorkflowArchived => "WorkflowInactive",
         E::Invalid { .. } => "InvalidSpec",
         E::Illegal(_) => "IllegalTransition",
         E::ExecutionNotFound | E::ContactExists => "Rejected",

@@ -23,6 +23,9 @@ pub enum Error {
     /// The workflow is not active: nothing starts in it.
     #[error("workflow is not active")]
     WorkflowInactive,
+    /// The workflow is archived: it cannot be activated.
+    #[error("workflow is archived")]
+    WorkflowArchived,
     /// The contact opted out of messages: it enters no workflow.
     #[error("contact has opted out")]
     ContactOptedOut,
@@ -59,7 +62,9 @@ impl Error {
     /// The request field the error is about, when there is one.
     pub fn field(&self) -> Option<&str> {
         match self {
-            Error::WorkflowNotFound | Error::WorkflowInactive => Some("workflow_id"),
+            Error::WorkflowNotFound | Error::WorkflowInactive | Error::WorkflowArchived => {
+                Some("workflow_id")
+            }
             Error::VersionNotFound => Some("workflow_version"),
             Error::ContactNotFound | Error::ContactOptedOut => Some("contact_id"),
             Error::ExecutionNotFound => Some("execution_id"),

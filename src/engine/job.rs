@@ -163,6 +163,7 @@ fn raised(function: &str, e: Error) -> JobError {
         | Error::ContactNotFound
         | Error::ExecutionNotFound => JobError::raised(LOOKUP_ERROR, format!("{function}: {e}")),
         Error::WorkflowInactive
+        | Error::WorkflowArchived
         | Error::ContactOptedOut
         | Error::ContactExists
         | Error::Illegal(_)

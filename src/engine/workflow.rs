@@ -75,9 +75,30 @@ impl Engine {
     /// running ones go on.
     ///
     /// # Errors
-    /// [`Error::WorkflowNotFound`], store errors.
+    /// [`Error::WorkflowNotFound`]; [`Error::WorkflowArchived`] to activate
+    /// an archived one; store errors.
     pub async fn set_active(&self, account_id: Uuid, id: Uuid, active: bool) -> Result<Workflow> {
+        if active
+            && store::workflow::get(&self.pool, account_id, id)
+                .await?
+                .ok_or(Error::WorkflowNotFound)?
+                .archived_at
+                .is_some()
+        {
+            return Err(Error::WorkflowArchived);
+        }
         store::workflow::set_active(&self.pool, account_id, id, active)
+            .await?
+            .ok_or(Error::WorkflowNotFound)
+    }
+
+    /// Archives a workflow: it starts nothing more and leaves the default
+    /// listing; running executions go on; its versions stay readable.
+    ///
+    /// # Errors
+    /// [`Error::WorkflowNotFound`], store errors.
+    pub async fn archive_workflow(&self, account_id: Uuid, id: Uuid) -> Result<Workflow> {
+        store::workflow::archive(&self.pool, account_id, id)
             .await?
             .ok_or(Error::WorkflowNotFound)
     }

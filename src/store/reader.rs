@@ -99,10 +99,23 @@ impl Reader {
     pub async fn workflows(
         &self,
         account_id: Uuid,
+        include_archived: bool,
         after: Option<After>,
         limit: i64,
     ) -> Result<Vec<Workflow>> {
-        workflow::list(&self.pool, account_id, after, limit).await
+        workflow::list(&self.pool, account_id, include_archived, after, limit).await
+    }
+
+    /// The versions of a workflow of the account, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn versions(
+        &self,
+        account_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<Vec<workflow::Version>>> {
+        workflow::versions(&self.pool, account_id, id).await
     }
 
     /// The stored definition of a workflow version.

@@ -28,6 +28,8 @@ pub struct Workflow {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+    /// Archived: starts nothing, left out of the default listing.
+    pub archived_at: Option<DateTime<Utc>>,
 }
 
 /// Creates a workflow with `definition` as version 1, in one transaction.
@@ -179,11 +181,61 @@ pub async fn find_by_name(pool: &PgPool, account_id: Uuid, name: &str) -> Result
 pub async fn list(
     pool: &PgPool,
     account_id: Uuid,
+    include_archived: bool,
     after: Option<super::page::After>,
     limit: i64,
 ) -> Result<Vec<Workflow>> {
     let mut qb = sqlx::QueryBuilder::new("SELECT * FROM workflows WHERE account_id = ");
     qb.push_bind(account_id);
+    if !include_archived {
+        qb.push(" AND archived_at IS NULL");
+    }
     super::page::push_after_and_limit(&mut qb, after, limit);
     Ok(qb.build_query_as().fetch_all(pool).await?)
+}
+
+/// A version of a workflow, without its definition.
+#[derive(Debug, Clone, FromRow)]
+pub struct Version {
+    /// Its number, from 1.
+    pub version: i32,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The versions of the workflow `id` of the account, newest first; `None`
+/// when there is no such workflow.
+///
+/// # Errors
+/// Database errors.
+pub async fn versions(pool: &PgPool, account_id: Uuid, id: Uuid) -> Result<Option<Vec<Version>>> {
+    if get(pool, account_id, id).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(
+        sqlx::query_as(
+            "SELECT version, created_at FROM workflow_versions WHERE workflow_id = $1 AND account_id = $2 \
+             ORDER BY version DESC",
+        )
+        .bind(id)
+        .bind(account_id)
+        .fetch_all(pool)
+        .await?,
+    ))
+}
+
+/// Archives the workflow `id` (once: it keeps its first archive time) and
+/// deactivates it; `None` when there is no such workflow.
+///
+/// # Errors
+/// Database errors.
+pub async fn archive(pool: &PgPool, account_id: Uuid, id: Uuid) -> Result<Option<Workflow>> {
+    Ok(sqlx::query_as(
+        "UPDATE workflows SET archived_at = coalesce(archived_at, now()), is_active = false, updated_at = now() \
+         WHERE id = $1 AND account_id = $2 RETURNING *",
+    )
+    .bind(id)
+    .bind(account_id)
+    .fetch_optional(pool)
+    .await?)
 }
