@@ -104,6 +104,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let pool = connect_db(&db).await?;
             let account = store::account::create(&pool, name).await?;
+            audit_cli(
+                &pool,
+                Some(account.id),
+                "account create",
+                &account.id.to_string(),
+            )
+            .await;
             println!("{}", json!({"id": account.id, "name": account.name}));
         }
         Command::Apikey {
@@ -120,6 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(usage(&format!("--account: no account {account}")));
             }
             let (key, id) = auth::mint(&pool, account, &name, admin).await?;
+            audit_cli(&pool, Some(account), "apikey create", &id.to_string()).await;
             println!(
                 "{}",
                 json!({"id": id, "account_id": account, "admin": admin, "key": key})
@@ -137,9 +145,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apikey {
             command: ApikeyCommand::Revoke { db, id },
         } => {
-            let keys = auth::Keys::new(connect_db(&db).await?);
-            match keys.revoke(id).await? {
-                Some(k) => println!("{}", key_json(&k)),
+            let pool = connect_db(&db).await?;
+            match auth::Keys::new(pool.clone()).revoke(id).await? {
+                Some(k) => {
+                    audit_cli(&pool, Some(k.account_id), "apikey revoke", &id.to_string()).await;
+                    println!("{}", key_json(&k));
+                }
                 None => return Ok(usage(&format!("--id: no API key {id}"))),
             }
         }
@@ -288,6 +299,22 @@ async fn run_controller(
         anyhow::bail!("admin server stopped");
     }
     Ok(())
+}
+
+/// Appends a CLI admin command that succeeded to the audit trail; a trail
+/// that cannot be written is said on stderr, the command stands.
+async fn audit_cli(pool: &sqlx::PgPool, account: Option<uuid::Uuid>, action: &str, target: &str) {
+    let entry = store::audit::NewEntry {
+        account_id: account,
+        key_id: None,
+        actor: store::audit::Actor::Cli,
+        action,
+        target: Some(target),
+        result: 0,
+    };
+    if let Err(e) = store::audit::Audit::new(pool.clone()).append(&entry).await {
+        eprintln!("flowpilot: the audit trail was not written: {e}");
+    }
 }
 
 /// A key as the CLI prints it (never the key itself).

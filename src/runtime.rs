@@ -161,6 +161,7 @@ impl Runtime {
             engine: Arc::clone(&self.engine),
             reader: self.engine.reader(),
             keys: crate::auth::Keys::new(self.pool.clone()),
+            audit: crate::store::audit::Audit::new(self.pool.clone()),
             queue: self.queue.clone(),
             metrics: Arc::clone(&self.api_metrics),
             registry: self.registry.clone(),

@@ -1551,3 +1551,60 @@ async fn a_workflows_versions_are_listed_and_an_archived_one_starts_nothing(pool
     );
     api.finish().await;
 }
+
+#[sqlx::test]
+async fn every_state_changing_call_is_in_the_audit_trail_which_nobody_can_rewrite(pool: PgPool) {
+    let api = Api::start(pool.clone()).await;
+    let (admin, _) = api.other_account(true).await;
+    api.workflow(json!({"steps": [{"id": "a", "type": "end"}]}))
+        .await;
+    let (status, _) = api
+        .call_as(
+            None,
+            Method::POST,
+            "/api/v1/contacts",
+            Some(json!({"email": "x@example.com"})),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) = api.get("/api/v1/workflows").await;
+    assert_eq!(status, 200, "a read is not audited");
+    let (status, err) = api.get("/api/v1/admin/audit").await;
+    assert_eq!(status, 403, "{err}");
+    let (status, trail) = api
+        .call_as(
+            Some(&admin),
+            Method::GET,
+            "/api/v1/admin/audit?limit=500",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{trail}");
+    let items = trail["items"].as_array().unwrap();
+    let created = items
+        .iter()
+        .find(|e| e["action"] == "POST /api/v1/workflows")
+        .expect("the workflow's creation");
+    assert_eq!(created["result"], 201);
+    assert_eq!(created["actor"], "api");
+    assert_eq!(created["account_id"], json!(api.flow.account));
+    assert!(created["key_id"].is_string());
+    assert_eq!(created["target"], "/api/v1/workflows");
+    let refused = items
+        .iter()
+        .find(|e| e["action"] == "POST /api/v1/contacts" && e["result"] == 401)
+        .expect("the unauthenticated call");
+    assert!(refused["key_id"].is_null());
+    assert!(
+        !items
+            .iter()
+            .any(|e| e["action"].as_str().unwrap().starts_with("GET")),
+        "reads are not audited"
+    );
+    // Append-only: the database refuses to change or remove an entry.
+    for sql in ["UPDATE audit_log SET result = 200", "DELETE FROM audit_log"] {
+        let err = sqlx::query(sql).execute(&pool).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    api.finish().await;
+}

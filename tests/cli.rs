@@ -147,6 +147,9 @@ async fn run(pool: &PgPool, args: &[&str]) -> (i32, String, String) {
 
 #[sqlx::test]
 async fn an_operator_creates_lists_and_revokes_api_keys_from_the_cli(pool: PgPool) {
+    flowpilot::store::partition::ensure_ahead(&pool, chrono::Utc::now())
+        .await
+        .unwrap();
     let account = flowpilot::store::account::create(&pool, "ops")
         .await
         .unwrap()
@@ -196,4 +199,19 @@ async fn an_operator_creates_lists_and_revokes_api_keys_from_the_cli(pool: PgPoo
     let (code, _, err) = run(&pool, &["apikey", "revoke", "--id", &unknown]).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no API key"), "{err}");
+
+    // The audit trail has both commands, by the CLI, on the key.
+    let trail: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT actor, action, target FROM audit_log ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let id = Some(id.to_owned());
+    assert_eq!(
+        trail,
+        [
+            ("cli".to_owned(), "apikey create".to_owned(), id.clone()),
+            ("cli".to_owned(), "apikey revoke".to_owned(), id)
+        ]
+    );
 }

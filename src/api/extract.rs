@@ -108,6 +108,8 @@ pub struct Auth {
     pub account_id: Uuid,
     /// Whether the key is an admin key.
     pub admin: bool,
+    /// The key's id, for the audit trail.
+    pub key_id: Uuid,
 }
 
 impl FromRequestParts<AppState> for Auth {
@@ -133,7 +135,13 @@ impl FromRequestParts<AppState> for Auth {
         let mut auth = Auth {
             account_id: grant.account_id,
             admin: grant.admin,
+            key_id: grant.key_id,
         };
+        // The audit trail names the key even when the request fails later.
+        let caller = parts.extensions.get::<super::Caller>().cloned();
+        if let Some(c) = &caller {
+            c.set(auth);
+        }
         if let Some(other) = parts.headers.get(ACCOUNT_HEADER) {
             if !grant.admin {
                 return Err(ApiError::invalid(
@@ -150,6 +158,9 @@ impl FromRequestParts<AppState> for Auth {
                 return Err(ApiError::not_found("account").field(ACCOUNT_HEADER));
             }
             auth.account_id = id;
+            if let Some(c) = &caller {
+                c.set(auth);
+            }
         }
         Ok(auth)
     }

@@ -54,6 +54,8 @@ pub struct AppState {
     pub reader: crate::store::Reader,
     /// API keys (the admin endpoints).
     pub keys: crate::auth::Keys,
+    /// The audit trail every state-changing call is appended to.
+    pub audit: crate::store::audit::Audit,
     /// Redis, for readiness.
     pub queue: queue::Client,
     /// Request metrics.
@@ -115,6 +117,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::set_log_filter))
         .routes(routes!(admin::list_api_keys))
         .routes(routes!(admin::revoke_api_key))
+        .routes(routes!(admin::audit))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
@@ -222,6 +225,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), audit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -265,6 +269,63 @@ pub async fn serve_router(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     Ok(())
+}
+
+/// Who called, as the `Auth` extractor found: where it leaves the key for
+/// the audit middleware, which runs around the handler.
+#[derive(Clone, Default)]
+pub(crate) struct Caller(Arc<std::sync::Mutex<Option<extract::Auth>>>);
+
+impl Caller {
+    fn set(&self, auth: extract::Auth) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(auth);
+    }
+
+    fn get(&self) -> Option<extract::Auth> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Appends every state-changing call (POST, PUT, PATCH, DELETE) to the
+/// audit trail once it is answered: the key, the route, the path, the
+/// status. A call that did not authenticate is recorded without a key.
+async fn audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    use axum::http::Method;
+    let method = req.method().clone();
+    if !matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        return next.run(req).await;
+    }
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let target = req.uri().path().to_owned();
+    let caller = Caller::default();
+    req.extensions_mut().insert(caller.clone());
+    let resp = next.run(req).await;
+    let auth = caller.get();
+    let action = format!("{method} {route}");
+    let entry = crate::store::audit::NewEntry {
+        account_id: auth.map(|a| a.account_id),
+        key_id: auth.map(|a| a.key_id),
+        actor: crate::store::audit::Actor::Api,
+        action: &action,
+        target: Some(&target),
+        result: i32::from(resp.status().as_u16()),
+    };
+    if let Err(e) = state.audit.append(&entry).await {
+        tracing::warn!(error = %e, action, "audit entry not written");
+    }
+    resp
 }
 
 /// Counts and times every request by route template and status.

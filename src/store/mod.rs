@@ -4,6 +4,7 @@
 //! - one file per aggregate: [`account`], [`contact`], [`workflow`],
 //!   [`execution`], [`log`] (step attempts and dead letters), [`outbox`],
 //!   [`api_key`];
+//! - [`audit`]: the append-only audit trail;
 //! - [`failure`]: failure groups by fingerprint, and dead letters;
 //! - [`reader`]: the read handle everything outside the engine reads with;
 //! - [`lock`]: the maintenance leader's advisory lock;
@@ -17,6 +18,7 @@
 
 pub mod account;
 pub mod api_key;
+pub mod audit;
 pub mod contact;
 pub mod execution;
 pub mod failure;

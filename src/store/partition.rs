@@ -1,5 +1,6 @@
-//! Monthly partitions of `execution_logs`: `execution_logs_yYYYYmMM` holds
-//! rows with `created_at` in that UTC month.
+//! Monthly partitions of the tables that only grow, `execution_logs` and
+//! `audit_log`: `<table>_yYYYYmMM` holds rows with `created_at` in that
+//! UTC month. Both follow the same retention.
 //!
 //! Created ahead (this month plus [`MONTHS_AHEAD`]) by `migrate` and by the
 //! maintenance loop, so an insert never finds its month missing; dropped
@@ -18,6 +19,9 @@ pub const MONTHS_AHEAD: u32 = 2;
 /// Advisory lock key serialising partition DDL (arbitrary, fixed).
 const PARTITION_LOCK: i64 = 0x666c_6f77_0001;
 
+/// The partitioned tables.
+pub const PARENTS: [&str; 2] = ["execution_logs", "audit_log"];
+
 /// First day of the month `offset` months after the month of `t`.
 fn month_start(t: DateTime<Utc>, offset: i32) -> NaiveDate {
     let months = t.year() * 12 + t.month0() as i32 + offset;
@@ -25,9 +29,9 @@ fn month_start(t: DateTime<Utc>, offset: i32) -> NaiveDate {
         .expect("day 1 of a month in chrono's range always exists")
 }
 
-/// Partition table name for the month starting at `start`.
-pub fn name(start: NaiveDate) -> String {
-    format!("execution_logs_y{:04}m{:02}", start.year(), start.month())
+/// The partition of `parent` for the month starting at `start`.
+pub fn name(parent: &str, start: NaiveDate) -> String {
+    format!("{parent}_y{:04}m{:02}", start.year(), start.month())
 }
 
 /// Creates missing partitions from the month of `now` through
@@ -43,21 +47,23 @@ pub async fn ensure_ahead(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<Strin
         .await?;
     let existing = list_in(&mut tx).await?;
     let mut created = Vec::new();
-    for offset in 0..=MONTHS_AHEAD as i32 {
-        let from = month_start(now, offset);
-        let to = month_start(now, offset + 1);
-        let table = name(from);
-        if existing.contains(&table) {
-            continue;
+    for parent in PARENTS {
+        for offset in 0..=MONTHS_AHEAD as i32 {
+            let from = month_start(now, offset);
+            let to = month_start(now, offset + 1);
+            let table = name(parent, from);
+            if existing.contains(&table) {
+                continue;
+            }
+            // Identifiers and dates come from our own formatting, not input.
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE TABLE IF NOT EXISTS {table} PARTITION OF {parent} \
+                 FOR VALUES FROM ('{from}') TO ('{to}')"
+            )))
+            .execute(&mut *tx)
+            .await?;
+            created.push(table);
         }
-        // Identifiers and dates come from our own formatting, not input.
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE TABLE IF NOT EXISTS {table} PARTITION OF execution_logs \
-             FOR VALUES FROM ('{from}') TO ('{to}')"
-        )))
-        .execute(&mut *tx)
-        .await?;
-        created.push(table);
     }
     tx.commit().await?;
     Ok(created)
@@ -73,7 +79,7 @@ pub async fn drop_expired(
     now: DateTime<Utc>,
     retention_months: u32,
 ) -> Result<Vec<String>> {
-    let oldest_kept = name(month_start(now, -(retention_months as i32)));
+    let oldest_kept = month_start(now, -(retention_months as i32));
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(PARTITION_LOCK)
@@ -82,7 +88,10 @@ pub async fn drop_expired(
     let mut dropped = Vec::new();
     // Names sort by month because the year and month are zero-padded.
     for table in list_in(&mut tx).await? {
-        if table < oldest_kept {
+        let expired = PARENTS
+            .iter()
+            .any(|parent| table.starts_with(parent) && table < name(parent, oldest_kept));
+        if expired {
             // `table` matched our own name pattern in `list_in`.
             sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
                 .execute(&mut *tx)
@@ -108,9 +117,10 @@ async fn list_in(conn: &mut sqlx::PgConnection) -> Result<Vec<String>> {
         "SELECT c.relname::text FROM pg_inherits i \
          JOIN pg_class c ON c.oid = i.inhrelid \
          JOIN pg_class p ON p.oid = i.inhparent \
-         WHERE p.relname = 'execution_logs' AND c.relname ~ '^execution_logs_y[0-9]{4}m[0-9]{2}$' \
+         WHERE p.relname = ANY($1) AND c.relname ~ '^[a-z_]+_y[0-9]{4}m[0-9]{2}$' \
          ORDER BY 1",
     )
+    .bind(&PARENTS[..])
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(|(n,)| n).collect())
@@ -124,10 +134,11 @@ mod tests {
     #[test]
     fn month_arithmetic_crosses_year_boundaries() {
         let t = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
-        assert_eq!(name(month_start(t, 0)), "execution_logs_y2026m11");
-        assert_eq!(name(month_start(t, 2)), "execution_logs_y2027m01");
-        assert_eq!(name(month_start(t, -11)), "execution_logs_y2025m12");
-        assert_eq!(name(month_start(t, -23)), "execution_logs_y2024m12");
+        let n = |offset| name("execution_logs", month_start(t, offset));
+        assert_eq!(n(0), "execution_logs_y2026m11");
+        assert_eq!(n(2), "execution_logs_y2027m01");
+        assert_eq!(n(-11), "execution_logs_y2025m12");
+        assert_eq!(n(-23), "execution_logs_y2024m12");
     }
 
     #[sqlx::test]
@@ -139,7 +150,10 @@ mod tests {
             [
                 "execution_logs_y2026m11",
                 "execution_logs_y2026m12",
-                "execution_logs_y2027m01"
+                "execution_logs_y2027m01",
+                "audit_log_y2026m11",
+                "audit_log_y2026m12",
+                "audit_log_y2027m01"
             ]
         );
         assert!(
@@ -151,15 +165,14 @@ mod tests {
         let later = Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap();
         assert_eq!(
             ensure_ahead(&pool, later).await.unwrap(),
-            ["execution_logs_y2027m02"]
+            ["execution_logs_y2027m02", "audit_log_y2027m02"]
         );
         let year_on = Utc.with_ymd_and_hms(2027, 12, 15, 0, 0, 0).unwrap();
         ensure_ahead(&pool, year_on).await.unwrap();
         let dropped = drop_expired(&pool, year_on, 12).await.unwrap();
-        assert_eq!(dropped, ["execution_logs_y2026m11"]);
-        assert_eq!(
-            list(&pool).await.unwrap().first().unwrap(),
-            "execution_logs_y2026m12"
-        );
+        assert_eq!(dropped, ["audit_log_y2026m11", "execution_logs_y2026m11"]);
+        let left = list(&pool).await.unwrap();
+        assert_eq!(left.first().unwrap(), "audit_log_y2026m12");
+        assert!(left.contains(&"execution_logs_y2026m12".to_owned()));
     }
 }
