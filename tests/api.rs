@@ -1331,6 +1331,11 @@ async fn an_admin_lists_and_revokes_keys_and_a_revoked_key_is_refused_at_once(po
     let api = Api::start(pool).await;
     let (admin, _) = api.other_account(true).await;
     let (user, account) = api.other_account(false).await;
+    let as_admin = |method: Method, path: String| {
+        let api = &api;
+        let admin = admin.clone();
+        async move { api.call_as(Some(&admin), method, &path, None).await }
+    };
     // The key works.
     let (status, _) = api
         .call_as(Some(&user), Method::GET, "/api/v1/workflows", None)
@@ -1341,28 +1346,19 @@ async fn an_admin_lists_and_revokes_keys_and_a_revoked_key_is_refused_at_once(po
         .call_as(Some(&user), Method::GET, "/api/v1/admin/api-keys", None)
         .await;
     assert_eq!(status, 403, "{err}");
-    let (status, list) = api
-        .call_as(
-            Some(&admin),
-            Method::GET,
-            &format!("/api/v1/admin/api-keys?account_id={account}"),
-            None,
-        )
-        .await;
+    let (status, list) = as_admin(
+        Method::GET,
+        format!("/api/v1/admin/api-keys?account_id={account}"),
+    )
+    .await;
     assert_eq!(status, 200, "{list}");
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["prefix"], json!(&user[..11]));
     assert!(items[0].get("key").is_none() && items[0].get("key_hash").is_none());
     let id = items[0]["id"].as_str().unwrap().to_owned();
-    let (status, revoked) = api
-        .call_as(
-            Some(&admin),
-            Method::POST,
-            &format!("/api/v1/admin/api-keys/{id}/revoke"),
-            None,
-        )
-        .await;
+    let revoke = |id: String| as_admin(Method::POST, format!("/api/v1/admin/api-keys/{id}/revoke"));
+    let (status, revoked) = revoke(id.clone()).await;
     assert_eq!(status, 200, "{revoked}");
     let at = revoked["revoked_at"].clone();
     assert!(at.is_string());
@@ -1372,23 +1368,9 @@ async fn an_admin_lists_and_revokes_keys_and_a_revoked_key_is_refused_at_once(po
         .await;
     assert_eq!(status, 401, "{err}");
     // Revoking again changes nothing; an unknown key is a 404.
-    let (_, again) = api
-        .call_as(
-            Some(&admin),
-            Method::POST,
-            &format!("/api/v1/admin/api-keys/{id}/revoke"),
-            None,
-        )
-        .await;
+    let (_, again) = revoke(id.clone()).await;
     assert_eq!(again["revoked_at"], at);
-    let (status, _) = api
-        .call_as(
-            Some(&admin),
-            Method::POST,
-            &format!("/api/v1/admin/api-keys/{}/revoke", Uuid::new_v4()),
-            None,
-        )
-        .await;
+    let (status, _) = revoke(Uuid::new_v4().to_string()).await;
     assert_eq!(status, 404);
     api.finish().await;
 }

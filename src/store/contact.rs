@@ -316,51 +316,43 @@ pub async fn erase(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let executions = sqlx::query(
+    // Each statement binds the account ($1), the contact ($2) and the
+    // stand-in text ($3).
+    let of_contact =
+        "(SELECT id FROM workflow_executions WHERE account_id = $1 AND contact_id = $2)";
+    let redactions = [
         "UPDATE workflow_executions SET context = '{}', metadata = '{}', \
            error = CASE WHEN error IS NULL THEN NULL ELSE $3 END, \
            revision = revision + 1, updated_at = now() \
-         WHERE account_id = $1 AND contact_id = $2",
-    )
-    .bind(account_id)
-    .bind(id)
-    .bind(REDACTED)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let of_contact =
-        "(SELECT id FROM workflow_executions WHERE account_id = $1 AND contact_id = $2)";
-    let logs = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE execution_logs SET \
-           response = CASE WHEN response IS NULL THEN NULL ELSE jsonb_build_object($3::text, true) END, \
-           error = CASE WHEN error IS NULL THEN NULL ELSE $3 END \
-         WHERE account_id = $1 AND execution_id IN {of_contact}"
-    )))
-    .bind(account_id)
-    .bind(id)
-    .bind(REDACTED)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let messages = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE outbox SET recipient = $3, body = $3, \
-           subject = CASE WHEN subject IS NULL THEN NULL ELSE $3 END \
-         WHERE account_id = $1 AND execution_id IN {of_contact}"
-    )))
-    .bind(account_id)
-    .bind(id)
-    .bind(REDACTED)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE dead_letters SET error = $3 WHERE account_id = $1 AND execution_id IN {of_contact}"
-    )))
-    .bind(account_id)
-    .bind(id)
-    .bind(REDACTED)
-    .execute(&mut *tx)
-    .await?;
+         WHERE account_id = $1 AND contact_id = $2"
+            .to_owned(),
+        format!(
+            "UPDATE execution_logs SET \
+               response = CASE WHEN response IS NULL THEN NULL ELSE jsonb_build_object($3::text, true) END, \
+               error = CASE WHEN error IS NULL THEN NULL ELSE $3 END \
+             WHERE account_id = $1 AND execution_id IN {of_contact}"
+        ),
+        format!(
+            "UPDATE outbox SET recipient = $3, body = $3, \
+               subject = CASE WHEN subject IS NULL THEN NULL ELSE $3 END \
+             WHERE account_id = $1 AND execution_id IN {of_contact}"
+        ),
+        format!(
+            "UPDATE dead_letters SET error = $3 WHERE account_id = $1 AND execution_id IN {of_contact}"
+        ),
+    ];
+    let mut changed = [0u64; 4];
+    for (sql, n) in redactions.into_iter().zip(&mut changed) {
+        // The statements are ours, with only binds from the caller.
+        *n = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(account_id)
+            .bind(id)
+            .bind(REDACTED)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    let [executions, logs, messages, _] = changed;
     tx.commit().await?;
     Ok(Some(Erased {
         erased_at,
