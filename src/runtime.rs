@@ -118,7 +118,6 @@ impl Runtime {
     ) -> Result<Runtime, Error> {
         let queue = Client::connect(&redis.redis_url, redis.serializer.into()).await?;
         queue.ping().await?;
-        crate::tls::install_crypto_provider();
         let worker = match worker {
             Some(w) => worker::Settings::from_config(w, &redis.queue_prefix),
             None => worker::Settings::default(),

@@ -75,18 +75,44 @@ pub fn parse_expr(expr: &str) -> Result<Expr<'_>, String> {
     Ok(Expr { path, default })
 }
 
+/// A piece of a template: literal text, or the inside of a `{{ ... }}`.
+enum Piece<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+/// `template` cut at its placeholders, in order; an unclosed `{{` is text.
+fn pieces(template: &str) -> impl Iterator<Item = Piece<'_>> {
+    let mut rest = template;
+    let mut inside = None;
+    std::iter::from_fn(move || {
+        if let Some(p) = inside.take() {
+            return Some(Piece::Placeholder(p));
+        }
+        if rest.is_empty() {
+            return None;
+        }
+        let open = rest
+            .find("{{")
+            .and_then(|start| Some((start, rest[start + 2..].find("}}")?)));
+        let Some((start, len)) = open else {
+            return Some(Piece::Text(std::mem::take(&mut rest)));
+        };
+        let text = &rest[..start];
+        inside = Some(&rest[start + 2..start + 2 + len]);
+        rest = &rest[start + 2 + len + 2..];
+        Some(Piece::Text(text))
+    })
+}
+
 /// The insides of the placeholders of `template`, in order.
 pub fn placeholders(template: &str) -> Vec<&str> {
-    let mut found = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        let Some(len) = rest[start + 2..].find("}}") else {
-            break;
-        };
-        found.push(&rest[start + 2..start + 2 + len]);
-        rest = &rest[start + 2 + len + 2..];
-    }
-    found
+    pieces(template)
+        .filter_map(|p| match p {
+            Piece::Placeholder(inner) => Some(inner),
+            Piece::Text(_) => None,
+        })
+        .collect()
 }
 
 /// One `{{ ... }}` expression's value. Definitions are checked when
@@ -117,25 +143,15 @@ fn as_text(v: &Json) -> String {
 /// [`TooLarge`] past [`MAX_RENDERED_BYTES`], as soon as it is passed.
 pub fn render_str(template: &str, scope: &Json) -> Result<String, TooLarge> {
     let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    let fits = |out: &String| {
-        if out.len() > MAX_RENDERED_BYTES {
-            Err(TooLarge { size: out.len() })
-        } else {
-            Ok(())
+    for piece in pieces(template) {
+        match piece {
+            Piece::Text(text) => out.push_str(text),
+            Piece::Placeholder(expr) => out.push_str(&as_text(&eval(scope, expr))),
         }
-    };
-    while let Some(start) = rest.find("{{") {
-        let Some(len) = rest[start + 2..].find("}}") else {
-            break;
-        };
-        out.push_str(&rest[..start]);
-        out.push_str(&as_text(&eval(scope, &rest[start + 2..start + 2 + len])));
-        fits(&out)?;
-        rest = &rest[start + 2 + len + 2..];
+        if out.len() > MAX_RENDERED_BYTES {
+            return Err(TooLarge { size: out.len() });
+        }
     }
-    out.push_str(rest);
-    fits(&out)?;
     Ok(out)
 }
 

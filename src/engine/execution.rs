@@ -148,7 +148,7 @@ impl Engine {
                 .await?
                 .ok_or(Error::ExecutionNotFound)?;
             let t = plan::plan(&Machine::of(&e), Command::Retry, chrono::Utc::now())?;
-            if self.commit_bare(&mut e, &t).await? {
+            if self.commit_bare(&mut e, t).await? {
                 self.enqueue_soon(&e).await;
                 return Ok(e);
             }

@@ -211,7 +211,7 @@ impl Engine {
             debug!(status = %e.status, "nothing to run");
             return Ok(Err(Run::Skipped));
         };
-        if !self.commit_bare(&mut e, &t).await? {
+        if !self.commit_bare(&mut e, t).await? {
             debug!("claimed by another worker");
             return Ok(Err(Run::Skipped));
         }

@@ -196,12 +196,13 @@ impl Engine {
         let Ok(t) = plan::plan(&Machine::of(&e), Command::Requeue, now) else {
             return Ok(Recovery::Changed);
         };
-        if !self.commit_bare(&mut e, &t).await? {
+        let job = t.job;
+        if !self.commit_bare(&mut e, t).await? {
             return Ok(Recovery::Changed);
         }
         // A refused fresh id means someone wrote our key space; the row is
         // QUEUED, so the next pass moves on to the next id.
-        self.enqueue_job(&e, t.job).await?;
+        self.enqueue_job(&e, job).await?;
         Ok(Recovery::Requeued)
     }
 }

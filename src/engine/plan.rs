@@ -152,17 +152,6 @@ impl Machine {
         }
     }
 
-    fn release(&mut self) {
-        self.lease_owner = None;
-        self.lease_expires_at = None;
-    }
-
-    /// Moves to the next job id: the old job, if it still runs, finds a
-    /// row that is not its own and leaves it alone.
-    fn next_job(&mut self) {
-        self.wake_seq += 1;
-    }
-
     fn record(&mut self, f: Failure) {
         self.error = Some(f.message);
         self.error_class = Some(f.class);
@@ -273,8 +262,8 @@ pub struct Transition {
 impl Transition {
     /// Writes the transition into `e`: the one place an execution's state
     /// changes.
-    pub fn apply_to(&self, e: &mut Execution) {
-        let m = self.to.clone();
+    pub fn apply_to(self, e: &mut Execution) {
+        let m = self.to;
         e.status = m.status;
         e.current_step_index = m.step_index;
         e.current_step_id = m.step_id;
@@ -293,14 +282,12 @@ impl Transition {
         e.error_class = m.error_class;
         e.fingerprint = m.fingerprint;
         e.step_started_at = m.step_started_at;
-        if let Some((step, output)) = &self.output {
+        if let Some((step, output)) = self.output {
             match &mut e.context.0 {
                 Json::Object(ctx) => {
-                    ctx.insert(step.clone(), output.clone());
+                    ctx.insert(step, output);
                 }
-                other => {
-                    *other = Json::Object([(step.clone(), output.clone())].into_iter().collect())
-                }
+                other => *other = Json::Object([(step, output)].into_iter().collect()),
             }
         }
     }
@@ -380,8 +367,6 @@ pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transiti
             to.resume_at = Some(until);
             to.waiting_reason = Some(reason);
             to.step_state = Some(step_state);
-            to.release();
-            to.next_job();
             job = Job::At(until);
             vec![Event::Park]
         }
@@ -395,8 +380,6 @@ pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transiti
             to.record(failure);
             to.step_started_at = Some(step_started_at);
             to.attempt += 1;
-            to.release();
-            to.next_job();
             job = Job::At(at);
             vec![Event::Backoff]
         }
@@ -404,8 +387,6 @@ pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transiti
             to.resume_at = Some(until);
             to.waiting_reason = Some(PROVIDER_UNAVAILABLE.into());
             to.record(failure);
-            to.release();
-            to.next_job();
             job = Job::At(until);
             vec![Event::Park]
         }
@@ -413,12 +394,9 @@ pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transiti
             to.record(failure);
             to.completed_at = Some(now);
             to.waiting_reason = None;
-            to.release();
             vec![Event::Fail]
         }
         Command::Yield => {
-            to.release();
-            to.next_job();
             job = Job::Now;
             vec![Event::Yield]
         }
@@ -432,8 +410,6 @@ pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transiti
                 _ => return Err(illegal(Event::Due)),
             };
             to.waiting_reason = None;
-            to.release();
-            to.next_job();
             job = Job::Now;
             events
         }
@@ -444,8 +420,6 @@ pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transiti
             to.completed_at = None;
             to.waiting_reason = None;
             to.step_state = None;
-            to.release();
-            to.next_job();
             job = Job::Now;
             vec![Event::Retry]
         }
@@ -456,12 +430,22 @@ pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transiti
             to.fingerprint = None;
             to.resume_at = None;
             to.next_attempt_at = None;
-            to.release();
             vec![Event::Cancel]
         }
     };
     for event in &events {
         to.status = transition(to.status, *event)?;
+    }
+    // The two rules of every transition, kept here rather than by each:
+    // only a RUNNING row holds a lease, and a job always gets the next id.
+    if to.status != Status::Running {
+        to.lease_owner = None;
+        to.lease_expires_at = None;
+    }
+    if job != Job::None {
+        // The old job, if it still runs, finds a row that is not its own
+        // and leaves it alone.
+        to.wake_seq = from.wake_seq + 1;
     }
     Ok(Transition {
         events,
@@ -474,7 +458,6 @@ pub fn plan(from: &Machine, cmd: Command, now: DateTime<Utc>) -> Result<Transiti
 fn finish(to: &mut Machine, now: DateTime<Utc>) {
     to.completed_at = Some(now);
     to.waiting_reason = None;
-    to.release();
 }
 
 #[cfg(test)]

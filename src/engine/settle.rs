@@ -79,7 +79,8 @@ impl Engine {
     pub(super) async fn settle(&self, e: &mut Execution, s: Settle<'_>) -> Result<Option<Run>> {
         let Settle { cmd, writes } = s;
         let t = plan::plan(&Machine::of(e), cmd, Utc::now())?;
-        if !self.commit(e, &t, &writes).await? {
+        let job = t.job;
+        if !self.commit(e, t, &writes).await? {
             return Ok(Some(Run::Interrupted));
         }
         if let Some(ran) = &writes.ran {
@@ -87,7 +88,7 @@ impl Engine {
             self.observe_step(ran.step.action.kind(), outcome, ran.started_at);
             debug!(step = %ran.step.id, action = ran.step.action.kind(), outcome, "step settled");
         }
-        self.enqueue_job(e, t.job).await?;
+        self.enqueue_job(e, job).await?;
         match e.status {
             Status::Completed => info!("execution completed"),
             Status::Retrying => {
@@ -106,7 +107,7 @@ impl Engine {
     /// Commits `t` into `e` with the log row, contact change and dead
     /// letter of `s`: one transaction when there is more than the row to
     /// write. `false` (nothing written) when the row changed underneath.
-    async fn commit(&self, e: &mut Execution, t: &Transition, s: &Writes<'_>) -> Result<bool> {
+    async fn commit(&self, e: &mut Execution, t: Transition, s: &Writes<'_>) -> Result<bool> {
         let log = s.ran.as_ref().and_then(|r| Some(log_row(e, r, r.log?)));
         // A retry settles the dead letters of the failure it retries.
         let resolve = t.event() == Event::Retry;
@@ -139,7 +140,7 @@ impl Engine {
 
     /// Commits `t` into `e`, with nothing else to write. `false` when the
     /// row changed underneath.
-    pub(super) async fn commit_bare(&self, e: &mut Execution, t: &Transition) -> Result<bool> {
+    pub(super) async fn commit_bare(&self, e: &mut Execution, t: Transition) -> Result<bool> {
         self.commit(e, t, &Writes::default()).await
     }
 

@@ -174,6 +174,8 @@ impl Providers {
         queue: queue::Client,
         queue_prefix: &str,
     ) -> Result<Providers, Error> {
+        // Before the first TLS client (SMTP, the SMS API's HTTP client).
+        crate::tls::install_crypto_provider();
         let missing = |flag: &str| Error::Config(format!("{flag} is required"));
         let outbox = Arc::new(Outbox::new(pool));
         let email: Arc<dyn EmailProvider> = match config.email_provider {

@@ -301,21 +301,15 @@ pub async fn erase(
     let Some(erased_at) = erased_at else {
         return Ok(None);
     };
-    let from: Vec<&str> = cancel_from.iter().map(|s| s.as_str()).collect();
-    let cancelled = sqlx::query(
-        "UPDATE workflow_executions SET status = $4, completed_at = now(), lease_owner = NULL, \
-           lease_expires_at = NULL, waiting_reason = $5, resume_at = NULL, next_attempt_at = NULL, \
-           error_class = 'cancelled', fingerprint = NULL, revision = revision + 1, updated_at = now() \
-         WHERE account_id = $1 AND contact_id = $2 AND status = ANY($3)",
+    let cancelled = super::execution::cancel_of_contact(
+        &mut tx,
+        account_id,
+        id,
+        cancel_from,
+        cancelled,
+        reason,
     )
-    .bind(account_id)
-    .bind(id)
-    .bind(&from)
-    .bind(cancelled.as_str())
-    .bind(reason)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .await?;
     // Each statement binds the account ($1), the contact ($2) and the
     // stand-in text ($3).
     let of_contact =

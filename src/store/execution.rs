@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 use sqlx::types::Json as SqlJson;
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Result;
@@ -264,6 +264,13 @@ pub async fn save(conn: &mut PgConnection, e: &mut Execution) -> Result<bool> {
     })
 }
 
+/// What a cancel writes, as `engine::plan` says a `Cancel` writes it
+/// (`$4` the status, `$5` the waiting reason); one statement so that it
+/// waits for a checkpoint in flight instead of racing it.
+const CANCEL_SET: &str = "status = $4, completed_at = now(), lease_owner = NULL, \
+    lease_expires_at = NULL, waiting_reason = $5, resume_at = NULL, next_attempt_at = NULL, \
+    error_class = 'cancelled', fingerprint = NULL, revision = revision + 1, updated_at = now()";
+
 /// Moves the execution `id` of `account_id` to `to` (CANCELLED, waiting
 /// reason `reason`) if its status is one of `from`, in one statement: it waits for a checkpoint in
 /// flight and then judges the row as committed, so a busy execution cannot
@@ -280,13 +287,10 @@ pub async fn cancel(
     reason: &str,
 ) -> Result<Option<Execution>> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    Ok(sqlx::query_as(
-        "UPDATE workflow_executions SET status = $4, completed_at = now(), lease_owner = NULL, \
-           lease_expires_at = NULL, waiting_reason = $5, resume_at = NULL, next_attempt_at = NULL, \
-           error_class = 'cancelled', fingerprint = NULL, \
-           revision = revision + 1, updated_at = now() \
-         WHERE id = $1 AND account_id = $2 AND status = ANY($3) RETURNING *",
-    )
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE workflow_executions SET {CANCEL_SET} \
+         WHERE id = $1 AND account_id = $2 AND status = ANY($3) RETURNING *"
+    )))
     .bind(id)
     .bind(account_id)
     .bind(&from)
@@ -294,6 +298,35 @@ pub async fn cancel(
     .bind(reason)
     .fetch_optional(pool)
     .await?)
+}
+
+/// Cancels, as [`cancel`] does, every execution of the contact
+/// `contact_id` whose status is one of `from`, on `conn` (the erasure's
+/// transaction); returns how many.
+///
+/// # Errors
+/// Database errors.
+pub async fn cancel_of_contact(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    contact_id: Uuid,
+    from: &[Status],
+    to: Status,
+    reason: &str,
+) -> Result<u64> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    Ok(sqlx::query(AssertSqlSafe(format!(
+        "UPDATE workflow_executions SET {CANCEL_SET} \
+         WHERE account_id = $1 AND contact_id = $2 AND status = ANY($3)"
+    )))
+    .bind(account_id)
+    .bind(contact_id)
+    .bind(&from)
+    .bind(to.as_str())
+    .bind(reason)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// Rows the recovery loop must move: waits and retries due for longer than
