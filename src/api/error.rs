@@ -199,6 +199,7 @@ impl From<engine::Error> for ApiError {
             E::VersionNotFound => ApiError::not_found("workflow version"),
             E::ContactNotFound => ApiError::not_found("contact"),
             E::ExecutionNotFound => ApiError::not_found("execution"),
+            E::OperationNotFound => ApiError::not_found("operation"),
             E::Invalid { message, .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
             }
@@ -207,6 +208,7 @@ impl From<engine::Error> for ApiError {
             | E::ContactOptedOut
             | E::ContactExists
             | E::Illegal(_)
+            | E::OperationFinished(_)
             | E::Contended => ApiError::conflict(e.to_string()),
             E::Store(s) => return s.into(),
             E::Queue(q) => return ApiError::unavailable(&q),

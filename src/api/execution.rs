@@ -72,6 +72,80 @@ pub struct LogQuery {
 
 const LOG_STATUSES: [LogStatus; 3] = [LogStatus::Succeeded, LogStatus::Failed, LogStatus::Retrying];
 
+/// An execution filter as a request gives it, before it is checked.
+#[derive(Debug, Default)]
+pub(super) struct Filter<'a> {
+    pub workflow_id: Option<Uuid>,
+    pub workflow_version: Option<i32>,
+    pub contact_id: Option<Uuid>,
+    pub statuses: &'a [&'a str],
+    pub error_class: Option<&'a str>,
+    pub fingerprint: Option<String>,
+    pub waiting_reason: Option<String>,
+    pub current_step: Option<String>,
+    pub created: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    pub finished: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+}
+
+impl Filter<'_> {
+    /// The store's filter, every field checked; errors name the field
+    /// under `prefix` (`filter.` in a body, nothing in a query).
+    pub(super) fn parse(self, prefix: &str) -> Result<store::execution::Filter, ApiError> {
+        let name = |f: &str| format!("{prefix}{f}");
+        for (field, t) in [
+            ("created_after", self.created.0),
+            ("created_before", self.created.1),
+            ("failed_after", self.finished.0),
+            ("failed_before", self.finished.1),
+        ] {
+            view::time_filter(&name(field), t)?;
+        }
+        let statuses = self
+            .statuses
+            .iter()
+            .map(|s| {
+                s.parse::<Status>()
+                    .map_err(|m| ApiError::invalid(name("status"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let error_class = self
+            .error_class
+            .map(|c| {
+                c.parse::<ErrorClass>()
+                    .map_err(|m| ApiError::invalid(name("error_class"), m))
+            })
+            .transpose()?;
+        for (field, value, max) in [
+            ("fingerprint", &self.fingerprint, 16),
+            ("waiting_reason", &self.waiting_reason, 64),
+            ("current_step", &self.current_step, 64),
+        ] {
+            if let Some(v) = value
+                && (v.is_empty() || v.chars().count() > max || v.contains('\0'))
+            {
+                return Err(ApiError::invalid(
+                    name(field),
+                    format!("must be 1 to {max} characters, without NUL"),
+                ));
+            }
+        }
+        Ok(store::execution::Filter {
+            workflow_id: self.workflow_id,
+            workflow_version: self.workflow_version,
+            contact_id: self.contact_id,
+            statuses,
+            error_class,
+            fingerprint: self.fingerprint,
+            waiting_reason: self.waiting_reason,
+            current_step: self.current_step,
+            created_after: self.created.0,
+            created_before: self.created.1,
+            finished_after: self.finished.0,
+            finished_before: self.finished.1,
+        })
+    }
+}
+
 /// The view of `e` with its current step's type from the pinned version.
 /// A version this engine cannot read is reported in the view (and logged),
 /// never hidden; a database error is an error.
@@ -131,55 +205,23 @@ pub async fn list(
 ) -> Result<Json<ExecutionPage>, ApiError> {
     let limit = view::limit(q.limit)?;
     let after = view::decode_after(q.cursor.as_deref())?;
-    view::time_filter("created_after", q.created_after)?;
-    view::time_filter("created_before", q.created_before)?;
     let statuses = q
         .status
         .as_deref()
-        .map(|list| {
-            list.split(',')
-                .map(|s| {
-                    s.trim()
-                        .parse::<Status>()
-                        .map_err(|m| ApiError::invalid("status", m))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?
+        .map(|list| list.split(',').map(str::trim).collect::<Vec<_>>())
         .unwrap_or_default();
-    let error_class = q
-        .error_class
-        .as_deref()
-        .map(|c| {
-            c.parse::<ErrorClass>()
-                .map_err(|m| ApiError::invalid("error_class", m))
-        })
-        .transpose()?;
-    for (field, value, max) in [
-        ("fingerprint", &q.fingerprint, 16),
-        ("waiting_reason", &q.waiting_reason, 64),
-        ("current_step", &q.current_step, 64),
-    ] {
-        if let Some(v) = value
-            && (v.is_empty() || v.chars().count() > max || v.contains('\0'))
-        {
-            return Err(ApiError::invalid(
-                field,
-                format!("must be 1 to {max} characters, without NUL"),
-            ));
-        }
-    }
-    let filter = store::execution::Filter {
+    let filter = Filter {
         workflow_id: q.workflow_id,
         contact_id: q.contact_id,
-        statuses,
-        error_class,
+        statuses: &statuses,
+        error_class: q.error_class.as_deref(),
         fingerprint: q.fingerprint,
         waiting_reason: q.waiting_reason,
         current_step: q.current_step,
-        created_after: q.created_after,
-        created_before: q.created_before,
-    };
+        created: (q.created_after, q.created_before),
+        ..Filter::default()
+    }
+    .parse("")?;
     let (rows, count) = state
         .reader
         .executions(auth.account_id, &filter, after, limit)

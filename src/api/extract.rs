@@ -18,10 +18,11 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// Header an admin key uses to act for another account.
 pub const ACCOUNT_HEADER: &str = "x-flowpilot-account";
 
-/// A JSON body of `T` (`deny_unknown_fields` types reject unknown keys).
-pub struct ApiJson<T>(pub T);
+/// A JSON body of `T` of at most `LIMIT` bytes (`deny_unknown_fields`
+/// types reject unknown keys).
+pub struct ApiJson<T, const LIMIT: usize = MAX_BODY>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for ApiJson<T, LIMIT> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
@@ -33,11 +34,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         if !json_type {
             return Err(ApiError::unsupported_media_type());
         }
-        let bytes = axum::body::Bytes::from_request(req, state)
+        let _ = state;
+        let bytes = axum::body::to_bytes(req.into_body(), LIMIT)
             .await
             .map_err(|e| {
-                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::too_large(MAX_BODY)
+                if too_large(e) {
+                    ApiError::too_large(LIMIT)
                 } else {
                     ApiError::invalid_json("could not read the request body")
                 }
@@ -54,6 +56,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             ApiError::invalid(field, e.inner().to_string()).unprocessable()
         })?;
         Ok(ApiJson(value))
+    }
+}
+
+/// Whether reading a body failed on its length limit (the limit's error
+/// comes wrapped in axum's, once or more).
+fn too_large(e: axum::Error) -> bool {
+    let mut err = e.into_inner();
+    loop {
+        match err.downcast::<axum::Error>() {
+            Ok(inner) => err = inner.into_inner(),
+            Err(other) => return other.is::<http_body_util::LengthLimitError>(),
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! - [`error`]: the one place errors become responses;
 //! - [`view`]: response bodies and cursors;
 //! - one file per resource: [`workflow`], [`contact`], [`execution`],
-//!   [`failure`] (failure groups and dead letters), [`admin`] (API keys),
+//!   [`failure`] (failure groups and dead letters), [`operation`] (bulk
+//!   retry, cancel and enrollment), [`admin`] (API keys),
 //!   [`health`].
 //!
 //! Driven by `flowpilot api` and `flowpilot dev`. One door per room: every
@@ -21,6 +22,7 @@ pub mod execution;
 pub mod extract;
 pub mod failure;
 pub mod health;
+pub mod operation;
 pub mod view;
 pub mod workflow;
 
@@ -111,6 +113,12 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(execution::logs))
         .routes(routes!(execution::cancel))
         .routes(routes!(execution::retry))
+        .routes(routes!(operation::bulk_retry))
+        .routes(routes!(operation::bulk_cancel))
+        .routes(routes!(operation::enroll))
+        .routes(routes!(operation::list))
+        .routes(routes!(operation::get))
+        .routes(routes!(operation::cancel))
         .routes(routes!(failure::errors))
         .routes(routes!(failure::dead_letters))
         .routes(routes!(failure::dead_letter))
@@ -145,6 +153,7 @@ const LINKS: &[Links] = &[
             ("Archive", "archive_workflow"),
             ("Versions", "list_workflow_versions"),
             ("Execute", "execute_workflow"),
+            ("Enroll", "enroll_contacts"),
         ],
     ),
     (
@@ -169,6 +178,30 @@ const LINKS: &[Links] = &[
             ("ListLogs", "list_execution_logs"),
             ("Cancel", "cancel_execution"),
             ("Retry", "retry_execution"),
+        ],
+    ),
+    (
+        "enroll_contacts",
+        "202",
+        &[
+            ("GetOperation", "get_operation"),
+            ("CancelOperation", "cancel_operation"),
+        ],
+    ),
+    (
+        "bulk_retry_executions",
+        "202",
+        &[
+            ("GetOperation", "get_operation"),
+            ("CancelOperation", "cancel_operation"),
+        ],
+    ),
+    (
+        "bulk_cancel_executions",
+        "202",
+        &[
+            ("GetOperation", "get_operation"),
+            ("CancelOperation", "cancel_operation"),
         ],
     ),
 ];

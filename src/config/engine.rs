@@ -143,6 +143,14 @@ pub struct EngineConfig {
     /// them forever. Default 0.
     #[arg(long, env = "FLOWPILOT_LOG_RETENTION_MONTHS", default_value_t = 0)]
     pub log_retention_months: u32,
+    /// Executions an enrollment starts per second and account, however
+    /// many contacts it enrolls at once. Default 100.
+    #[arg(long, env = "FLOWPILOT_ENROLL_RATE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub enroll_rate: u32,
+    /// How long a worker holds a bulk operation between two batches before
+    /// another may take it over (its worker died). Default 30s.
+    #[arg(long, env = "FLOWPILOT_OPERATION_LEASE", default_value = "30s", value_parser = positive_duration)]
+    pub operation_lease: Duration,
 }
 
 impl EngineConfig {

@@ -237,7 +237,10 @@ pub fn rejection(e: &engine::Error) -> Option<&'static str> {
         E::WorkflowInactive | E::WorkflowArchived => "WorkflowInactive",
         E::Invalid { .. } => "InvalidSpec",
         E::Illegal(_) => "IllegalTransition",
-        E::ExecutionNotFound | E::ContactExists => "Rejected",
+        E::ExecutionNotFound
+        | E::ContactExists
+        | E::OperationNotFound
+        | E::OperationFinished(_) => "Rejected",
         E::Contended | E::Store(_) | E::Queue(_) => return None,
     })
 }

@@ -20,6 +20,12 @@ pub enum Error {
     /// No such execution in the account.
     #[error("execution not found")]
     ExecutionNotFound,
+    /// No such bulk operation in the account.
+    #[error("operation not found")]
+    OperationNotFound,
+    /// The operation already ended: it cannot be cancelled.
+    #[error("operation is {0}: it can no longer be cancelled")]
+    OperationFinished(String),
     /// The workflow is not active: nothing starts in it.
     #[error("workflow is not active")]
     WorkflowInactive,
@@ -68,9 +74,14 @@ impl Error {
             Error::VersionNotFound => Some("workflow_version"),
             Error::ContactNotFound | Error::ContactOptedOut => Some("contact_id"),
             Error::ExecutionNotFound => Some("execution_id"),
+            Error::OperationNotFound => Some("operation_id"),
             Error::ContactExists => Some("external_id"),
             Error::Invalid { field, .. } => Some(field),
-            Error::Illegal(_) | Error::Contended | Error::Store(_) | Error::Queue(_) => None,
+            Error::Illegal(_)
+            | Error::OperationFinished(_)
+            | Error::Contended
+            | Error::Store(_)
+            | Error::Queue(_) => None,
         }
     }
 

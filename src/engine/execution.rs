@@ -159,7 +159,7 @@ impl Engine {
     /// Enqueues `e` now; if Redis is down, the row (committed, QUEUED) is
     /// enough: the maintenance loop enqueues it once it is stale. So a
     /// caller never sees an error for work that is safely recorded.
-    async fn enqueue_soon(&self, e: &Execution) {
+    pub(super) async fn enqueue_soon(&self, e: &Execution) {
         match self.enqueue_run(e, None).await {
             Ok(Enqueued::Added) => {}
             // Only a reused wake_seq can meet an old job or result; the

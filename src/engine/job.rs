@@ -1,7 +1,7 @@
 //! The engine's arq functions, and the one place engine errors become what
 //! a Python caller sees: `execute_workflow` (what a Python application
-//! enqueues to start an execution) and `run_execution` (what the engine
-//! enqueues for itself).
+//! enqueues to start an execution), `run_execution` and `run_operation`
+//! (what the engine enqueues for itself).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use serde_json::json;
 use tracing::warn;
 use uuid::Uuid;
 
+use super::operation::RUN_OPERATION;
 use super::{EXECUTE_WORKFLOW, Engine, Error, Priority, RUN_EXECUTION, StartRequest};
 use crate::queue::Value;
 use crate::store;
@@ -54,6 +55,25 @@ impl Engine {
             .max_tries(1000)
             .keep_result(Some(Duration::ZERO)),
         );
+        let engine = Arc::clone(self);
+        registry.register(
+            RUN_OPERATION,
+            // As `run_execution`: the operation's row counts progress.
+            Function::new(move |_, args| {
+                let engine = Arc::clone(&engine);
+                async move { engine.run_operation_job(args).await }
+            })
+            .max_tries(1000)
+            .keep_result(Some(Duration::ZERO)),
+        );
+    }
+
+    async fn run_operation_job(&self, args: Args) -> Result<Value, JobError> {
+        let id = uuid_arg(&args, RUN_OPERATION, "operation_id")?;
+        match self.run_operation(id).await {
+            Ok(()) => Ok(Value::None),
+            Err(e) => Err(raised(RUN_OPERATION, e)),
+        }
     }
 
     async fn execute_workflow_job(&self, ctx: JobContext, args: Args) -> Result<Value, JobError> {
@@ -134,22 +154,26 @@ impl Engine {
     }
 
     async fn run_execution_job(&self, args: Args) -> Result<Value, JobError> {
-        let id = args
-            .get(0, "execution_id")
-            .and_then(Value::as_str)
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| {
-                JobError::raised(
-                    VALUE_ERROR,
-                    format!("{RUN_EXECUTION}: `execution_id` must be a UUID string"),
-                )
-            })?;
+        let id = uuid_arg(&args, RUN_EXECUTION, "execution_id")?;
         match self.run_execution(id).await {
             Ok(run) => Ok(Value::str(run.as_str())),
             Err(e) if e.is_infrastructure() => Err(raised(RUN_EXECUTION, e)),
             Err(e) => Err(JobError::failed(e.to_string())),
         }
     }
+}
+
+/// The first argument of a job of `function`, a UUID string named `name`.
+fn uuid_arg(args: &Args, function: &str, name: &str) -> Result<Uuid, JobError> {
+    args.get(0, name)
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| {
+            JobError::raised(
+                VALUE_ERROR,
+                format!("{function}: `{name}` must be a UUID string"),
+            )
+        })
 }
 
 /// What a Python caller of `function` sees for `e`: `LookupError` for
@@ -161,12 +185,14 @@ fn raised(function: &str, e: Error) -> JobError {
         Error::WorkflowNotFound
         | Error::VersionNotFound
         | Error::ContactNotFound
-        | Error::ExecutionNotFound => JobError::raised(LOOKUP_ERROR, format!("{function}: {e}")),
+        | Error::ExecutionNotFound
+        | Error::OperationNotFound => JobError::raised(LOOKUP_ERROR, format!("{function}: {e}")),
         Error::WorkflowInactive
         | Error::WorkflowArchived
         | Error::ContactOptedOut
         | Error::ContactExists
         | Error::Illegal(_)
+        | Error::OperationFinished(_)
         | Error::Invalid { .. } => JobError::raised(VALUE_ERROR, format!("{function}: {e}")),
         Error::Store(_) | Error::Queue(_) | Error::Contended => {
             warn!(error = %e, "job hit an infrastructure error; retrying");

@@ -8,6 +8,9 @@
 //!   Redis), and asks Redis where each one's current job stands: a job that
 //!   will still run (queued behind a backlog, or held by a worker) is left
 //!   alone; otherwise the row moves to QUEUED under a fresh job id;
+//! - gives a fresh job to bulk operations whose lease lapsed (their worker
+//!   died) or that sat unclaimed for `stale_queued_after` (their job was
+//!   lost); a second job of a live operation finds its lease held and ends;
 //! - keeps log partitions created ahead and, with a retention, drops old ones.
 //!
 //! Every process runs it; the lock makes all but one idle. A leader whose
@@ -110,6 +113,13 @@ impl Maintenance {
                     .entry((status.as_str(), outcome.as_str()))
                     .or_default() += 1;
             }
+        }
+        // Operations whose job was lost or whose worker died.
+        for op in
+            store::operation::take_stale(&engine.pool, now - s.stale_queued_after, BATCH).await?
+        {
+            info!(operation_id = %op.id, job_seq = op.job_seq, "operation re-enqueued");
+            engine.enqueue_operation(&op).await;
         }
         if requeued > 0 {
             info!(

@@ -12,6 +12,7 @@
 //! - [`execution`], [`workflow`], [`contact`]: what users ask of the
 //!   engine (start, cancel, retry; create and version workflows; keep the
 //!   contact mirror), each checked before anything is written;
+//! - [`operation`]: bulk retries, cancels and enrollments, in batches;
 //! - [`job`]: the arq functions and how engine errors reach Python;
 //! - [`maintenance`]: the singleton recovery loop;
 //! - [`error`]: the engine's errors, one variant per cause.
@@ -32,6 +33,7 @@ pub mod execution;
 pub mod executor;
 pub mod job;
 pub mod maintenance;
+pub mod operation;
 pub mod plan;
 pub mod reference;
 pub mod retry;
@@ -85,6 +87,10 @@ pub struct Settings {
     pub stale_queued_after: Duration,
     /// Log partitions older than this many months are dropped (0: never).
     pub log_retention_months: u32,
+    /// Executions an enrollment starts per second and account.
+    pub enroll_rate: u32,
+    /// How long a worker holds a bulk operation between two batches.
+    pub operation_lease: Duration,
     /// This process's name in leases.
     pub owner: String,
     /// Prefix of the priority queues: `<prefix>:high`, `<prefix>`,
@@ -102,6 +108,8 @@ impl Default for Settings {
             due_grace: Duration::from_secs(5),
             stale_queued_after: Duration::from_secs(30),
             log_retention_months: 0,
+            enroll_rate: 100,
+            operation_lease: Duration::from_secs(30),
             owner: format!("flowpilot-{}", uuid::Uuid::new_v4().simple()),
             queue_prefix: keys::FLOWPILOT_QUEUE.to_owned(),
         }
@@ -141,6 +149,8 @@ impl Settings {
             maintenance_interval: config.maintenance_interval,
             stale_queued_after: config.stale_queued_after,
             log_retention_months: config.log_retention_months,
+            enroll_rate: config.enroll_rate,
+            operation_lease: config.operation_lease,
             queue_prefix: queue_prefix.to_owned(),
             ..Settings::default()
         }

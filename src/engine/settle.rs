@@ -108,30 +108,18 @@ impl Engine {
     /// letter of `s`: one transaction when there is more than the row to
     /// write. `false` (nothing written) when the row changed underneath.
     async fn commit(&self, e: &mut Execution, t: Transition, s: &Writes<'_>) -> Result<bool> {
-        let log = s.ran.as_ref().and_then(|r| Some(log_row(e, r, r.log?)));
         // A retry settles the dead letters of the failure it retries.
-        let resolve = t.event() == Event::Retry;
-        if log.is_none() && s.change.is_none() && s.dead.is_none() && !resolve {
+        let alone = s.ran.as_ref().is_none_or(|r| r.log.is_none())
+            && s.change.is_none()
+            && s.dead.is_none()
+            && t.event() != Event::Retry;
+        if alone {
             t.apply_to(e);
             let mut conn = self.pool.acquire().await.map_err(store::Error::from)?;
             return Ok(store::execution::save(&mut conn, e).await?);
         }
         let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
-        if let Some(change) = &s.change {
-            store::contact::apply(&mut tx, e.account_id, e.contact_id, change).await?;
-        }
-        if let Some(log) = &log {
-            store::log::insert_log(&mut tx, log).await?;
-        }
-        t.apply_to(e);
-        if let Some(kind) = s.dead {
-            let error = e.error.as_deref().unwrap_or("");
-            store::log::insert_dead_letter(&mut tx, e, kind, error).await?;
-        }
-        if resolve {
-            store::failure::resolve_dead_letters(&mut tx, e.id).await?;
-        }
-        if !store::execution::save(&mut tx, e).await? {
+        if !write(&mut tx, e, t, s).await? {
             return Ok(false);
         }
         tx.commit().await.map_err(store::Error::from)?;
@@ -175,6 +163,35 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Writes `t` into `e` with what goes with it on `conn`, a transaction the
+/// caller commits (a bulk operation's batch writes many rows and its
+/// progress in one). `false` (nothing written) when the row changed
+/// underneath.
+pub(super) async fn write(
+    conn: &mut sqlx::PgConnection,
+    e: &mut Execution,
+    t: Transition,
+    s: &Writes<'_>,
+) -> Result<bool> {
+    let log = s.ran.as_ref().and_then(|r| Some(log_row(e, r, r.log?)));
+    let resolve = t.event() == Event::Retry;
+    if let Some(change) = &s.change {
+        store::contact::apply(conn, e.account_id, e.contact_id, change).await?;
+    }
+    if let Some(log) = &log {
+        store::log::insert_log(conn, log).await?;
+    }
+    t.apply_to(e);
+    if let Some(kind) = s.dead {
+        let error = e.error.as_deref().unwrap_or("");
+        store::log::insert_dead_letter(conn, e, kind, error).await?;
+    }
+    if resolve {
+        store::failure::resolve_dead_letters(conn, e.id).await?;
+    }
+    Ok(store::execution::save(conn, e).await?)
 }
 
 /// The log row of the step `r` as `e` stands before the transition moves it.

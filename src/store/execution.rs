@@ -267,7 +267,7 @@ pub async fn save(conn: &mut PgConnection, e: &mut Execution) -> Result<bool> {
 /// What a cancel writes, as `engine::plan` says a `Cancel` writes it
 /// (`$4` the status, `$5` the waiting reason); one statement so that it
 /// waits for a checkpoint in flight instead of racing it.
-const CANCEL_SET: &str = "status = $4, completed_at = now(), lease_owner = NULL, \
+pub(super) const CANCEL_SET: &str = "status = $4, completed_at = now(), lease_owner = NULL, \
     lease_expires_at = NULL, waiting_reason = $5, resume_at = NULL, next_attempt_at = NULL, \
     error_class = 'cancelled', fingerprint = NULL, revision = revision + 1, updated_at = now()";
 
@@ -366,6 +366,8 @@ pub async fn due(
 pub struct Filter {
     /// Only this workflow.
     pub workflow_id: Option<Uuid>,
+    /// Only this version of it.
+    pub workflow_version: Option<i32>,
     /// Only this contact.
     pub contact_id: Option<Uuid>,
     /// Only these statuses (any when empty).
@@ -382,12 +384,23 @@ pub struct Filter {
     pub created_after: Option<DateTime<Utc>>,
     /// Created before.
     pub created_before: Option<DateTime<Utc>>,
+    /// Finished (failed, completed, cancelled) at or after.
+    pub finished_after: Option<DateTime<Utc>>,
+    /// Finished before.
+    pub finished_before: Option<DateTime<Utc>>,
 }
 
-fn push_filter(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, account_id: Uuid, f: &Filter) {
+pub(super) fn push_filter(
+    qb: &mut sqlx::QueryBuilder<sqlx::Postgres>,
+    account_id: Uuid,
+    f: &Filter,
+) {
     qb.push(" WHERE account_id = ").push_bind(account_id);
     if let Some(w) = f.workflow_id {
         qb.push(" AND workflow_id = ").push_bind(w);
+    }
+    if let Some(v) = f.workflow_version {
+        qb.push(" AND workflow_version = ").push_bind(v);
     }
     if let Some(c) = f.contact_id {
         qb.push(" AND contact_id = ").push_bind(c);
@@ -413,6 +426,12 @@ fn push_filter(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, account_id: Uuid, f:
     }
     if let Some(t) = f.created_before {
         qb.push(" AND created_at < ").push_bind(t);
+    }
+    if let Some(t) = f.finished_after {
+        qb.push(" AND completed_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.finished_before {
+        qb.push(" AND completed_at < ").push_bind(t);
     }
 }
 

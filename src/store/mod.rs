@@ -5,6 +5,8 @@
 //!   [`execution`], [`log`] (step attempts and dead letters), [`outbox`],
 //!   [`api_key`];
 //! - [`audit`]: the append-only audit trail;
+//! - [`operation`]: bulk operations and their progress; [`bulk`]: the
+//!   set-based statements of their batches;
 //! - [`failure`]: failure groups by fingerprint, and dead letters;
 //! - [`reader`]: the read handle everything outside the engine reads with;
 //! - [`lock`]: the maintenance leader's advisory lock;
@@ -19,11 +21,13 @@
 pub mod account;
 pub mod api_key;
 pub mod audit;
+pub mod bulk;
 pub mod contact;
 pub mod execution;
 pub mod failure;
 pub mod lock;
 pub mod log;
+pub mod operation;
 pub mod outbox;
 pub mod page;
 pub mod partition;

@@ -11,6 +11,7 @@ use super::api_key::Grant;
 use super::contact::{self, Contact};
 use super::execution::{self, Execution};
 use super::log::{self, Log, LogFilter};
+use super::operation::{self, Operation};
 use super::page::{After, Count};
 use super::workflow::{self, Workflow};
 use super::{Result, api_key, failure};
@@ -146,6 +147,27 @@ impl Reader {
         limit: i64,
     ) -> Result<Vec<Contact>> {
         contact::list(&self.pool, account_id, filter, after, limit).await
+    }
+
+    /// The bulk operation `id` of the account.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn operation(&self, account_id: Uuid, id: Uuid) -> Result<Option<Operation>> {
+        operation::get(&self.pool, account_id, id).await
+    }
+
+    /// A page of the account's bulk operations, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn operations(
+        &self,
+        account_id: Uuid,
+        after: Option<After>,
+        limit: i64,
+    ) -> Result<Vec<Operation>> {
+        operation::list(&self.pool, account_id, after, limit).await
     }
 
     /// A page of the account's failure groups.
