@@ -48,3 +48,7 @@ CREATE INDEX operations_unfinished ON operations (updated_at) WHERE state IN ('p
 -- next free start times of its account, so executions start at the
 -- configured rate, however many operations enroll at once.
 ALTER TABLE accounts ADD COLUMN enroll_next_at timestamptz;
+
+-- A retry resolves its execution's open dead letters: without this, each
+-- retry of a bulk retry would scan every dead letter.
+CREATE INDEX dead_letters_open_execution ON dead_letters (execution_id) WHERE resolved_at IS NULL;

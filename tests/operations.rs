@@ -470,3 +470,101 @@ async fn a_worker_killed_mid_operation_loses_nothing_and_does_nothing_twice(pool
     );
     flow.stop().await;
 }
+
+/// Runs `flowpilot args...` against the flow's database and queues;
+/// returns exit code, stdout (parsed) and stderr.
+async fn cli(flow: &Flow, args: &[&str]) -> (i32, Json, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flowpilot"))
+        .args(args)
+        .args([
+            "--account",
+            &flow.account.to_string(),
+            "--queue-prefix",
+            &flow.prefix,
+        ])
+        .args(["--log", "error"])
+        .env("DATABASE_URL", common::database_url(&flow.pool))
+        .env("REDIS_URL", &flow.redis_url)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(stdout.trim()).unwrap_or(Json::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        json,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[sqlx::test]
+async fn the_cli_enrolls_counts_cancels_and_refuses_bad_flags_with_exit_code_2(pool: PgPool) {
+    let flow = Flow::start(pool.clone()).await;
+    let workflow = flow
+        .workflow(json!({"steps": [{"id": "nap", "type": "wait", "duration": "1h"}]}))
+        .await
+        .to_string();
+    contacts(&pool, flow.account, 30, "cli").await;
+
+    let (code, op, err) = cli(&flow, &["enroll", "--workflow", &workflow, "--tag", "cli"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (op["state"].as_str(), op["done"].as_i64()),
+        (Some("completed"), Some(30)),
+        "{op}"
+    );
+    let (code, preview, err) = cli(
+        &flow,
+        &["executions", "cancel", "--workflow", &workflow, "--dry-run"],
+    )
+    .await;
+    assert_eq!((code, preview["count"].as_i64()), (0, Some(30)), "{err}");
+    let (code, op, err) = cli(&flow, &["executions", "cancel", "--workflow", &workflow]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(op["done"].as_i64(), Some(30), "{op}");
+    let id = op["id"].as_str().unwrap().to_owned();
+    let (code, got, _) = cli(&flow, &["operations", "get", "--id", &id]).await;
+    assert_eq!((code, got["id"].as_str()), (0, Some(id.as_str())));
+
+    let unknown = Uuid::new_v4().to_string();
+    for (args, says) in [
+        (vec!["executions", "retry"], "name at least one filter"),
+        (
+            vec!["executions", "retry", "--status", "COMPLETED"],
+            "--status",
+        ),
+        (vec!["executions", "retry", "--status", "DONE"], "--status"),
+        (
+            vec![
+                "enroll",
+                "--workflow",
+                &workflow,
+                "--tag",
+                "cli",
+                "--policy",
+                "sometimes",
+            ],
+            "--policy",
+        ),
+        (vec!["enroll", "--workflow", &workflow], "--contacts-file"),
+        (
+            vec!["enroll", "--workflow", &unknown, "--tag", "cli"],
+            "workflow not found",
+        ),
+        (vec!["operations", "get", "--id", &unknown], "no operation"),
+        (
+            vec!["operations", "cancel", "--id", &id],
+            "can no longer be cancelled",
+        ),
+    ] {
+        let (code, _, err) = cli(&flow, &args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let trail: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(trail, ["enroll", "executions cancel"]);
+    flow.stop().await;
+}

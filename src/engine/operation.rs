@@ -359,8 +359,8 @@ impl Engine {
         tx: &mut sqlx::PgConnection,
         op: &Operation,
     ) -> Result<(Progress, bool, Vec<Execution>)> {
-        let ids = next_targets(op, RETRY_BATCH);
-        let rows = bulk::lock_executions(tx, op.account_id, ids).await?;
+        let ids = next_targets(tx, op, RETRY_BATCH).await?;
+        let rows = bulk::lock_executions(tx, op.account_id, &ids).await?;
         let mut p = Progress {
             taken: count(ids.len()),
             ..Progress::default()
@@ -396,7 +396,7 @@ impl Engine {
         first_step_id: &str,
     ) -> Result<Progress> {
         let request = &op.request.0;
-        let (contacts, cursor) = if op.targets.is_empty() {
+        let (contacts, cursor) = if op.target_count == 0 {
             let filter = contact_filter(request);
             let ids = bulk::contact_ids(
                 tx,
@@ -410,7 +410,7 @@ impl Engine {
             let last = ids.last().copied();
             (ids, last)
         } else {
-            (next_targets(op, ENROLL_BATCH).to_vec(), None)
+            (next_targets(tx, op, ENROLL_BATCH).await?, None)
         };
         let (workflow_id, workflow_version) = op
             .workflow_id
@@ -452,12 +452,12 @@ async fn cancel_batch(
     tx: &mut sqlx::PgConnection,
     op: &Operation,
 ) -> Result<(Progress, bool, Vec<Execution>)> {
-    let ids = next_targets(op, CANCEL_BATCH);
+    let ids = next_targets(tx, op, CANCEL_BATCH).await?;
     let to = plan::transition(Status::Running, Event::Cancel)?;
     let cancelled = bulk::cancel_executions(
         tx,
         op.account_id,
-        ids,
+        &ids,
         &Bulk::Cancel.sources(),
         to,
         plan::CANCELLED,
@@ -478,20 +478,17 @@ async fn cancel_batch(
 }
 
 /// The targets after `op`'s position, at most `n`.
-fn next_targets(op: &Operation, n: usize) -> &[Uuid] {
-    let from = usize::try_from(op.position)
-        .unwrap_or_default()
-        .min(op.targets.len());
-    &op.targets[from..(from + n).min(op.targets.len())]
+async fn next_targets(tx: &mut sqlx::PgConnection, op: &Operation, n: usize) -> Result<Vec<Uuid>> {
+    Ok(op_store::targets(tx, op.id, op.position, count(n)).await?)
 }
 
 /// Whether `p` is `op`'s last batch: every target taken, or a contact walk
 /// that came back short.
 fn progress_ends(op: &Operation, p: &Progress) -> bool {
-    if op.targets.is_empty() && op.kind == "enroll" {
+    if op.target_count == 0 && op.kind == "enroll" {
         usize::try_from(p.taken).unwrap_or_default() < ENROLL_BATCH
     } else {
-        op.position + p.taken >= count(op.targets.len())
+        op.position + p.taken >= op.target_count
     }
 }
 

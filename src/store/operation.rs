@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 use sqlx::types::Json as SqlJson;
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Result;
@@ -28,8 +28,9 @@ pub struct Operation {
     pub state: String,
     /// What was asked, as asked.
     pub request: SqlJson<Json>,
-    /// Executions or contacts to work on (empty for a contact filter).
-    pub targets: Vec<Uuid>,
+    /// How many executions or contacts it names (0 for a contact filter);
+    /// read them a batch at a time with [`targets`].
+    pub target_count: i32,
     /// Workflow enrolled into.
     pub workflow_id: Option<Uuid>,
     /// Its version, pinned when the operation was created.
@@ -76,6 +77,13 @@ impl Operation {
     }
 }
 
+/// Every column but the targets (up to 100,000 ids: read a batch at a
+/// time with [`targets`], never with the row).
+const COLUMNS: &str = "id, account_id, kind, state, request, workflow_id, workflow_version, total, \
+    position, cursor, done, skipped, failed, errors, error, job_seq, lease_owner, lease_expires_at, \
+    created_by, created_at, updated_at, started_at, finished_at, \
+    coalesce(cardinality(targets), 0) AS target_count";
+
 /// A new operation.
 #[derive(Debug, Clone)]
 pub struct NewOperation<'a> {
@@ -101,8 +109,8 @@ pub struct NewOperation<'a> {
 /// Database errors.
 pub async fn insert(pool: &PgPool, new: &NewOperation<'_>) -> Result<Operation> {
     Ok(sqlx::query_as(
-        "INSERT INTO operations (account_id, kind, request, targets, workflow_id, workflow_version, total, created_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+        AssertSqlSafe(format!("INSERT INTO operations (account_id, kind, request, targets, workflow_id, workflow_version, total, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}")),
     )
     .bind(new.account_id)
     .bind(new.kind)
@@ -121,13 +129,13 @@ pub async fn insert(pool: &PgPool, new: &NewOperation<'_>) -> Result<Operation> 
 /// # Errors
 /// Database errors.
 pub async fn get(pool: &PgPool, account_id: Uuid, id: Uuid) -> Result<Option<Operation>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM operations WHERE id = $1 AND account_id = $2")
-            .bind(id)
-            .bind(account_id)
-            .fetch_optional(pool)
-            .await?,
-    )
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM operations WHERE id = $1 AND account_id = $2"
+    )))
+    .bind(id)
+    .bind(account_id)
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// A page of the account's operations, newest first.
@@ -140,10 +148,27 @@ pub async fn list(
     after: Option<super::page::After>,
     limit: i64,
 ) -> Result<Vec<Operation>> {
-    let mut qb = sqlx::QueryBuilder::new("SELECT * FROM operations WHERE account_id = ");
-    qb.push_bind(account_id);
+    let mut qb = sqlx::QueryBuilder::new("SELECT ");
+    qb.push(COLUMNS)
+        .push(" FROM operations WHERE account_id = ")
+        .push_bind(account_id);
     super::page::push_after_and_limit(&mut qb, after, limit);
     Ok(qb.build_query_as().fetch_all(pool).await?)
+}
+
+/// Up to `n` of the operation's targets after the first `from`.
+///
+/// # Errors
+/// Database errors.
+pub async fn targets(conn: &mut PgConnection, id: Uuid, from: i32, n: i32) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(targets[$2 + 1 : $2 + $3], '{}') FROM operations WHERE id = $1",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(n)
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Takes the lease of an unfinished operation whose lease is free, lapsed
@@ -158,13 +183,13 @@ pub async fn claim(
     owner: &str,
     until: DateTime<Utc>,
 ) -> Result<Option<Operation>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE operations SET state = 'running', started_at = coalesce(started_at, now()), \
            lease_owner = $2, lease_expires_at = $3, updated_at = now() \
          WHERE id = $1 AND state IN ('pending', 'running') \
            AND (lease_owner IS NULL OR lease_expires_at < now() OR lease_owner = $2) \
-         RETURNING *",
-    )
+         RETURNING {COLUMNS}"
+    )))
     .bind(id)
     .bind(owner)
     .bind(until)
@@ -179,7 +204,7 @@ pub async fn claim(
 /// Database errors.
 pub async fn lock(conn: &mut PgConnection, id: Uuid, owner: &str) -> Result<Option<Operation>> {
     Ok(sqlx::query_as(
-        "SELECT * FROM operations WHERE id = $1 AND state = 'running' AND lease_owner = $2 FOR UPDATE",
+        AssertSqlSafe(format!("SELECT {COLUMNS} FROM operations WHERE id = $1 AND state = 'running' AND lease_owner = $2 FOR UPDATE")),
     )
     .bind(id)
     .bind(owner)
@@ -221,7 +246,7 @@ pub async fn advance(
         .map(|(target, error)| serde_json::json!({"target": target, "error": error}))
         .collect();
     Ok(sqlx::query_as(
-        "UPDATE operations SET position = position + $2, cursor = coalesce($3, cursor), \
+        AssertSqlSafe(format!("UPDATE operations SET position = position + $2, cursor = coalesce($3, cursor), \
            done = done + $4, skipped = skipped + $5, failed = failed + $6, \
            errors = CASE WHEN jsonb_array_length(errors) >= $10 THEN errors \
                          ELSE (SELECT coalesce(jsonb_agg(e), '[]') FROM \
@@ -230,7 +255,7 @@ pub async fn advance(
            lease_owner = CASE WHEN $8 THEN NULL ELSE lease_owner END, \
            state = CASE WHEN $8 THEN 'completed' ELSE state END, \
            finished_at = CASE WHEN $8 THEN now() END, updated_at = now() \
-         WHERE id = $1 RETURNING *",
+         WHERE id = $1 RETURNING {COLUMNS}")),
     )
     .bind(id)
     .bind(p.taken)
@@ -271,11 +296,11 @@ pub async fn fail(pool: &PgPool, id: Uuid, owner: &str, error: &str) -> Result<b
 /// # Errors
 /// Database errors.
 pub async fn hand_over(pool: &PgPool, id: Uuid, owner: &str) -> Result<Option<Operation>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE operations SET lease_owner = NULL, lease_expires_at = NULL, job_seq = job_seq + 1, \
            updated_at = now() \
-         WHERE id = $1 AND state = 'running' AND lease_owner = $2 RETURNING *",
-    )
+         WHERE id = $1 AND state = 'running' AND lease_owner = $2 RETURNING {COLUMNS}"
+    )))
     .bind(id)
     .bind(owner)
     .fetch_optional(pool)
@@ -289,11 +314,11 @@ pub async fn hand_over(pool: &PgPool, id: Uuid, owner: &str) -> Result<Option<Op
 /// # Errors
 /// Database errors.
 pub async fn cancel(pool: &PgPool, account_id: Uuid, id: Uuid) -> Result<Option<Operation>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE operations SET state = 'cancelled', finished_at = now(), updated_at = now(), \
            lease_owner = NULL, lease_expires_at = NULL \
-         WHERE id = $1 AND account_id = $2 AND state IN ('pending', 'running') RETURNING *",
-    )
+         WHERE id = $1 AND account_id = $2 AND state IN ('pending', 'running') RETURNING {COLUMNS}"
+    )))
     .bind(id)
     .bind(account_id)
     .fetch_optional(pool)
@@ -311,14 +336,14 @@ pub async fn take_stale(
     stale_before: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<Operation>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE operations SET job_seq = job_seq + 1, lease_owner = NULL, lease_expires_at = NULL, \
            updated_at = now() \
          WHERE id IN (SELECT id FROM operations WHERE state IN ('pending', 'running') \
              AND ((lease_owner IS NULL AND updated_at < $1) OR lease_expires_at < now()) \
              ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         RETURNING *",
-    )
+         RETURNING {COLUMNS}"
+    )))
     .bind(stale_before)
     .bind(limit)
     .fetch_all(pool)

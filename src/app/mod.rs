@@ -14,6 +14,8 @@ use crate::config::{
     EngineConfig, RedisConfig, WorkerConfig,
 };
 use crate::runtime::{Runtime, Tasks};
+
+mod bulk;
 use crate::{api, auth, controller, demo, shutdown, store, telemetry};
 
 /// Exit code for usage errors (as clap's).
@@ -166,6 +168,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = connect_db(&db).await?;
             run_controller(pool, &redis, &engine, &controller).await?;
         }
+        Command::Executions { command } => return bulk::executions(command).await,
+        Command::Enroll(args) => return bulk::enroll(args).await,
+        Command::Operations { command } => return bulk::operations(command).await,
         Command::Crds => print!("{}", crate::crd::yaml()?),
     }
     Ok(ExitCode::SUCCESS)
