@@ -34,7 +34,7 @@ pub struct ExecutionQuery {
     /// Only with this fingerprint of last error (16 hex digits).
     pub fingerprint: Option<String>,
     /// Only waiting for this reason (`wait`, `arq_job`, `retry_backoff`,
-    /// `provider_unavailable`, `cancelled`).
+    /// `provider_unavailable`, `enrollment`, `cancelled`).
     pub waiting_reason: Option<String>,
     /// Only at this step (its id).
     pub current_step: Option<String>,

@@ -255,7 +255,7 @@ pub struct Execution {
     /// The step it is at (the last one when finished).
     pub current_step: Option<CurrentStep>,
     /// Why it is not moving: `wait`, `arq_job`, `retry_backoff`,
-    /// `provider_unavailable`, `cancelled`.
+    /// `provider_unavailable`, `enrollment` (until its start time), `cancelled`.
     pub waiting_reason: Option<String>,
     /// When it moves next on its own (resume, retry, lease expiry).
     pub next_action_at: Option<DateTime<Utc>>,
