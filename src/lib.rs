@@ -25,6 +25,7 @@
 //! - [`engine`]: durable executions: the state machine, definitions, the
 //!   executor, maintenance; every write to workflows, contacts and
 //!   executions;
+//! - [`alert`]: admin alerts: rules, the evaluator, the delivery outbox;
 //! - [`auth`]: API keys (minted, hashed, looked up);
 //! - [`api`]: the HTTP API (axum) with its OpenAPI document;
 //! - [`metrics`]: Prometheus metrics;
@@ -48,12 +49,14 @@
 //! ```
 //!
 //! One door per room: the API and the controller write only through the
-//! engine and read only through [`store::Reader`].
+//! engine (alert rules through [`alert`]) and read only through
+//! [`store::Reader`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod action;
+pub mod alert;
 pub mod api;
 pub mod app;
 pub mod auth;

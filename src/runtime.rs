@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::alert::{self, Alerts};
 use crate::api;
 use crate::config::{EngineConfig, RedisConfig, WorkerConfig};
 use crate::engine::maintenance::Maintenance;
@@ -43,6 +44,9 @@ pub enum Error {
     /// The engine (the maintenance loop).
     #[error("engine: {0}")]
     Engine(#[from] engine::Error),
+    /// The alert evaluator or dispatcher.
+    #[error("alerts: {0}")]
+    Alert(#[from] alert::Error),
     /// A listener.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -69,6 +73,8 @@ pub struct Spec {
     pub providers: Providers,
     /// The worker's settings (its queues, concurrency, timeouts).
     pub worker: worker::Settings,
+    /// The alert evaluator's and dispatcher's settings.
+    pub alerts: alert::Settings,
 }
 
 /// The wired system.
@@ -79,6 +85,8 @@ pub struct Runtime {
     pub queue: Client,
     /// The engine.
     pub engine: Arc<Engine>,
+    /// Alert rules, their evaluation and delivery.
+    pub alerts: Alerts,
     /// Every metric of the process.
     pub registry: prometheus::Registry,
     api_metrics: Arc<ApiMetrics>,
@@ -92,6 +100,7 @@ impl Runtime {
     /// When a metric cannot be registered.
     pub fn new(pool: PgPool, queue: Client, spec: Spec) -> Result<Runtime, Error> {
         let registry = prometheus::Registry::new();
+        let alerts = Alerts::new(pool.clone(), &spec.providers, spec.alerts);
         let engine = Engine::new(pool.clone(), queue.clone(), spec.providers, spec.engine)
             .with_metrics(EngineMetrics::register(&registry)?);
         Ok(Runtime {
@@ -99,6 +108,7 @@ impl Runtime {
             pool,
             queue,
             engine: Arc::new(engine),
+            alerts,
             registry,
             worker: spec.worker,
         })
@@ -137,6 +147,7 @@ impl Runtime {
                 engine: settings,
                 providers,
                 worker,
+                alerts: alert::Settings::from_config(engine, &redis.queue_prefix),
             },
         )
     }
@@ -158,6 +169,7 @@ impl Runtime {
     pub fn api_state(&self, log_filter: Option<LogFilter>) -> api::AppState {
         api::AppState {
             engine: Arc::clone(&self.engine),
+            alerts: self.alerts.clone(),
             reader: self.engine.reader(),
             keys: crate::auth::Keys::new(self.pool.clone()),
             audit: crate::store::audit::Audit::new(self.pool.clone()),
@@ -168,7 +180,8 @@ impl Runtime {
         }
     }
 
-    /// Starts the worker and the maintenance loop in `tasks`.
+    /// Starts the worker, the maintenance loop, the alert evaluator and
+    /// the alert dispatcher in `tasks`.
     ///
     /// # Errors
     /// As [`Runtime::worker`].
@@ -177,6 +190,10 @@ impl Runtime {
         tasks.spawn("worker", async move { Ok(worker.await?) });
         let maintenance = Maintenance::new(Arc::clone(&self.engine)).run(tasks.token());
         tasks.spawn("maintenance", async move { Ok(maintenance.await?) });
+        let evaluator = alert::evaluate::Evaluator::new(self.alerts.clone()).run(tasks.token());
+        tasks.spawn("alerts", async move { Ok(evaluator.await?) });
+        let dispatcher = alert::deliver::Dispatcher::new(self.alerts.clone()).run(tasks.token());
+        tasks.spawn("alert-delivery", async move { Ok(dispatcher.await?) });
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["worker"],
     &["action"],
     &["provider"],
-    &["engine"],
+    &["engine", "alert"],
     &["api", "controller"],
     &["runtime"],
     &["demo"],

@@ -236,8 +236,8 @@ impl Input<'_> {
     /// Who a message is sent for, for the providers.
     pub fn delivery(&self) -> Delivery {
         Delivery {
-            account_id: self.account_id,
-            execution_id: self.execution_id,
+            account_id: Some(self.account_id),
+            execution_id: Some(self.execution_id),
             idempotency_key: self.idempotency_key(),
         }
     }
@@ -247,11 +247,12 @@ impl Input<'_> {
 /// the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    /// The account.
-    pub account_id: uuid::Uuid,
-    /// The execution sending it.
-    pub execution_id: uuid::Uuid,
-    /// `<execution>:<step>:<attempt>`; providers dedupe on it where they can.
+    /// The account (none for an alert of a global rule).
+    pub account_id: Option<uuid::Uuid>,
+    /// The execution sending it (none for an alert).
+    pub execution_id: Option<uuid::Uuid>,
+    /// `<execution>:<step>:<attempt>`, or `alert:<delivery id>`; providers
+    /// dedupe on it where they can.
     pub idempotency_key: String,
 }
 

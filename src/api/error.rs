@@ -219,3 +219,16 @@ impl From<engine::Error> for ApiError {
         }
     }
 }
+
+impl From<crate::alert::Error> for ApiError {
+    fn from(e: crate::alert::Error) -> Self {
+        use crate::alert::Error as E;
+        match e {
+            E::Invalid(i) => ApiError::invalid(i.field, i.message).unprocessable(),
+            E::Forbidden(m) => ApiError::forbidden(m),
+            E::NotFound(what) => ApiError::not_found(what),
+            E::Store(s) => s.into(),
+            E::Queue(q) => ApiError::unavailable(&q),
+        }
+    }
+}

@@ -7,7 +7,8 @@
 //! - [`view`]: response bodies and cursors;
 //! - one file per resource: [`workflow`], [`contact`], [`execution`],
 //!   [`failure`] (failure groups and dead letters), [`operation`] (bulk
-//!   retry, cancel and enrollment), [`admin`] (API keys),
+//!   retry, cancel and enrollment), [`alert`] (alert rules, history,
+//!   acknowledgement), [`admin`] (API keys),
 //!   [`health`].
 //!
 //! Driven by `flowpilot api` and `flowpilot dev`. One door per room: every
@@ -16,6 +17,7 @@
 //! account.
 
 pub mod admin;
+pub mod alert;
 pub mod contact;
 pub mod error;
 pub mod execution;
@@ -52,6 +54,8 @@ use error::ApiError;
 pub struct AppState {
     /// The engine: every write.
     pub engine: Arc<Engine>,
+    /// Alert rules and acknowledgements.
+    pub alerts: crate::alert::Alerts,
     /// Every read.
     pub reader: crate::store::Reader,
     /// API keys (the admin endpoints).
@@ -119,6 +123,11 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operation::list))
         .routes(routes!(operation::get))
         .routes(routes!(operation::cancel))
+        .routes(routes!(alert::create_rule, alert::list_rules))
+        .routes(routes!(alert::get_rule, alert::delete_rule))
+        .routes(routes!(alert::list))
+        .routes(routes!(alert::get))
+        .routes(routes!(alert::ack))
         .routes(routes!(failure::errors))
         .routes(routes!(failure::dead_letters))
         .routes(routes!(failure::dead_letter))
@@ -178,6 +187,14 @@ const LINKS: &[Links] = &[
             ("ListLogs", "list_execution_logs"),
             ("Cancel", "cancel_execution"),
             ("Retry", "retry_execution"),
+        ],
+    ),
+    (
+        "create_alert_rule",
+        "201",
+        &[
+            ("GetRule", "get_alert_rule"),
+            ("DeleteRule", "delete_alert_rule"),
         ],
     ),
     (

@@ -151,6 +151,14 @@ pub struct EngineConfig {
     /// another may take it over (its worker died). Default 30s.
     #[arg(long, env = "FLOWPILOT_OPERATION_LEASE", default_value = "30s", value_parser = positive_duration)]
     pub operation_lease: Duration,
+    /// How often alert rules are evaluated (one process evaluates).
+    /// Default 5s.
+    #[arg(long, env = "FLOWPILOT_ALERT_INTERVAL", default_value = "5s", value_parser = positive_duration)]
+    pub alert_interval: Duration,
+    /// How often each worker process looks for alert deliveries due.
+    /// Default 1s.
+    #[arg(long, env = "FLOWPILOT_ALERT_DISPATCH_INTERVAL", default_value = "1s", value_parser = positive_duration)]
+    pub alert_dispatch_interval: Duration,
 }
 
 impl EngineConfig {

@@ -27,7 +27,11 @@ use tracing::{debug, info, warn};
 use super::plan::{self, Command, Machine};
 use super::{Engine, Result, job_id};
 use crate::queue::Presence;
-use crate::store::{self, execution::Execution, lock::MaintenanceLock};
+use crate::store::{
+    self,
+    execution::Execution,
+    lock::{LeaderLock, Role},
+};
 
 /// Rows handled per pass and category.
 const BATCH: i64 = 500;
@@ -38,7 +42,7 @@ const PARTITION_EVERY: Duration = Duration::from_secs(3600);
 pub struct Maintenance {
     engine: Arc<Engine>,
     /// The lock, while leading.
-    leader: Option<MaintenanceLock>,
+    leader: Option<LeaderLock>,
     last_partitions: Option<tokio::time::Instant>,
 }
 
@@ -160,7 +164,7 @@ impl Maintenance {
             warn!("lost the maintenance lock's connection");
             self.leader = None;
         }
-        self.leader = MaintenanceLock::try_take(&self.engine.pool).await?;
+        self.leader = LeaderLock::try_take(&self.engine.pool, Role::Maintenance).await?;
         if self.leader.is_some() {
             info!("leading maintenance");
         }

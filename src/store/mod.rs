@@ -4,12 +4,13 @@
 //! - one file per aggregate: [`account`], [`contact`], [`workflow`],
 //!   [`execution`], [`log`] (step attempts and dead letters), [`outbox`],
 //!   [`api_key`];
+//! - [`alert`]: alert rules, alerts and their deliveries (an outbox);
 //! - [`audit`]: the append-only audit trail;
 //! - [`operation`]: bulk operations and their progress; [`bulk`]: the
 //!   set-based statements of their batches;
 //! - [`failure`]: failure groups by fingerprint, and dead letters;
 //! - [`reader`]: the read handle everything outside the engine reads with;
-//! - [`lock`]: the maintenance leader's advisory lock;
+//! - [`lock`]: the leaders' advisory locks (maintenance, alerts);
 //! - [`page`]: keyset pagination types shared by the list queries;
 //! - [`partition`]: monthly `execution_logs` partitions, created ahead and
 //!   dropped past retention;
@@ -19,6 +20,7 @@
 //! [`crate::domain`]: it knows rows, not what the engine decides on them.
 
 pub mod account;
+pub mod alert;
 pub mod api_key;
 pub mod audit;
 pub mod bulk;

@@ -8,10 +8,10 @@ use super::Result;
 /// A message to record.
 #[derive(Debug, Clone)]
 pub struct NewMessage<'a> {
-    /// Owning account.
-    pub account_id: Uuid,
-    /// Execution that sent it.
-    pub execution_id: Uuid,
+    /// Owning account (none for an alert of a global rule).
+    pub account_id: Option<Uuid>,
+    /// Execution that sent it (none for an alert).
+    pub execution_id: Option<Uuid>,
     /// `email` or `sms`.
     pub channel: &'a str,
     /// Address or number.

@@ -7,6 +7,7 @@ use serde_json::Value as Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::alert::{self, Alert, AlertFilter, Rule};
 use super::api_key::Grant;
 use super::contact::{self, Contact};
 use super::execution::{self, Execution};
@@ -147,6 +148,59 @@ impl Reader {
         limit: i64,
     ) -> Result<Vec<Contact>> {
         contact::list(&self.pool, account_id, filter, after, limit).await
+    }
+
+    /// The alert rules the account sees (global ones too for an admin).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn alert_rules(&self, account_id: Uuid, admin: bool) -> Result<Vec<Rule>> {
+        alert::list_rules(&self.pool, account_id, admin).await
+    }
+
+    /// One alert rule the account sees.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn alert_rule(
+        &self,
+        account_id: Uuid,
+        admin: bool,
+        id: Uuid,
+    ) -> Result<Option<Rule>> {
+        alert::get_rule(&self.pool, account_id, admin, id).await
+    }
+
+    /// A page of the alerts the account sees, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn alerts(
+        &self,
+        account_id: Uuid,
+        admin: bool,
+        filter: &AlertFilter,
+        after: Option<After>,
+        limit: i64,
+    ) -> Result<Vec<Alert>> {
+        alert::list(&self.pool, account_id, admin, filter, after, limit).await
+    }
+
+    /// One alert the account sees, with its deliveries.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn alert(
+        &self,
+        account_id: Uuid,
+        admin: bool,
+        id: Uuid,
+    ) -> Result<Option<(Alert, Vec<alert::Delivery>)>> {
+        let Some(a) = alert::get(&self.pool, account_id, admin, id).await? else {
+            return Ok(None);
+        };
+        let deliveries = alert::delivery::deliveries(&self.pool, id).await?;
+        Ok(Some((a, deliveries)))
     }
 
     /// The bulk operation `id` of the account.

@@ -69,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
                 ..Settings::default()
             },
             providers,
+            alerts: flowpilot::alert::Settings::for_prefix(&prefix),
             worker: flowpilot::worker::Settings {
                 queues: vec![prefix.clone()],
                 max_jobs: concurrency,

@@ -72,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
                 ..Settings::default()
             },
             providers,
+            alerts: flowpilot::alert::Settings::for_prefix(&prefix),
             worker: flowpilot::worker::Settings {
                 queues: vec![
                     keys::high_queue(&prefix),

@@ -260,6 +260,11 @@ impl Flow {
                 engine: engine_settings(&prefix),
                 providers,
                 worker,
+                alerts: flowpilot::alert::Settings {
+                    interval: Duration::from_millis(200),
+                    dispatch_interval: Duration::from_millis(100),
+                    ..flowpilot::alert::Settings::for_prefix(&prefix)
+                },
             },
         )
         .unwrap();

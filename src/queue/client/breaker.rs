@@ -230,3 +230,47 @@ impl Client {
         Ok(state_of(&state))
     }
 }
+
+impl Client {
+    /// The breakers under `prefix` that are not closed, with their state:
+    /// `(provider, state)`. Walks the keys with SCAN, so it never blocks
+    /// Redis however many breakers there are.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn breakers_not_closed(&self, prefix: &str) -> Result<Vec<(String, BreakerState)>> {
+        let pattern = keys::breaker(prefix, "*");
+        let head = keys::breaker(prefix, "");
+        let mut conn = self.conn();
+        let mut cursor: u64 = 0;
+        let mut found = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await?;
+            for key in batch {
+                let state: Option<String> = redis::cmd("HGET")
+                    .arg(&key)
+                    .arg("state")
+                    .query_async(&mut conn)
+                    .await?;
+                let state = state_of(state.as_deref().unwrap_or("closed"));
+                if state != BreakerState::Closed {
+                    let provider = key.strip_prefix(&head).unwrap_or(&key).to_owned();
+                    found.push((provider, state));
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+}
