@@ -26,8 +26,6 @@ use crate::store::{self};
 const FAILURES: i64 = 1_000;
 /// Due jobs looked at per queue for the oldest one not held by a worker.
 const READY_SCAN: usize = 100;
-/// Longest error message an alert carries.
-const MAX_ERROR: usize = 500;
 
 /// The evaluator's state.
 pub struct Evaluator {
@@ -270,24 +268,24 @@ fn matches_failure(rule: &Rule, p: &super::rule::ExecutionFailed, f: &Failure) -
             .is_none_or(|c| f.error_class.as_ref().is_some_and(|fc| c.contains(fc)))
 }
 
+/// The occurrence of a failure. The error's text stays out: it may carry a
+/// contact's data, which an erasure must be able to reach, and alerts
+/// travel to mailboxes and chat rooms; the class, fingerprint and step
+/// say what failed, and the execution (or `GET /api/v1/errors`) says more.
 fn failure_occurrence(f: &Failure) -> Occurrence {
-    let error: String = f.error.chars().take(MAX_ERROR).collect();
     let class = f.error_class.as_deref().unwrap_or("unknown");
+    let fingerprint = f.fingerprint.as_deref().unwrap_or(class);
     Occurrence {
-        key: format!(
-            "{}:{}",
-            f.workflow_id,
-            f.fingerprint.as_deref().unwrap_or(class)
-        ),
+        key: format!("{}:{fingerprint}", f.workflow_id),
         account_id: Some(f.account_id),
         summary: format!(
-            "execution {} of workflow {} failed at step {} ({class}): {error}",
+            "execution {} of workflow {} failed at step {} ({class}, fingerprint {fingerprint})",
             f.execution_id,
             f.workflow_id,
             f.step_id.as_deref().unwrap_or("?"),
         ),
         details: json!({"execution_id": f.execution_id, "workflow_id": f.workflow_id, "step_id": f.step_id,
-                        "error_class": f.error_class, "fingerprint": f.fingerprint, "error": error,
+                        "error_class": f.error_class, "fingerprint": f.fingerprint,
                         "account_id": f.account_id}),
         at: f.created_at,
     }

@@ -9,7 +9,7 @@ use crate::store::Result;
 
 /// Failures not yet looked at by the evaluator, oldest first, each taken
 /// (marked looked at) on `conn`: `(account, workflow, execution, class,
-/// fingerprint, error, step, when)`.
+/// fingerprint, step, when)`.
 ///
 /// # Errors
 /// Database errors.
@@ -19,7 +19,7 @@ pub async fn take_new_failures(conn: &mut PgConnection, limit: i64) -> Result<Ve
          FROM (SELECT id FROM dead_letters WHERE alert_checked_at IS NULL ORDER BY created_at LIMIT $1 \
                FOR UPDATE SKIP LOCKED) n, workflow_executions e \
          WHERE d.id = n.id AND e.id = d.execution_id \
-         RETURNING d.account_id, e.workflow_id, d.execution_id, d.error_class, d.fingerprint, d.error, \
+         RETURNING d.account_id, e.workflow_id, d.execution_id, d.error_class, d.fingerprint, \
                    d.step_id, d.created_at",
     )
     .bind(limit)
@@ -40,8 +40,6 @@ pub struct Failure {
     pub error_class: Option<String>,
     /// Fingerprint.
     pub fingerprint: Option<String>,
-    /// Message.
-    pub error: String,
     /// Step.
     pub step_id: Option<String>,
     /// When it was recorded.
