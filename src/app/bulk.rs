@@ -9,14 +9,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use super::{audit_cli, connect_db, usage};
 use crate::api::operation::Operation as View;
 use crate::config::{
-    BulkTarget, EnrollArgs, ExecutionFilter, ExecutionsCommand, OperationsCommand,
+    BulkArgs, BulkTarget, EnrollArgs, ExecutionFilter, ExecutionsCommand, OperationsCommand,
 };
 use crate::engine;
 use crate::engine::operation::{Bulk, Contacts, EnrollRequest, MAX_TARGETS};
@@ -61,19 +61,17 @@ fn refused(e: engine::Error) -> anyhow::Result<ExitCode> {
 /// # Errors
 /// Unreachable database or Redis.
 pub async fn executions(command: ExecutionsCommand) -> anyhow::Result<ExitCode> {
-    let (target, filter, dry_run, follow, kind) = match command {
-        ExecutionsCommand::Retry {
+    let (
+        kind,
+        BulkArgs {
             target,
             filter,
             dry_run,
             follow,
-        } => (target, filter, dry_run, follow, Bulk::Retry),
-        ExecutionsCommand::Cancel {
-            target,
-            filter,
-            dry_run,
-            follow,
-        } => (target, filter, dry_run, follow, Bulk::Cancel),
+        },
+    ) = match command {
+        ExecutionsCommand::Retry(args) => (Bulk::Retry, args),
+        ExecutionsCommand::Cancel(args) => (Bulk::Cancel, args),
     };
     if filter.is_empty() {
         return Ok(usage(
@@ -249,9 +247,12 @@ async fn follow(pool: &sqlx::PgPool, mut op: Operation) -> anyhow::Result<Operat
     let bar = ProgressBar::new(u64::try_from(op.total).unwrap_or_default());
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} {msg:>9} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left) {prefix}",
+            "{spinner} {msg:>9} [{bar:40}] {human_pos}/{human_len} ({rate}, {eta} left) {prefix}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}/s", s.per_sec());
+        })
         .progress_chars("=> "),
     );
     bar.set_message(format!("{} {}", op.kind, op.state));
@@ -273,6 +274,10 @@ async fn follow(pool: &sqlx::PgPool, mut op: Operation) -> anyhow::Result<Operat
             .context("the operation disappeared")?;
     }
     bar.finish();
+    if !bar.is_hidden() {
+        // The operation's JSON goes to stdout: start it on a line of its own.
+        eprintln!();
+    }
     Ok(op)
 }
 

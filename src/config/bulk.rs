@@ -86,41 +86,32 @@ impl ExecutionFilter {
     }
 }
 
+/// What `executions retry` and `executions cancel` take.
+#[derive(Debug, Args)]
+pub struct BulkArgs {
+    /// Connections and account.
+    #[command(flatten)]
+    pub target: BulkTarget,
+    /// Which executions.
+    #[command(flatten)]
+    pub filter: ExecutionFilter,
+    /// Count and sample only; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Follow or not.
+    #[command(flatten)]
+    pub follow: Follow,
+}
+
 /// `flowpilot executions ...`.
 #[derive(Debug, Subcommand)]
 pub enum ExecutionsCommand {
     /// Retry the FAILED executions a filter names, each at its failed step
     /// with a new attempt; `--dry-run` prints the count and a sample.
-    Retry {
-        /// Connections and account.
-        #[command(flatten)]
-        target: BulkTarget,
-        /// Which executions.
-        #[command(flatten)]
-        filter: ExecutionFilter,
-        /// Count and sample only; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Follow or not.
-        #[command(flatten)]
-        follow: Follow,
-    },
+    Retry(BulkArgs),
     /// Cancel the unfinished executions a filter names; `--dry-run` prints
     /// the count and a sample.
-    Cancel {
-        /// Connections and account.
-        #[command(flatten)]
-        target: BulkTarget,
-        /// Which executions.
-        #[command(flatten)]
-        filter: ExecutionFilter,
-        /// Count and sample only; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Follow or not.
-        #[command(flatten)]
-        follow: Follow,
-    },
+    Cancel(BulkArgs),
 }
 
 /// `flowpilot enroll`: contacts into an active workflow.

@@ -21,7 +21,7 @@ mod engine;
 mod worker;
 
 pub use bulk::{
-    BulkTarget, EnrollArgs, ExecutionFilter, ExecutionsCommand, Follow, OperationsCommand,
+    BulkArgs, BulkTarget, EnrollArgs, ExecutionFilter, ExecutionsCommand, Follow, OperationsCommand,
 };
 pub use connection::{DEFAULT_QUEUE_PREFIX, DbConfig, RedisConfig, SerializerName};
 pub use controller::{ApiConfig, ControllerConfig};

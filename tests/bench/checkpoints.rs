@@ -13,69 +13,37 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowpilot::engine::{Settings, StartRequest};
-use flowpilot::provider::{Breakers, Outbox, Providers, webhook};
 use flowpilot::queue::{Client, Serializer, keys};
-use flowpilot::runtime::{Runtime, Spec};
 use flowpilot::store;
 use serde_json::json;
-use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod scratch;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base = std::env::var("DATABASE_URL").map_err(|_| {
-        anyhow::anyhow!("DATABASE_URL is not set: run `make services` and source .local/env")
-    })?;
-    let redis = std::env::var("REDIS_URL").map_err(|_| anyhow::anyhow!("REDIS_URL is not set"))?;
-    let executions = env_usize("FLOWPILOT_BENCH_EXECUTIONS", 200);
-    let steps = env_usize("FLOWPILOT_BENCH_STEPS", 20);
-    let concurrency = env_usize("FLOWPILOT_BENCH_CONCURRENCY", 20);
+    let redis = scratch::redis_url()?;
+    let executions: usize = scratch::env("FLOWPILOT_BENCH_EXECUTIONS", 200);
+    let steps: usize = scratch::env("FLOWPILOT_BENCH_STEPS", 20);
+    let concurrency: usize = scratch::env("FLOWPILOT_BENCH_CONCURRENCY", 20);
 
-    // A scratch database.
-    let db = format!("flowpilot_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&base).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&mut admin)
-        .await?;
-    let mut url = url::Url::parse(&base)?;
-    url.set_path(&db);
-    let pool = store::connect(url.as_str(), (concurrency + 5) as u32).await?;
-    store::migrate(&pool).await?;
-
+    let db = scratch::Scratch::create((concurrency + 5) as u32).await?;
+    let pool = db.pool.clone();
     let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let queue = Client::connect(&redis, Serializer::Pickle).await?;
-    flowpilot::tls::install_crypto_provider();
-    let providers = Providers {
-        queue: queue.clone(),
-        email: Arc::new(Outbox::new(pool.clone())),
-        sms: Arc::new(Outbox::new(pool.clone())),
-        webhook: webhook::Client::new(webhook::Guard::default())?,
-        breakers: Breakers::off(queue.clone()),
-    };
-    let runtime = Runtime::new(
-        pool.clone(),
-        queue.clone(),
-        Spec {
-            engine: Settings {
-                queue_prefix: prefix.clone(),
-                run_budget: Duration::from_secs(60),
-                ..Settings::default()
-            },
-            providers,
-            alerts: flowpilot::alert::Settings::for_prefix(&prefix),
-            worker: flowpilot::worker::Settings {
-                queues: vec![prefix.clone()],
-                max_jobs: concurrency,
-                poll_delay: Duration::from_millis(5),
-                ..flowpilot::worker::Settings::default()
-            },
+    let runtime = scratch::runtime(
+        &pool,
+        &queue,
+        Settings {
+            queue_prefix: prefix.clone(),
+            run_budget: Duration::from_secs(60),
+            ..Settings::default()
+        },
+        flowpilot::worker::Settings {
+            queues: vec![prefix.clone()],
+            max_jobs: concurrency,
+            poll_delay: Duration::from_millis(5),
+            ..flowpilot::worker::Settings::default()
         },
     )?;
     let engine = Arc::clone(&runtime.engine);
@@ -144,10 +112,7 @@ async fn main() -> anyhow::Result<()> {
         total as f64 / took.as_secs_f64(),
     );
 
-    pool.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db}")))
-        .execute(&mut admin)
-        .await?;
+    db.finish().await?;
     let mut r = redis::Client::open(redis.as_str())?
         .get_multiplexed_async_connection()
         .await?;

@@ -14,14 +14,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use flowpilot::store::{self, failure::GroupFilter};
-use sqlx::{Connection, PgConnection};
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn summary(mut times: Vec<Duration>) -> String {
     times.sort();
@@ -34,24 +26,18 @@ fn summary(mut times: Vec<Duration>) -> String {
     )
 }
 
+mod scratch;
+
+use scratch::env;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base = std::env::var("DATABASE_URL").map_err(|_| {
-        anyhow::anyhow!("DATABASE_URL is not set: run `make services` and source .local/env")
-    })?;
     let rows: i64 = env("FLOWPILOT_BENCH_LOG_ROWS", 1_000_000);
     let failing: f64 = env("FLOWPILOT_BENCH_FAILING", 0.1);
     let executions = rows / 10;
 
-    let db = format!("flowpilot_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&base).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&mut admin)
-        .await?;
-    let mut url = url::Url::parse(&base)?;
-    url.set_path(&db);
-    let pool = store::connect(url.as_str(), 4).await?;
-    store::migrate(&pool).await?;
+    let db = scratch::Scratch::create(4).await?;
+    let pool = db.pool.clone();
     store::partition::ensure_ahead(&pool, Utc::now() - chrono::Duration::days(1)).await?;
 
     let seeding = Instant::now();
@@ -143,13 +129,6 @@ async fn main() -> anyhow::Result<()> {
         println!("failures: {name}: {groups} groups; {}", summary(times));
     }
 
-    pool.close().await;
-    if env("FLOWPILOT_BENCH_KEEP_DB", 0) == 1 {
-        println!("failures: kept the database {db} (account {account}) for EXPLAIN");
-    } else {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db}")))
-            .execute(&mut admin)
-            .await?;
-    }
-    Ok(())
+    println!("failures: account {account}");
+    db.finish().await
 }

@@ -16,73 +16,43 @@ use std::time::{Duration, Instant};
 
 use flowpilot::engine::Settings;
 use flowpilot::engine::operation::{Bulk, Contacts, EnrollRequest};
-use flowpilot::provider::{Breakers, Outbox, Providers, webhook};
 use flowpilot::queue::{Client, Serializer, keys};
-use flowpilot::runtime::{Runtime, Spec, Tasks};
+use flowpilot::runtime::Tasks;
 use flowpilot::store::{self, bulk::Reenroll, execution::Filter};
 use serde_json::json;
-use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-fn env_i64(name: &str, default: i64) -> i64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod scratch;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base = std::env::var("DATABASE_URL").map_err(|_| {
-        anyhow::anyhow!("DATABASE_URL is not set: run `make services` and source .local/env")
-    })?;
-    let redis = std::env::var("REDIS_URL").map_err(|_| anyhow::anyhow!("REDIS_URL is not set"))?;
-    let contacts = env_i64("FLOWPILOT_BENCH_CONTACTS", 100_000);
-    let failed = env_i64("FLOWPILOT_BENCH_FAILED", 10_000);
+    let redis = scratch::redis_url()?;
+    let contacts: i64 = scratch::env("FLOWPILOT_BENCH_CONTACTS", 100_000);
+    let failed: i64 = scratch::env("FLOWPILOT_BENCH_FAILED", 10_000);
 
-    let db = format!("flowpilot_bench_{}", Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&base).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&mut admin)
-        .await?;
-    let mut url = url::Url::parse(&base)?;
-    url.set_path(&db);
-    let pool = store::connect(url.as_str(), 25).await?;
-    store::migrate(&pool).await?;
+    let db = scratch::Scratch::create(25).await?;
+    let pool = db.pool.clone();
     store::partition::ensure_ahead(&pool, chrono::Utc::now()).await?;
-
     let prefix = format!("bench-{}", Uuid::new_v4().simple());
     let queue = Client::connect(&redis, Serializer::Pickle).await?;
-    flowpilot::tls::install_crypto_provider();
-    let providers = Providers {
-        queue: queue.clone(),
-        email: Arc::new(Outbox::new(pool.clone())),
-        sms: Arc::new(Outbox::new(pool.clone())),
-        webhook: webhook::Client::new(webhook::Guard::default())?,
-        breakers: Breakers::off(queue.clone()),
-    };
-    let runtime = Runtime::new(
-        pool.clone(),
-        queue.clone(),
-        Spec {
-            engine: Settings {
-                queue_prefix: prefix.clone(),
-                run_budget: Duration::from_secs(600),
-                ..Settings::default()
-            },
-            providers,
-            alerts: flowpilot::alert::Settings::for_prefix(&prefix),
-            worker: flowpilot::worker::Settings {
-                queues: vec![
-                    keys::high_queue(&prefix),
-                    prefix.clone(),
-                    keys::low_queue(&prefix),
-                ],
-                max_jobs: 20,
-                poll_delay: Duration::from_millis(5),
-                ..flowpilot::worker::Settings::default()
-            },
+    let runtime = scratch::runtime(
+        &pool,
+        &queue,
+        Settings {
+            queue_prefix: prefix.clone(),
+            run_budget: Duration::from_secs(600),
+            ..Settings::default()
+        },
+        flowpilot::worker::Settings {
+            queues: vec![
+                keys::high_queue(&prefix),
+                prefix.clone(),
+                keys::low_queue(&prefix),
+            ],
+            max_jobs: 20,
+            poll_delay: Duration::from_millis(5),
+            ..flowpilot::worker::Settings::default()
         },
     )?;
     let engine = Arc::clone(&runtime.engine);
@@ -212,15 +182,5 @@ async fn main() -> anyhow::Result<()> {
     );
     tasks.token().cancel();
     tasks.wait().await?;
-    pool.close().await;
-    if std::env::var_os("FLOWPILOT_BENCH_KEEP_DB").is_none() {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {db} WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await?;
-    } else {
-        println!("kept database {db}");
-    }
-    Ok(())
+    db.finish().await
 }

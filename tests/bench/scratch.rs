@@ -1,0 +1,102 @@
+//! What the benchmarks share: a scratch database created and migrated for
+//! one run (dropped after it unless `FLOWPILOT_BENCH_KEEP_DB=1`), and the
+//! application's runtime over it with outbox providers.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use flowpilot::engine::Settings;
+use flowpilot::provider::{Breakers, Outbox, Providers, webhook};
+use flowpilot::queue::Client;
+use flowpilot::runtime::{Runtime, Spec};
+use flowpilot::store;
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// `name` from the environment, or `default`.
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A scratch database of one run.
+pub struct Scratch {
+    /// A pool on it.
+    pub pool: PgPool,
+    /// Its name.
+    pub name: String,
+    admin: PgConnection,
+}
+
+impl Scratch {
+    /// Creates and migrates a database next to `DATABASE_URL`'s, with a
+    /// pool of `connections`.
+    pub async fn create(connections: u32) -> anyhow::Result<Scratch> {
+        let base = std::env::var("DATABASE_URL").map_err(|_| {
+            anyhow::anyhow!("DATABASE_URL is not set: run `make services` and source .local/env")
+        })?;
+        let name = format!("flowpilot_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&base).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
+        let mut url = url::Url::parse(&base)?;
+        url.set_path(&name);
+        let pool = store::connect(url.as_str(), connections).await?;
+        store::migrate(&pool).await?;
+        Ok(Scratch { pool, name, admin })
+    }
+
+    /// Closes the pool and drops the database, or keeps it (and says so)
+    /// with `FLOWPILOT_BENCH_KEEP_DB=1`.
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        if env("FLOWPILOT_BENCH_KEEP_DB", 0) == 1 {
+            println!("kept the database {} for EXPLAIN", self.name);
+            return Ok(());
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut self.admin)
+        .await?;
+        Ok(())
+    }
+}
+
+/// `REDIS_URL`.
+pub fn redis_url() -> anyhow::Result<String> {
+    std::env::var("REDIS_URL").map_err(|_| anyhow::anyhow!("REDIS_URL is not set"))
+}
+
+/// The runtime over `pool` and `queue` with outbox providers, breakers off,
+/// `engine` and `worker` settings, alerts under the engine's queue prefix.
+pub fn runtime(
+    pool: &PgPool,
+    queue: &Client,
+    engine: Settings,
+    worker: flowpilot::worker::Settings,
+) -> anyhow::Result<Runtime> {
+    flowpilot::tls::install_crypto_provider();
+    let providers = Providers {
+        queue: queue.clone(),
+        email: Arc::new(Outbox::new(pool.clone())),
+        sms: Arc::new(Outbox::new(pool.clone())),
+        webhook: webhook::Client::new(webhook::Guard::default())?,
+        breakers: Breakers::off(queue.clone()),
+    };
+    let alerts = flowpilot::alert::Settings::for_prefix(&engine.queue_prefix);
+    Ok(Runtime::new(
+        pool.clone(),
+        queue.clone(),
+        Spec {
+            engine,
+            providers,
+            worker,
+            alerts,
+        },
+    )?)
+}
