@@ -426,3 +426,65 @@ async fn a_worker_looks_past_jobs_another_worker_holds() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Time from enqueue to the job's start, as the job sees it.
+fn started_after(r: &JobResult) -> i64 {
+    r.start_ms - r.job.enqueue_time_ms
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_starts_an_announced_job_at_once_and_finds_others_by_polling() {
+    let queue = common::unique("wake");
+    let client = common::client(Serializer::Pickle).await;
+    let mut registry = Registry::new();
+    flowpilot::worker::diagnostic::register(&mut registry);
+    // A poll delay far longer than any wake-up may take.
+    let settings = Settings {
+        poll_delay: Duration::from_secs(3),
+        ..common::settings(&queue)
+    };
+    let worker = common::RunningWorker::start(registry, settings, Serializer::Pickle).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // idle, subscribed
+
+    // Our enqueue announces the job: it starts within milliseconds.
+    for i in 0..5 {
+        let id = format!("{queue}-announced-{i}");
+        client
+            .enqueue("ping", vec![], vec![], opts(&queue, &id))
+            .await
+            .unwrap();
+        let r = wait_result(&client, &queue, &id).await;
+        assert!(
+            started_after(&r) < 500,
+            "started {} ms after enqueue",
+            started_after(&r)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A job written without the announcement (as Python arq writes them)
+    // is found by the next poll, within the poll delay.
+    let id = format!("{queue}-silent");
+    let payload = flowpilot::queue::Job {
+        function: "ping".into(),
+        args: vec![],
+        kwargs: vec![],
+        job_try: None,
+        enqueue_time_ms: flowpilot::queue::now_ms(),
+    }
+    .encode(Serializer::Pickle)
+    .unwrap();
+    let mut r = common::raw().await;
+    let _: () = r.set_ex(keys::job(&id), payload, 60).await.unwrap();
+    let _: () = r
+        .zadd(&queue, &id, flowpilot::queue::now_ms())
+        .await
+        .unwrap();
+    let got = wait_result(&client, &queue, &id).await;
+    assert!(got.success);
+    assert!(
+        started_after(&got) <= 3_500,
+        "found {} ms after",
+        started_after(&got)
+    );
+    worker.shutdown().await;
+}

@@ -39,6 +39,13 @@ pub fn dead_queue(prefix: &str) -> String {
     format!("{prefix}:dead")
 }
 
+/// `<queue>:wake`: the pub/sub channel flowpilot's enqueue announces a job
+/// due now on, so idle flowpilot workers claim it at once instead of at
+/// their next poll.
+pub fn wake(queue: &str) -> String {
+    format!("{queue}:wake")
+}
+
 /// `<prefix>:breaker:<provider>`: the circuit breaker of one provider
 /// (`flowpilot:queue:breaker:webhook:crm.example.com:443`), shared by every
 /// worker of the installation.

@@ -9,6 +9,12 @@
 //!
 //! - Several queues, highest priority first, lower ones never starved
 //!   ([`priority`]).
+//! - No idle sleep between jobs: a worker polls again at once while jobs
+//!   are ready and slots free, as soon as a slot frees when it ran out of
+//!   them, and within milliseconds of an announcement on `<queue>:wake`
+//!   (flowpilot's enqueue publishes one for a job due now); `poll_delay`
+//!   only paces polling for jobs nobody announces (Python producers,
+//!   deferred jobs coming due). Claims of one poll go in one round trip.
 //! - At most `max_jobs` run at once (a semaphore); each under its timeout.
 //! - Shutdown (the token) stops claiming; running jobs get `drain_timeout`
 //!   to finish, then are cut off and released exactly as arq leaves a
@@ -27,11 +33,11 @@ pub mod priority;
 mod run;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
@@ -48,6 +54,8 @@ const IN_PROGRESS_GRACE: Duration = Duration::from_secs(10);
 const MIN_READ: usize = 100;
 /// Longest pause between polls after Redis errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Pause before listening for wake-ups again after the connection failed.
+const RELISTEN: Duration = Duration::from_secs(1);
 
 /// Worker settings, arq's `Worker` arguments.
 #[derive(Debug, Clone)]
@@ -165,6 +173,11 @@ struct Shared {
     running: Mutex<HashMap<String, CancellationToken>>,
     /// Cancelled when the drain deadline passes: running jobs are released.
     cut_off: CancellationToken,
+    /// Wakes the poll loop: a job announced on a wake channel, or a slot
+    /// freed while the last poll left ready jobs for want of slots.
+    wake: Notify,
+    /// Whether the last poll ran out of slots with jobs still ready.
+    starved: AtomicBool,
     /// Prometheus metrics, when the process exports them.
     metrics: Option<Arc<crate::metrics::WorkerMetrics>>,
 }
@@ -185,6 +198,8 @@ impl Worker {
                 counters: Counters::default(),
                 running: Mutex::new(HashMap::new()),
                 cut_off: CancellationToken::new(),
+                wake: Notify::new(),
+                starved: AtomicBool::new(false),
                 metrics: None,
             }),
         }
@@ -214,15 +229,20 @@ impl Worker {
         let mut last_health: Option<tokio::time::Instant> = None;
         info!(queues = ?s.queues, max_jobs = s.max_jobs, functions = ?self.shared.registry.names(), "worker started");
 
+        let listener = tokio::spawn(Self::listen(Arc::clone(&self.shared), shutdown.clone()));
         while !shutdown.is_cancelled() {
             let started = tokio::time::Instant::now();
-            match self.poll(&slots, &tasks, tick, in_progress_ttl).await {
-                Ok(()) => backoff = Duration::ZERO,
+            let again = match self.poll(&slots, &tasks, tick, in_progress_ttl).await {
+                Ok(again) => {
+                    backoff = Duration::ZERO;
+                    again
+                }
                 Err(e) => {
                     backoff = (backoff * 2).clamp(s.poll_delay, MAX_BACKOFF);
                     warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "worker poll failed");
+                    false
                 }
-            }
+            };
             if last_health.is_none_or(|t| t.elapsed() >= s.health_check_interval) {
                 match self.write_health().await {
                     Ok(()) => last_health = Some(tokio::time::Instant::now()),
@@ -230,12 +250,18 @@ impl Worker {
                 }
             }
             tick += 1;
+            if again {
+                tokio::task::yield_now().await;
+                continue;
+            }
             let pause = (s.poll_delay + backoff).saturating_sub(started.elapsed());
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(pause) => {}
+                () = self.shared.wake.notified(), if backoff.is_zero() => {}
             }
         }
+        listener.abort();
 
         info!(running = tasks.len(), "worker draining");
         tasks.close();
@@ -259,21 +285,41 @@ impl Worker {
         Ok(())
     }
 
-    /// One poll: read ready ids, share the free slots, claim and spawn.
+    /// Listens for announcements on the served queues' wake channels until
+    /// `shutdown`, reconnecting after a failure; each wakes the poll loop.
+    async fn listen(shared: Arc<Shared>, shutdown: CancellationToken) {
+        let queues = shared.settings.queues.clone();
+        while !shutdown.is_cancelled() {
+            let wake = || shared.wake.notify_one();
+            if let Err(e) = shared.client.listen_wakeups(&queues, wake).await {
+                warn!(error = %e, "wake-up channel failed; polling meanwhile");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(RELISTEN) => {}
+            }
+        }
+    }
+
+    /// One poll: read ready ids, share the free slots, claim (one round
+    /// trip per queue) and spawn. `true` when it should poll again at once:
+    /// it claimed every slot it had and more may be ready, or claims were
+    /// lost to other workers while slots are still free.
     async fn poll(
         &self,
         slots: &Arc<Semaphore>,
         tasks: &TaskTracker,
         tick: u64,
         in_progress_ttl: Duration,
-    ) -> queue::Result<()> {
+    ) -> queue::Result<bool> {
         let shared = &self.shared;
         if shared.settings.allow_abort {
             self.cancel_aborted().await?;
         }
         let free = slots.available_permits();
         if free == 0 {
-            return Ok(());
+            shared.starved.store(true, Ordering::Relaxed);
+            return Ok(false);
         }
         let now = now_ms();
         // Jobs a worker holds stay in the queue until they finish, so read
@@ -301,44 +347,90 @@ impl Worker {
             rest.extend(tail.into_iter().map(|(id, score)| (queue, id, score)));
         }
         candidates.extend(rest);
-        for (queue, id, score) in candidates {
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                return Ok(());
-            };
-            if !shared
-                .client
-                .claim(queue, &id, now_ms(), in_progress_ttl)
-                .await?
-            {
-                continue;
+        let mut candidates = candidates.into_iter().peekable();
+        let mut claimed_any = false;
+        while candidates.peek().is_some() {
+            let room = slots.available_permits();
+            if room == 0 {
+                // Out of slots with jobs still ready: a freed slot polls again.
+                shared.starved.store(true, Ordering::Relaxed);
+                return Ok(false);
             }
-            let abort = CancellationToken::new();
-            lock(&shared.running).insert(id.clone(), abort.clone());
-            shared.counters.ongoing.fetch_add(1, Ordering::Relaxed);
-            let span = info_span!("job", job_id = %id, queue = %queue);
-            let shared = Arc::clone(shared);
-            let queue = queue.clone();
-            tasks.spawn(
-                async move {
-                    let began = tokio::time::Instant::now();
-                    let outcome = run::run_job(&shared, &queue, &id, score, &abort).await;
-                    if let Some(m) = &shared.metrics {
-                        m.observe(&queue, outcome.as_str(), began.elapsed());
-                    }
-                    lock(&shared.running).remove(&id);
-                    shared.counters.ongoing.fetch_sub(1, Ordering::Relaxed);
-                    let counter = match outcome {
-                        Outcome::Complete => &shared.counters.complete,
-                        Outcome::Failed => &shared.counters.failed,
-                        Outcome::Retried => &shared.counters.retried,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    drop(permit);
+            let chunk: Vec<(&String, String, i64)> = candidates.by_ref().take(room).collect();
+            let mut by_queue: Vec<(&String, Vec<(String, i64)>)> = Vec::new();
+            for (queue, id, score) in chunk {
+                match by_queue.iter_mut().find(|(q, _)| *q == queue) {
+                    Some((_, ids)) => ids.push((id, score)),
+                    None => by_queue.push((queue, vec![(id, score)])),
                 }
-                .instrument(span),
-            );
+            }
+            for (queue, jobs) in by_queue {
+                let ids: Vec<String> = jobs.iter().map(|(id, _)| id.clone()).collect();
+                let claimed = shared
+                    .client
+                    .claim_many(queue, &ids, now_ms(), in_progress_ttl)
+                    .await?;
+                for ((id, score), won) in jobs.into_iter().zip(claimed) {
+                    if won {
+                        claimed_any = true;
+                        self.spawn_job(slots, tasks, queue, id, score);
+                    }
+                }
+            }
         }
-        Ok(())
+        shared.starved.store(false, Ordering::Relaxed);
+        // Every candidate tried: read again at once if the reads were full
+        // (more may be ready behind them), slots are free, and this poll
+        // made progress (ids all held by other workers would otherwise
+        // spin).
+        let full = counts.iter().any(|n| *n >= read_limit);
+        Ok(full && claimed_any && slots.available_permits() > 0)
+    }
+
+    /// Runs a claimed job in a task holding one slot.
+    fn spawn_job(
+        &self,
+        slots: &Arc<Semaphore>,
+        tasks: &TaskTracker,
+        queue: &str,
+        id: String,
+        score: i64,
+    ) {
+        // Only the poll loop takes slots, and it claimed no more than were
+        // free: this never waits.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(job_id = %id, "no slot for a claimed job; it runs when its claim lapses");
+            return;
+        };
+        let shared = &self.shared;
+        let abort = CancellationToken::new();
+        lock(&shared.running).insert(id.clone(), abort.clone());
+        shared.counters.ongoing.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("job", job_id = %id, queue = %queue);
+        let shared = Arc::clone(shared);
+        let queue = queue.to_owned();
+        tasks.spawn(
+            async move {
+                let began = tokio::time::Instant::now();
+                let outcome = run::run_job(&shared, &queue, &id, score, &abort).await;
+                if let Some(m) = &shared.metrics {
+                    m.observe(&queue, outcome.as_str(), began.elapsed());
+                }
+                lock(&shared.running).remove(&id);
+                shared.counters.ongoing.fetch_sub(1, Ordering::Relaxed);
+                let counter = match outcome {
+                    Outcome::Complete => &shared.counters.complete,
+                    Outcome::Failed => &shared.counters.failed,
+                    Outcome::Retried => &shared.counters.retried,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                drop(permit);
+                if shared.starved.swap(false, Ordering::Relaxed) {
+                    shared.wake.notify_one();
+                }
+            }
+            .instrument(span),
+        );
     }
 
     /// Cancels running jobs whose abort was requested.

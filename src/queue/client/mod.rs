@@ -7,6 +7,7 @@
 //! either. The worker loop in `crate::worker` decides *when* to call these.
 
 mod breaker;
+mod job;
 mod script;
 mod worker;
 
@@ -160,6 +161,8 @@ pub fn now_ms() -> i64 {
 #[derive(Clone)]
 pub struct Client {
     conn: ConnectionManager,
+    /// For connections of their own (pub/sub).
+    redis: redis::Client,
     /// What enqueue and results are written with; reads accept all three.
     serializer: Serializer,
 }
@@ -170,9 +173,13 @@ impl Client {
     /// # Errors
     /// When the URL is invalid or Redis is unreachable.
     pub async fn connect(url: &str, serializer: Serializer) -> Result<Self> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
-        Ok(Client { conn, serializer })
+        let redis = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(redis.clone()).await?;
+        Ok(Client {
+            conn,
+            redis,
+            serializer,
+        })
     }
 
     /// The serializer payloads are written with.
@@ -252,10 +259,12 @@ impl Client {
             .key(keys::job(&id))
             .key(keys::result(&id))
             .key(queue)
+            .key(keys::wake(queue))
             .arg(ttl)
             .arg(payload)
             .arg(score)
             .arg(&id)
+            .arg(u8::from(score <= now))
             .invoke_async(&mut self.conn())
             .await?;
         Ok((added == 1).then_some(id))
@@ -362,112 +371,6 @@ impl Client {
             .invoke_async::<i64>(&mut self.conn())
             .await?;
         Ok(())
-    }
-
-    /// `Job.status()`.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn status(&self, queue: &str, id: &str) -> Result<JobStatus> {
-        let (has_result, in_progress, score): (bool, bool, Option<f64>) = redis::pipe()
-            .atomic()
-            .cmd("EXISTS")
-            .arg(keys::result(id))
-            .cmd("EXISTS")
-            .arg(keys::in_progress(id))
-            .cmd("ZSCORE")
-            .arg(queue)
-            .arg(id)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(match (has_result, in_progress, score) {
-            (true, _, _) => JobStatus::Complete,
-            (_, true, _) => JobStatus::InProgress,
-            (_, _, Some(s)) if s != 0.0 && s as i64 > now_ms() => JobStatus::Deferred,
-            (_, _, Some(s)) if s != 0.0 => JobStatus::Queued,
-            _ => JobStatus::NotFound,
-        })
-    }
-
-    /// The stored result of `id`, if any (`Job.result()` without the polling).
-    ///
-    /// # Errors
-    /// Redis errors; [`Error::Codec`] when the stored bytes are not a result.
-    pub async fn result(&self, id: &str) -> Result<Option<JobResult>> {
-        let bytes: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(keys::result(id))
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(bytes.map(|b| JobResult::decode(&b)).transpose()?)
-    }
-
-    /// Waits for the result of `id`, polling every `poll`, as `Job.result()`
-    /// does; `None` when the job is neither finished nor queued any more,
-    /// or `timeout` passes.
-    ///
-    /// # Errors
-    /// Redis and codec errors.
-    pub async fn wait_result(
-        &self,
-        queue: &str,
-        id: &str,
-        poll: Duration,
-        timeout: Duration,
-    ) -> Result<Option<JobResult>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let (bytes, score): (Option<Vec<u8>>, Option<f64>) = redis::pipe()
-                .atomic()
-                .cmd("GET")
-                .arg(keys::result(id))
-                .cmd("ZSCORE")
-                .arg(queue)
-                .arg(id)
-                .query_async(&mut self.conn())
-                .await?;
-            if let Some(b) = bytes {
-                return Ok(Some(JobResult::decode(&b)?));
-            }
-            if score.is_none() || tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(poll).await;
-        }
-    }
-
-    /// `Job.info()`.
-    ///
-    /// # Errors
-    /// Redis and codec errors.
-    pub async fn info(&self, queue: &str, id: &str) -> Result<Option<JobInfo>> {
-        let (result, job, score): (Option<Vec<u8>>, Option<Vec<u8>>, Option<f64>) = redis::pipe()
-            .atomic()
-            .cmd("GET")
-            .arg(keys::result(id))
-            .cmd("GET")
-            .arg(keys::job(id))
-            .cmd("ZSCORE")
-            .arg(queue)
-            .arg(id)
-            .query_async(&mut self.conn())
-            .await?;
-        let score = score.map(|s| s as i64);
-        if let Some(r) = result {
-            let r = JobResult::decode(&r)?;
-            return Ok(Some(JobInfo {
-                job: r.job.clone(),
-                result: Some(r),
-                score,
-            }));
-        }
-        Ok(match job {
-            Some(j) => Some(JobInfo {
-                job: Job::decode(&j)?,
-                result: None,
-                score,
-            }),
-            None => None,
-        })
     }
 
     /// Adds `member` to the dead-letter sorted set `dead_set`

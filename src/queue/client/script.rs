@@ -5,14 +5,18 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Enqueue with arq's dedupe: nothing is written while the job or its
-/// result exists.
+/// result exists. A job due now is announced on `<queue>:wake` (pub/sub:
+/// no key is written, so arq's keyspace is unchanged), which wakes idle
+/// flowpilot workers at once; arq producers do not announce, and workers
+/// find their jobs by polling.
 pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: job, result, queue   ARGV: ttl ms, payload, score, id
+-- KEYS: job, result, queue, wake channel   ARGV: ttl ms, payload, score, id, announce (0/1)
 if redis.call('EXISTS', KEYS[1], KEYS[2]) ~= 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+if ARGV[5] == '1' then redis.call('PUBLISH', KEYS[4], '1') end
 return 1
 ",
     )
