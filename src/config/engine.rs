@@ -114,6 +114,12 @@ pub struct EngineConfig {
     /// insert and its first enqueue.
     #[arg(long, env = "FLOWPILOT_STALE_QUEUED_AFTER", default_value = "30s", value_parser = positive_duration)]
     pub stale_queued_after: Duration,
+    /// Waits and retry backoffs due within this long hold a deferred job in
+    /// Redis; later ones stay in PostgreSQL only, and the timer pump (in
+    /// the maintenance loop) enqueues them as they come within it. Default
+    /// 60s.
+    #[arg(long, env = "FLOWPILOT_TIMER_HORIZON", default_value = "60s", value_parser = positive_duration)]
+    pub timer_horizon: Duration,
     /// Circuit breakers per provider (webhook host, SMTP server, SMS
     /// account), shared by every worker through Redis. Default `on`.
     #[arg(long, env = "FLOWPILOT_BREAKERS", value_enum, default_value_t = Switch::On)]

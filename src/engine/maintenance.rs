@@ -11,6 +11,10 @@
 //! - gives a fresh job to bulk operations whose lease lapsed (their worker
 //!   died) or that sat unclaimed for `stale_queued_after` (their job was
 //!   lost); a second job of a live operation finds its lease held and ends;
+//! - pumps timers: wake-ups of WAITING and RETRYING rows due beyond the
+//!   timer horizon were left in PostgreSQL alone; as their time comes
+//!   within it, the pump enqueues their deferred jobs (so Redis holds
+//!   minutes of timers, not weeks);
 //! - keeps log partitions created ahead and, with a retention, drops old ones.
 //!
 //! Every process runs it; the lock makes all but one idle. A leader whose
@@ -35,6 +39,8 @@ use crate::store::{
 
 /// Rows handled per pass and category.
 const BATCH: i64 = 500;
+/// Wake-ups the timer pump moves per pass.
+const PUMP_BATCH: i64 = 5_000;
 /// Partition upkeep runs at most this often.
 const PARTITION_EVERY: Duration = Duration::from_secs(3600);
 
@@ -44,6 +50,8 @@ pub struct Maintenance {
     /// The lock, while leading.
     leader: Option<LeaderLock>,
     last_partitions: Option<tokio::time::Instant>,
+    /// The timer pump has enqueued the wake-ups due up to here.
+    pumped_until: Option<DateTime<Utc>>,
 }
 
 impl Maintenance {
@@ -53,6 +61,7 @@ impl Maintenance {
             engine,
             leader: None,
             last_partitions: None,
+            pumped_until: None,
         }
     }
 
@@ -84,7 +93,7 @@ impl Maintenance {
         if !self.lead().await? {
             return Ok(0);
         }
-        let engine = &self.engine;
+        let engine = Arc::clone(&self.engine);
         let s = &engine.settings;
         let now = Utc::now();
         let due = store::execution::due(
@@ -118,6 +127,7 @@ impl Maintenance {
                     .or_default() += 1;
             }
         }
+        self.pump(now).await?;
         // Operations whose job was lost or whose worker died.
         for op in
             store::operation::take_stale(&engine.pool, now - s.stale_queued_after, BATCH).await?
@@ -155,6 +165,43 @@ impl Maintenance {
         Ok(requeued)
     }
 
+    /// The timer pump: enqueues (deferred) the wake-ups of WAITING and
+    /// RETRYING rows whose time came within the horizon since the last
+    /// pass. A new leader starts `due_grace` back, so no slice is skipped;
+    /// a job enqueued twice is refused by its id. Rows due before the pump
+    /// saw them (a leader change, Redis wiped) are the recovery's.
+    async fn pump(&mut self, now: DateTime<Utc>) -> Result<()> {
+        let engine = &self.engine;
+        let s = &engine.settings;
+        let from = self.pumped_until.unwrap_or(now - s.due_grace);
+        let until = now + s.timer_horizon;
+        if until <= from {
+            return Ok(());
+        }
+        let rows = store::execution::coming_due(&engine.pool, from, until, PUMP_BATCH).await?;
+        // A full batch ends at its last row's time; the rest next pass.
+        let reached = if rows.len() as i64 >= PUMP_BATCH {
+            rows.last()
+                .and_then(|e| e.next_action_at())
+                .unwrap_or(until)
+        } else {
+            until
+        };
+        let mut enqueued = 0;
+        for e in &rows {
+            if let Some(at) = e.next_action_at()
+                && engine.enqueue_run(e, Some(at)).await? == super::Enqueued::Added
+            {
+                enqueued += 1;
+            }
+        }
+        if enqueued > 0 {
+            debug!(enqueued, rows = rows.len(), %reached, "timer pump");
+        }
+        self.pumped_until = Some(reached);
+        Ok(())
+    }
+
     /// Whether this process leads, taking the lock if it is free.
     async fn lead(&mut self) -> Result<bool> {
         if let Some(lock) = &mut self.leader {
@@ -165,6 +212,8 @@ impl Maintenance {
             self.leader = None;
         }
         self.leader = LeaderLock::try_take(&self.engine.pool, Role::Maintenance).await?;
+        // What a former leader pumped is not known here: start again.
+        self.pumped_until = None;
         if self.leader.is_some() {
             info!("leading maintenance");
         }

@@ -85,6 +85,10 @@ pub struct Settings {
     pub due_grace: Duration,
     /// QUEUED rows untouched this long are re-enqueued (their job may be lost).
     pub stale_queued_after: Duration,
+    /// Only wake-ups due within this long are held in Redis; later ones
+    /// stay in PostgreSQL until the timer pump moves them (see
+    /// [`maintenance`]).
+    pub timer_horizon: Duration,
     /// Log partitions older than this many months are dropped (0: never).
     pub log_retention_months: u32,
     /// Executions an enrollment starts per second and account.
@@ -107,6 +111,7 @@ impl Default for Settings {
             maintenance_interval: Duration::from_secs(1),
             due_grace: Duration::from_secs(5),
             stale_queued_after: Duration::from_secs(30),
+            timer_horizon: Duration::from_secs(60),
             log_retention_months: 0,
             enroll_rate: 100,
             operation_lease: Duration::from_secs(30),
@@ -148,6 +153,7 @@ impl Settings {
             ),
             maintenance_interval: config.maintenance_interval,
             stale_queued_after: config.stale_queued_after,
+            timer_horizon: config.timer_horizon,
             log_retention_months: config.log_retention_months,
             enroll_rate: config.enroll_rate,
             operation_lease: config.operation_lease,

@@ -156,6 +156,12 @@ impl Engine {
         let at = match job {
             Job::None => return Ok(()),
             Job::Now => None,
+            // Beyond the horizon the row is the timer: the pump enqueues
+            // the job as its time comes within it.
+            Job::At(t) if t > Utc::now() + self.settings.timer_horizon => {
+                debug!(resume_at = %t, "wake-up left to the timer pump");
+                return Ok(());
+            }
             Job::At(t) => Some(t),
         };
         if self.enqueue_run(e, at).await? == Enqueued::Refused {

@@ -359,6 +359,32 @@ pub async fn due(
     .await?)
 }
 
+/// WAITING and RETRYING rows whose time falls in `(after, until]`, by
+/// that time, at most `limit`: what the timer pump moves into Redis.
+///
+/// # Errors
+/// Database errors.
+pub async fn coming_due(
+    pool: &PgPool,
+    after: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Execution>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM ((SELECT * FROM workflow_executions WHERE status = 'WAITING' \
+             AND resume_at > $1 AND resume_at <= $2 ORDER BY resume_at LIMIT $3) \
+           UNION ALL \
+           (SELECT * FROM workflow_executions WHERE status = 'RETRYING' \
+             AND next_attempt_at > $1 AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3)) due \
+         ORDER BY coalesce(resume_at, next_attempt_at) LIMIT $3",
+    )
+    .bind(after)
+    .bind(until)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
 // === listing ===
 
 /// Filters of the execution list.

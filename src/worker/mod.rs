@@ -232,15 +232,15 @@ impl Worker {
         let listener = tokio::spawn(Self::listen(Arc::clone(&self.shared), shutdown.clone()));
         while !shutdown.is_cancelled() {
             let started = tokio::time::Instant::now();
-            let again = match self.poll(&slots, &tasks, tick, in_progress_ttl).await {
-                Ok(again) => {
+            let (again, next_due) = match self.poll(&slots, &tasks, tick, in_progress_ttl).await {
+                Ok(polled) => {
                     backoff = Duration::ZERO;
-                    again
+                    polled
                 }
                 Err(e) => {
                     backoff = (backoff * 2).clamp(s.poll_delay, MAX_BACKOFF);
                     warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "worker poll failed");
-                    false
+                    (false, None)
                 }
             };
             if last_health.is_none_or(|t| t.elapsed() >= s.health_check_interval) {
@@ -254,7 +254,14 @@ impl Worker {
                 tokio::task::yield_now().await;
                 continue;
             }
-            let pause = (s.poll_delay + backoff).saturating_sub(started.elapsed());
+            // A deferred job coming due before the poll delay is over is
+            // claimed when it does, not up to a poll delay later.
+            let until_due = next_due.map_or(Duration::MAX, |at| {
+                Duration::from_millis(u64::try_from(at + 1 - now_ms()).unwrap_or(0))
+            });
+            let pause = (s.poll_delay + backoff)
+                .saturating_sub(started.elapsed())
+                .min(until_due);
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(pause) => {}
@@ -302,16 +309,16 @@ impl Worker {
     }
 
     /// One poll: read ready ids, share the free slots, claim (one round
-    /// trip per queue) and spawn. `true` when it should poll again at once:
-    /// it claimed every slot it had and more may be ready, or claims were
-    /// lost to other workers while slots are still free.
+    /// trip per queue) and spawn. Says whether to poll again at once (it
+    /// claimed every slot it had and more may be ready), and, when slots
+    /// are left, when the next deferred job comes due.
     async fn poll(
         &self,
         slots: &Arc<Semaphore>,
         tasks: &TaskTracker,
         tick: u64,
         in_progress_ttl: Duration,
-    ) -> queue::Result<bool> {
+    ) -> queue::Result<(bool, Option<i64>)> {
         let shared = &self.shared;
         if shared.settings.allow_abort {
             self.cancel_aborted().await?;
@@ -319,7 +326,7 @@ impl Worker {
         let free = slots.available_permits();
         if free == 0 {
             shared.starved.store(true, Ordering::Relaxed);
-            return Ok(false);
+            return Ok((false, None));
         }
         let now = now_ms();
         // Jobs a worker holds stay in the queue until they finish, so read
@@ -354,7 +361,7 @@ impl Worker {
             if room == 0 {
                 // Out of slots with jobs still ready: a freed slot polls again.
                 shared.starved.store(true, Ordering::Relaxed);
-                return Ok(false);
+                return Ok((false, None));
             }
             let chunk: Vec<(&String, String, i64)> = candidates.by_ref().take(room).collect();
             let mut by_queue: Vec<(&String, Vec<(String, i64)>)> = Vec::new();
@@ -384,7 +391,17 @@ impl Worker {
         // made progress (ids all held by other workers would otherwise
         // spin).
         let full = counts.iter().any(|n| *n >= read_limit);
-        Ok(full && claimed_any && slots.available_permits() > 0)
+        let again = full && claimed_any && slots.available_permits() > 0;
+        let mut next_due = None;
+        if !again {
+            let now = now_ms();
+            for q in &shared.settings.queues {
+                if let Some(at) = shared.client.next_due(q, now).await? {
+                    next_due = Some(next_due.map_or(at, |n: i64| n.min(at)));
+                }
+            }
+        }
+        Ok((again, next_due))
     }
 
     /// Runs a claimed job in a task holding one slot.

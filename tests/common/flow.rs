@@ -227,6 +227,18 @@ impl Flow {
     /// As [`Flow::start_with`], on the Redis at `redis_url` with the queue
     /// prefix `prefix`.
     pub async fn start_queued(pool: PgPool, redis_url: &str, prefix: &str, run: bool) -> Flow {
+        Self::start_tuned(pool, redis_url, prefix, run, |_| {}).await
+    }
+
+    /// As [`Flow::start_queued`], with the engine's settings changed by
+    /// `tune` first.
+    pub async fn start_tuned(
+        pool: PgPool,
+        redis_url: &str,
+        prefix: &str,
+        run: bool,
+        tune: impl FnOnce(&mut Settings),
+    ) -> Flow {
         store::partition::ensure_ahead(&pool, chrono::Utc::now())
             .await
             .unwrap();
@@ -253,11 +265,13 @@ impl Flow {
             drain_timeout: Duration::from_secs(10),
             ..flowpilot::worker::Settings::default()
         };
+        let mut engine = engine_settings(&prefix);
+        tune(&mut engine);
         let runtime = Runtime::new(
             pool.clone(),
             client,
             Spec {
-                engine: engine_settings(&prefix),
+                engine,
                 providers,
                 worker,
                 alerts: flowpilot::alert::Settings {

@@ -320,6 +320,25 @@ impl Client {
         Ok(rows.into_iter().map(|(id, s)| (id, s as i64)).collect())
     }
 
+    /// The score (due time, ms) of the first job of `queue` due after
+    /// `now_ms`, if any.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn next_due(&self, queue: &str, now_ms: i64) -> Result<Option<i64>> {
+        let first: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(queue)
+            .arg(format!("({now_ms}"))
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(first.first().map(|(_, score)| *score as i64))
+    }
+
     /// Ready depth: jobs due now (`ZCOUNT queue -inf now`), what autoscaling reads.
     ///
     /// # Errors
