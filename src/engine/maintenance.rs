@@ -167,13 +167,15 @@ impl Maintenance {
 
     /// The timer pump: enqueues (deferred) the wake-ups of WAITING and
     /// RETRYING rows whose time came within the horizon since the last
-    /// pass. A new leader starts `due_grace` back, so no slice is skipped;
-    /// a job enqueued twice is refused by its id. Rows due before the pump
-    /// saw them (a leader change, Redis wiped) are the recovery's.
+    /// pass. Each window reaches `due_grace` back over the last one (and a
+    /// new leader's that far behind now), so a row a worker left to the
+    /// pump with a clock a little behind ours is not skipped; a job
+    /// enqueued twice is refused by its id. Rows due before the pump saw
+    /// them (a leader change, Redis wiped) are the recovery's.
     async fn pump(&mut self, now: DateTime<Utc>) -> Result<()> {
         let engine = &self.engine;
         let s = &engine.settings;
-        let from = self.pumped_until.unwrap_or(now - s.due_grace);
+        let from = self.pumped_until.unwrap_or(now) - s.due_grace;
         let until = now + s.timer_horizon;
         if until <= from {
             return Ok(());
