@@ -96,7 +96,7 @@ impl Maintenance {
         let engine = Arc::clone(&self.engine);
         let s = &engine.settings;
         let now = Utc::now();
-        let due = store::execution::due(
+        let due = store::due::due(
             &engine.pool,
             now,
             now - s.due_grace,
@@ -180,7 +180,7 @@ impl Maintenance {
         if until <= from {
             return Ok(());
         }
-        let rows = store::execution::coming_due(&engine.pool, from, until, PUMP_BATCH).await?;
+        let rows = store::due::coming_due(&engine.pool, from, until, PUMP_BATCH).await?;
         // A full batch ends at its last row's time; the rest next pass.
         let reached = if rows.len() as i64 >= PUMP_BATCH {
             rows.last()

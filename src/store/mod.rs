@@ -9,6 +9,7 @@
 //! - [`operation`]: bulk operations and their progress; [`bulk`]: the
 //!   set-based statements of their batches;
 //! - [`failure`]: failure groups by fingerprint, and dead letters;
+//! - [`due`]: the maintenance loop's scans (recovery, timer pump);
 //! - [`reader`]: the read handle everything outside the engine reads with;
 //! - [`lock`]: the leaders' advisory locks (maintenance, alerts);
 //! - [`page`]: keyset pagination types shared by the list queries;
@@ -25,6 +26,7 @@ pub mod api_key;
 pub mod audit;
 pub mod bulk;
 pub mod contact;
+pub mod due;
 pub mod execution;
 pub mod failure;
 pub mod lock;
