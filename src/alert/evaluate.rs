@@ -70,17 +70,24 @@ impl Evaluator {
             return Ok(0);
         }
         let a = &self.alerts;
-        let rules = alert::enabled_rules(&a.pool).await?;
+        let rules: Vec<(Rule, Params)> = alert::enabled_rules(&a.pool)
+            .await?
+            .into_iter()
+            .filter_map(|rule| {
+                let parsed = rule
+                    .kind
+                    .parse::<Kind>()
+                    .ok()
+                    .and_then(|kind| Params::parse(kind, &rule.params.0).ok());
+                if parsed.is_none() {
+                    warn!(rule_id = %rule.id, "alert rule no longer parses; skipped");
+                }
+                Some((rule, parsed?))
+            })
+            .collect();
         let mut raised = a.failures(&rules).await?;
-        for rule in &rules {
-            let Ok(kind) = rule.kind.parse::<Kind>() else {
-                continue;
-            };
-            let Ok(params) = Params::parse(kind, &rule.params.0) else {
-                warn!(rule_id = %rule.id, "alert rule's parameters no longer parse; skipped");
-                continue;
-            };
-            for o in a.conditions(rule, &params).await? {
+        for (rule, params) in &rules {
+            for o in a.conditions(rule, params).await? {
                 raised += usize::from(a.raise(rule, &o).await?);
             }
         }
@@ -106,11 +113,11 @@ impl Evaluator {
 impl Alerts {
     /// Takes new dead letters and raises what `execution_failed` rules
     /// say, in one transaction per batch.
-    async fn failures(&self, rules: &[Rule]) -> Result<usize, Error> {
-        let watching: Vec<(&Rule, super::rule::ExecutionFailed)> = rules
+    async fn failures(&self, rules: &[(Rule, Params)]) -> Result<usize, Error> {
+        let watching: Vec<(&Rule, &super::rule::ExecutionFailed)> = rules
             .iter()
-            .filter_map(|r| match Params::parse(r.kind.parse().ok()?, &r.params.0) {
-                Ok(Params::ExecutionFailed(p)) => Some((r, p)),
+            .filter_map(|(r, p)| match p {
+                Params::ExecutionFailed(p) => Some((r, p)),
                 _ => None,
             })
             .collect();
@@ -122,8 +129,7 @@ impl Alerts {
                 for (rule, p) in &watching {
                     if matches_failure(rule, p, f) {
                         let o = failure_occurrence(f);
-                        let channels = super::rule::stored_channels(&rule.channels.0).len();
-                        raised += usize::from(alert::raise(&mut tx, rule, &o, channels).await?.1);
+                        raised += usize::from(alert::raise(&mut tx, rule, &o).await?.1);
                     }
                 }
             }
@@ -137,8 +143,7 @@ impl Alerts {
     /// Raises `o` for `rule` in a transaction of its own; whether it is new.
     async fn raise(&self, rule: &Rule, o: &Occurrence) -> Result<bool, Error> {
         let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
-        let channels = super::rule::stored_channels(&rule.channels.0).len();
-        let (_, new) = alert::raise(&mut tx, rule, o, channels).await?;
+        let (_, new) = alert::raise(&mut tx, rule, o).await?;
         tx.commit().await.map_err(store::Error::from)?;
         Ok(new)
     }

@@ -19,7 +19,7 @@ use super::execution::{Filter, view_of};
 use super::extract::{ApiJson, ApiQuery, Auth, Id};
 use super::view::{self, Execution};
 use crate::engine::Priority;
-use crate::engine::operation::{Bulk, Contacts, EnrollRequest, MAX_TARGETS};
+use crate::engine::operation::{Bulk, Contacts, EnrollRequest};
 use crate::store::bulk::{ContactFilter, Reenroll};
 use crate::store::operation::Operation as Row;
 
@@ -31,7 +31,7 @@ const MAX_METADATA: usize = 64 * 1024;
 const MAX_TAGS: usize = 50;
 
 /// Which executions a bulk operation takes; at least one field.
-#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkFilter {
     /// Only this workflow.
@@ -189,23 +189,6 @@ async fn bulk(
     req: BulkRequest,
 ) -> Result<Response, ApiError> {
     let f = &req.filter;
-    let empty = f.workflow_id.is_none()
-        && f.version.is_none()
-        && f.status.is_none()
-        && f.error_class.is_none()
-        && f.fingerprint.is_none()
-        && f.step.is_none()
-        && f.created_after.is_none()
-        && f.created_before.is_none()
-        && f.failed_after.is_none()
-        && f.failed_before.is_none();
-    if empty {
-        return Err(ApiError::invalid(
-            "filter",
-            "name at least one field: an empty filter would take every execution of the account",
-        )
-        .unprocessable());
-    }
     if f.version.is_some() && f.workflow_id.is_none() {
         return Err(
             ApiError::invalid("filter.version", "needs filter.workflow_id").unprocessable(),
@@ -241,10 +224,9 @@ async fn bulk(
         })
         .into_response());
     }
-    let request = serde_json::json!({ "filter": req.filter });
     let op = state
         .engine
-        .bulk_start(auth.account_id, kind, filter, &request, Some(auth.key_id))
+        .bulk_start(auth.account_id, kind, filter, Some(auth.key_id))
         .await?;
     Ok((StatusCode::ACCEPTED, Json(Operation::from(op))).into_response())
 }
@@ -331,15 +313,9 @@ pub async fn enroll(
 ) -> Result<(StatusCode, Json<Operation>), ApiError> {
     let bad = |field: &str, m: String| ApiError::invalid(field, m).unprocessable();
     let contacts = match (req.contact_ids, req.contact_filter) {
-        (Some(ids), None) => {
-            if ids.is_empty() || ids.len() > MAX_TARGETS {
-                return Err(bad(
-                    "contact_ids",
-                    format!("must hold 1 to {MAX_TARGETS} contact ids"),
-                ));
-            }
-            Contacts::Ids(ids)
-        }
+        // How many (1 to 100,000, duplicates counted once) is the engine's
+        // to check.
+        (Some(ids), None) => Contacts::Ids(ids),
         (None, Some(f)) => {
             if f.tags.len() > MAX_TAGS || f.tags.iter().any(|t| t.is_empty() || t.len() > 100) {
                 return Err(bad(

@@ -15,9 +15,7 @@ use uuid::Uuid;
 
 use super::{audit_cli, connect_db, usage};
 use crate::api::operation::Operation as View;
-use crate::config::{
-    BulkArgs, BulkTarget, EnrollArgs, ExecutionFilter, ExecutionsCommand, OperationsCommand,
-};
+use crate::config::{BulkArgs, BulkTarget, EnrollArgs, ExecutionsCommand, OperationsCommand};
 use crate::engine;
 use crate::engine::operation::{Bulk, Contacts, EnrollRequest, MAX_TARGETS};
 use crate::runtime::Runtime;
@@ -73,11 +71,6 @@ pub async fn executions(command: ExecutionsCommand) -> anyhow::Result<ExitCode> 
         ExecutionsCommand::Retry(args) => (Bulk::Retry, args),
         ExecutionsCommand::Cancel(args) => (Bulk::Cancel, args),
     };
-    if filter.is_empty() {
-        return Ok(usage(
-            "name at least one filter (--workflow, --status, --error-class, ...): none would take every execution",
-        ));
-    }
     let (rt, account) = match engine_for(&target).await? {
         Ok(e) => e,
         Err(code) => return Ok(code),
@@ -114,10 +107,9 @@ pub async fn executions(command: ExecutionsCommand) -> anyhow::Result<ExitCode> 
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let request = json!({"filter": filter_json(&filter), "source": "cli"});
     let op = match rt
         .engine
-        .bulk_start(account, kind, store_filter, &request, None)
+        .bulk_start(account, kind, store_filter, None)
         .await
     {
         Ok(op) => op,
@@ -284,17 +276,6 @@ async fn follow(pool: &sqlx::PgPool, mut op: Operation) -> anyhow::Result<Operat
 fn print(op: Operation) {
     let view = View::from(op);
     println!("{}", serde_json::to_string(&view).unwrap_or_default());
-}
-
-/// The filter as the operation records it.
-fn filter_json(f: &ExecutionFilter) -> Json {
-    json!({
-        "workflow_id": f.workflow, "version": f.workflow_version,
-        "status": (!f.status.is_empty()).then(|| f.status.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
-        "error_class": f.error_class.map(|c| c.as_str()), "fingerprint": f.fingerprint, "step": f.step,
-        "created_after": f.created_after, "created_before": f.created_before,
-        "failed_after": f.failed_after, "failed_before": f.failed_before,
-    })
 }
 
 /// Contact ids, one a line (blank lines and `#` comments skipped), from a

@@ -71,21 +71,6 @@ pub struct ExecutionFilter {
     pub failed_before: Option<DateTime<Utc>>,
 }
 
-impl ExecutionFilter {
-    /// Whether it names nothing (and would take every execution).
-    pub fn is_empty(&self) -> bool {
-        self.workflow.is_none()
-            && self.status.is_empty()
-            && self.error_class.is_none()
-            && self.fingerprint.is_none()
-            && self.step.is_none()
-            && self.created_after.is_none()
-            && self.created_before.is_none()
-            && self.failed_after.is_none()
-            && self.failed_before.is_none()
-    }
-}
-
 /// What `executions retry` and `executions cancel` take.
 #[derive(Debug, Args)]
 pub struct BulkArgs {

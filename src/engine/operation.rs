@@ -104,9 +104,16 @@ pub struct EnrollRequest {
 
 impl Engine {
     /// The executions of `account_id` that `filter` names and `bulk`
-    /// applies to: the filter's statuses must be among those it applies to
-    /// (all of them when the filter names none).
+    /// applies to: the filter must name something, and its statuses must be
+    /// among those the operation applies to (all of them when it names
+    /// none).
     fn bulk_filter(bulk: Bulk, mut filter: Filter) -> Result<Filter> {
+        if filter == Filter::default() {
+            return Err(Error::invalid(
+                "filter",
+                "name at least one filter field: an empty filter would take every execution of the account",
+            ));
+        }
         let sources = bulk.sources();
         if let Some(s) = filter.statuses.iter().find(|s| !sources.contains(s)) {
             let names: Vec<&str> = sources.iter().map(|s| s.as_str()).collect();
@@ -144,20 +151,30 @@ impl Engine {
         })
     }
 
-    /// Records a bulk operation over the executions `filter` names now and
-    /// enqueues its first job.
+    /// Records a bulk operation over the executions `filter` names now
+    /// (the filter as asked is the operation's `request`) and enqueues its
+    /// first job.
     ///
     /// # Errors
-    /// [`Error::Invalid`] when the filter names more than [`MAX_TARGETS`]
-    /// or a status the operation does not apply to; store errors.
+    /// [`Error::Invalid`] when the filter names nothing, more than
+    /// [`MAX_TARGETS`] executions or a status the operation does not apply
+    /// to; store errors.
     pub async fn bulk_start(
         &self,
         account_id: Uuid,
         bulk: Bulk,
         filter: Filter,
-        request: &Json,
         created_by: Option<Uuid>,
     ) -> Result<Operation> {
+        let request = serde_json::json!({"filter": {
+            "workflow_id": filter.workflow_id, "version": filter.workflow_version,
+            "status": (!filter.statuses.is_empty())
+                .then(|| filter.statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
+            "error_class": filter.error_class.map(|c| c.as_str()),
+            "fingerprint": filter.fingerprint, "step": filter.current_step,
+            "created_after": filter.created_after, "created_before": filter.created_before,
+            "failed_after": filter.finished_after, "failed_before": filter.finished_before,
+        }});
         let filter = Self::bulk_filter(bulk, filter)?;
         let ids = bulk::execution_ids(&self.pool, account_id, &filter, MAX_TARGETS as i64).await?;
         if ids.len() > MAX_TARGETS {
@@ -171,7 +188,7 @@ impl Engine {
             &NewOperation {
                 account_id,
                 kind: bulk.as_str(),
-                request,
+                request: &request,
                 targets: &ids,
                 workflow: None,
                 total: count(ids.len()),

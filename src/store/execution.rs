@@ -332,7 +332,7 @@ pub async fn cancel_of_contact(
 // === listing ===
 
 /// Filters of the execution list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     /// Only this workflow.
     pub workflow_id: Option<Uuid>,

@@ -245,18 +245,17 @@ pub async fn advance(
         .take(MAX_ERRORS)
         .map(|(target, error)| serde_json::json!({"target": target, "error": error}))
         .collect();
-    Ok(sqlx::query_as(
-        AssertSqlSafe(format!("UPDATE operations SET position = position + $2, cursor = coalesce($3, cursor), \
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE operations SET position = position + $2, cursor = coalesce($3, cursor), \
            done = done + $4, skipped = skipped + $5, failed = failed + $6, \
-           errors = CASE WHEN jsonb_array_length(errors) >= $10 THEN errors \
-                         ELSE (SELECT coalesce(jsonb_agg(e), '[]') FROM \
-                               (SELECT e FROM jsonb_array_elements(errors || $7) e LIMIT $10) kept) END, \
+           errors = (SELECT coalesce(jsonb_agg(e), '[]') FROM \
+                     (SELECT e FROM jsonb_array_elements(errors || $7) e LIMIT $10) kept), \
            lease_expires_at = CASE WHEN $8 THEN NULL ELSE $9 END, \
            lease_owner = CASE WHEN $8 THEN NULL ELSE lease_owner END, \
            state = CASE WHEN $8 THEN 'completed' ELSE state END, \
            finished_at = CASE WHEN $8 THEN now() END, updated_at = now() \
-         WHERE id = $1 RETURNING {COLUMNS}")),
-    )
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
     .bind(id)
     .bind(p.taken)
     .bind(p.cursor)

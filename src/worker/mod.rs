@@ -331,16 +331,23 @@ impl Worker {
         let now = now_ms();
         // Jobs a worker holds stay in the queue until they finish, so read
         // well past the free slots (arq's queue_read_limit), skipping our own.
+        // One read per queue past the due jobs: the first one not due yet
+        // says when to look again.
         let read_limit = (5 * shared.settings.max_jobs).max(MIN_READ);
         let mut ready = Vec::with_capacity(shared.settings.queues.len());
+        let mut full = false;
+        let mut next_due: Option<i64> = None;
         for q in &shared.settings.queues {
-            let ids = shared.client.ready(q, now, read_limit).await?;
+            let mut ids = shared.client.head(q, read_limit + 1).await?;
+            let due = ids.partition_point(|(_, score)| *score <= now);
+            if let Some((_, at)) = ids.get(due) {
+                next_due = Some(next_due.map_or(*at, |n| n.min(*at)));
+            }
+            ids.truncate(due.min(read_limit));
+            full |= ids.len() >= read_limit;
             let running = lock(&shared.running);
-            ready.push(
-                ids.into_iter()
-                    .filter(|(id, _)| !running.contains_key(id))
-                    .collect::<Vec<_>>(),
-            );
+            ids.retain(|(id, _)| !running.contains_key(id));
+            ready.push(ids);
         }
         let counts: Vec<usize> = ready.iter().map(Vec::len).collect();
         let take = priority::share_slots(free, &counts, tick);
@@ -390,17 +397,7 @@ impl Worker {
         // (more may be ready behind them), slots are free, and this poll
         // made progress (ids all held by other workers would otherwise
         // spin).
-        let full = counts.iter().any(|n| *n >= read_limit);
         let again = full && claimed_any && slots.available_permits() > 0;
-        let mut next_due = None;
-        if !again {
-            let now = now_ms();
-            for q in &shared.settings.queues {
-                if let Some(at) = shared.client.next_due(q, now).await? {
-                    next_due = Some(next_due.map_or(at, |n: i64| n.min(at)));
-                }
-            }
-        }
         Ok((again, next_due))
     }
 

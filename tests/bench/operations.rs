@@ -145,7 +145,6 @@ async fn main() -> anyhow::Result<()> {
                 fingerprint: Some("abcdefabcdefabcd".into()),
                 ..Filter::default()
             },
-            &json!({}),
             None,
         )
         .await?;

@@ -37,17 +37,6 @@ async fn fill(client: &Client, queue: &str, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn pct(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -92,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "queue: {jobs} no-op jobs, defaults (10 at once, poll_delay 500 ms): {took:.2} s, {:.0} jobs/s, RSS {:.0} MB",
         jobs as f64 / took,
-        rss_mb()
+        scratch::rss_mb()
     );
 
     // (2) Enqueue-to-start delay of an idle worker.

@@ -67,6 +67,18 @@ impl Scratch {
     }
 }
 
+/// This process's resident memory, MB.
+pub fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 /// `REDIS_URL`.
 pub fn redis_url() -> anyhow::Result<String> {
     std::env::var("REDIS_URL").map_err(|_| anyhow::anyhow!("REDIS_URL is not set"))

@@ -36,15 +36,31 @@ async fn redis_memory(url: &str) -> anyhow::Result<(f64, i64)> {
     Ok((used / 1024.0 / 1024.0, keys))
 }
 
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+/// `n` WAITING executions of `workflow` (its one step `woke` next), their
+/// wake-ups spread evenly from `from_s` to `from_s + over_s` seconds from now.
+async fn park(
+    pool: &sqlx::PgPool,
+    account: uuid::Uuid,
+    workflow: uuid::Uuid,
+    n: i64,
+    from_s: f64,
+    over_s: f64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO workflow_executions (account_id, workflow_id, workflow_version, contact_id, status, \
+           current_step_id, attempt, waiting_reason, resume_at) \
+         SELECT $1, $2, 1, (SELECT id FROM contacts LIMIT 1), 'WAITING', 'woke', 1, 'enrollment', \
+                now() + make_interval(secs => $4 + g::float8 / $3 * $5) \
+         FROM generate_series(1, $3) g",
+    )
+    .bind(account)
+    .bind(workflow)
+    .bind(n)
+    .bind(from_s)
+    .bind(over_s)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 #[tokio::main]
@@ -93,31 +109,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     // Far wake-ups over 14 days; then, once the table is vacuumed, the near
     // ones over the next 20 s (from 5 s on, past the pump's first pass).
-    sqlx::query(
-        "INSERT INTO workflow_executions (account_id, workflow_id, workflow_version, contact_id, status, \
-           current_step_id, attempt, waiting_reason, resume_at) \
-         SELECT $1, $2, 1, (SELECT id FROM contacts LIMIT 1), 'WAITING', 'woke', 1, 'enrollment', \
-                now() + interval '1 minute' + (g::float8 / $3) * interval '14 days' \
-         FROM generate_series(1, $3) g",
-    )
-    .bind(account)
-    .bind(workflow)
-    .bind(waiting)
-    .execute(&pool)
-    .await?;
+    park(&pool, account, workflow, waiting, 60.0, 14.0 * 86_400.0).await?;
     sqlx::query("VACUUM ANALYZE").execute(&pool).await?;
-    sqlx::query(
-        "INSERT INTO workflow_executions (account_id, workflow_id, workflow_version, contact_id, status, \
-           current_step_id, attempt, waiting_reason, resume_at) \
-         SELECT $1, $2, 1, (SELECT id FROM contacts LIMIT 1), 'WAITING', 'woke', 1, 'enrollment', \
-                now() + interval '5 seconds' + (g::float8 / $3) * interval '15 seconds' \
-         FROM generate_series(1, $3) g",
-    )
-    .bind(account)
-    .bind(workflow)
-    .bind(soon)
-    .execute(&pool)
-    .await?;
+    park(&pool, account, workflow, soon, 5.0, 15.0).await?;
     // The times of those due within the minute (not those the seeding
     // outlasted), which the claim clears from the rows.
     sqlx::query(
@@ -185,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     println!(
         "timers: {soon} wake-ups: late by p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; process RSS {:.0} MB",
-        rss_mb()
+        scratch::rss_mb()
     );
     tasks.token().cancel();
     tasks.wait().await?;

@@ -54,15 +54,15 @@ impl Engine {
             let Some(op) = op_store::lock(&mut tx, id, owner).await? else {
                 return Ok(());
             };
-            let (progress, finished, woken) = match op.kind.as_str() {
+            let (progress, woken) = match op.kind.as_str() {
                 "retry" => self.retry_batch(&mut tx, &op).await?,
-                "cancel" => cancel_batch(&mut tx, &op).await?,
+                "cancel" => (cancel_batch(&mut tx, &op).await?, vec![]),
                 _ => {
                     let step = first_step.as_deref().unwrap_or_default();
-                    (self.enroll_batch(&mut tx, &op, step).await?, false, vec![])
+                    (self.enroll_batch(&mut tx, &op, step).await?, vec![])
                 }
             };
-            let finished = finished || progress_ends(&op, &progress);
+            let finished = progress_ends(&op, &progress);
             let op = op_store::advance(&mut tx, id, &progress, until(), finished).await?;
             tx.commit().await.map_err(store::Error::from)?;
             for e in &woken {
@@ -99,7 +99,7 @@ impl Engine {
         &self,
         tx: &mut sqlx::PgConnection,
         op: &Operation,
-    ) -> Result<(Progress, bool, Vec<Execution>)> {
+    ) -> Result<(Progress, Vec<Execution>)> {
         let ids = next_targets(tx, op, RETRY_BATCH).await?;
         let rows = bulk::lock_executions(tx, op.account_id, &ids).await?;
         let mut p = Progress {
@@ -126,7 +126,7 @@ impl Engine {
         // or workflow deleted).
         let missing = p.taken - p.done - p.skipped - count(p.errors.len());
         p.skipped += missing;
-        Ok((p, false, woken))
+        Ok((p, woken))
     }
 
     /// Enrolls the next batch of contacts.
@@ -189,10 +189,7 @@ impl Engine {
 }
 
 /// Cancels the next batch of executions in one statement.
-async fn cancel_batch(
-    tx: &mut sqlx::PgConnection,
-    op: &Operation,
-) -> Result<(Progress, bool, Vec<Execution>)> {
+async fn cancel_batch(tx: &mut sqlx::PgConnection, op: &Operation) -> Result<Progress> {
     let ids = next_targets(tx, op, CANCEL_BATCH).await?;
     let to = plan::transition(Status::Running, Event::Cancel)?;
     let cancelled = bulk::cancel_executions(
@@ -206,16 +203,12 @@ async fn cancel_batch(
     .await?;
     let taken = count(ids.len());
     let done = count(cancelled.len());
-    Ok((
-        Progress {
-            taken,
-            done,
-            skipped: taken - done,
-            ..Progress::default()
-        },
-        false,
-        vec![],
-    ))
+    Ok(Progress {
+        taken,
+        done,
+        skipped: taken - done,
+        ..Progress::default()
+    })
 }
 
 /// The targets after `op`'s position, at most `n`.

@@ -320,23 +320,21 @@ impl Client {
         Ok(rows.into_iter().map(|(id, s)| (id, s as i64)).collect())
     }
 
-    /// The score (due time, ms) of the first job of `queue` due after
-    /// `now_ms`, if any.
+    /// The first `limit` jobs of `queue` by score, due or not, with their
+    /// scores: what a worker's poll reads (the due ones to claim, the first
+    /// one not due yet to know when to look again).
     ///
     /// # Errors
     /// Redis errors.
-    pub async fn next_due(&self, queue: &str, now_ms: i64) -> Result<Option<i64>> {
-        let first: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+    pub async fn head(&self, queue: &str, limit: usize) -> Result<Vec<(String, i64)>> {
+        let rows: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(queue)
-            .arg(format!("({now_ms}"))
-            .arg("+inf")
-            .arg("WITHSCORES")
-            .arg("LIMIT")
             .arg(0)
-            .arg(1)
+            .arg(limit.saturating_sub(1))
+            .arg("WITHSCORES")
             .query_async(&mut self.conn())
             .await?;
-        Ok(first.first().map(|(_, score)| *score as i64))
+        Ok(rows.into_iter().map(|(id, s)| (id, s as i64)).collect())
     }
 
     /// Ready depth: jobs due now (`ZCOUNT queue -inf now`), what autoscaling reads.

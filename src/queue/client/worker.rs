@@ -9,25 +9,9 @@ use super::{Client, Finish, RETRY_COUNTER_TTL_S, Result, Started};
 use crate::queue::keys;
 
 impl Client {
-    /// Takes the in-progress key for `id` for `ttl`. `false` when another
-    /// worker holds it or the job is no longer due.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn claim(&self, queue: &str, id: &str, now_ms: i64, ttl: Duration) -> Result<bool> {
-        let claimed: i64 = CLAIM
-            .key(keys::in_progress(id))
-            .key(queue)
-            .arg(id)
-            .arg(now_ms)
-            .arg(ttl.as_millis() as i64)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(claimed == 1)
-    }
-
-    /// Claims each of `ids` of `queue` as [`Client::claim`] does, in one
-    /// round trip; says which were claimed.
+    /// Takes the in-progress key of each of `ids` of `queue` for `ttl`, in
+    /// one round trip; says which were claimed (not those another worker
+    /// holds or that are no longer due).
     ///
     /// # Errors
     /// Redis errors.

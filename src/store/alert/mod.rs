@@ -213,12 +213,7 @@ pub struct Occurrence {
 ///
 /// # Errors
 /// Database errors.
-pub async fn raise(
-    conn: &mut PgConnection,
-    rule: &Rule,
-    o: &Occurrence,
-    channels: usize,
-) -> Result<(Uuid, bool)> {
+pub async fn raise(conn: &mut PgConnection, rule: &Rule, o: &Occurrence) -> Result<(Uuid, bool)> {
     let folded: Option<Uuid> = sqlx::query_scalar(
         "UPDATE alerts SET occurrences = occurrences + 1, last_seen_at = now() \
          WHERE id = (SELECT id FROM alerts WHERE rule_id = $1 AND key = $2 \
@@ -246,12 +241,17 @@ pub async fn raise(
     .bind(&o.summary)
     .bind(SqlJson(&o.details))
     .bind(o.at)
-    .bind(i64::try_from(channels).unwrap_or(i64::MAX))
+    .bind(i64::try_from(channel_count(&rule.channels.0)).unwrap_or(i64::MAX))
     .bind(f64::from(rule.escalate_after_s))
     .fetch_one(&mut *conn)
     .await?;
     add_delivery(conn, id, 0, &rule.channels.0).await?;
     Ok((id, true))
+}
+
+/// How many channels a rule's `channels` array holds.
+fn channel_count(channels: &Json) -> usize {
+    channels.as_array().map_or(0, Vec::len)
 }
 
 /// Queues the delivery of alert `id` to channel `index` of `channels`
@@ -293,7 +293,7 @@ pub async fn escalate(pool: &PgPool) -> Result<usize> {
     .await?;
     for (id, level, channels, after) in &due {
         let next = level + 1;
-        let count = channels.0.as_array().map_or(0, Vec::len);
+        let count = channel_count(&channels.0);
         let more = usize::try_from(next + 1).unwrap_or(usize::MAX) < count;
         sqlx::query(
             "UPDATE alerts SET level = $2, \
