@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// HTTP API request metrics.
 pub struct ApiMetrics {
@@ -148,5 +150,71 @@ impl EngineMetrics {
         self.seconds
             .with_label_values(&[action])
             .observe(took.as_secs_f64());
+    }
+}
+
+/// Queue health gauges, set from Redis when `/metrics` of an API process is
+/// scraped (worker and controller processes leave them out, so one queue
+/// is one series per API replica, the same figure in each).
+pub struct QueueMetrics {
+    jobs: IntGaugeVec,
+    oldest_ready: GaugeVec,
+    rate: GaugeVec,
+}
+
+impl QueueMetrics {
+    /// Creates and registers the queue gauges.
+    ///
+    /// # Errors
+    /// When a metric of the same name is registered already.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let jobs = IntGaugeVec::new(
+            Opts::new(
+                "flowpilot_queue_jobs",
+                "Jobs on a queue by state: ready (due, waiting for a worker), \
+                 in_progress (held by a worker), deferred (due later)",
+            ),
+            &["queue", "state"],
+        )?;
+        let oldest_ready = GaugeVec::new(
+            Opts::new(
+                "flowpilot_queue_oldest_ready_seconds",
+                "How long the oldest ready job of a queue has waited (0 when none)",
+            ),
+            &["queue"],
+        )?;
+        let rate = GaugeVec::new(
+            Opts::new(
+                "flowpilot_queue_jobs_per_second",
+                "Jobs per second over the last full minute by direction: enqueued by \
+                 flowpilot's producers, dequeued (claimed) by flowpilot's workers",
+            ),
+            &["queue", "direction"],
+        )?;
+        registry.register(Box::new(jobs.clone()))?;
+        registry.register(Box::new(oldest_ready.clone()))?;
+        registry.register(Box::new(rate.clone()))?;
+        Ok(QueueMetrics {
+            jobs,
+            oldest_ready,
+            rate,
+        })
+    }
+
+    /// Jobs of `queue` in `state` (`ready`, `in_progress`, `deferred`).
+    pub fn jobs(&self, queue: &str, state: &str, n: u64) {
+        self.jobs.with_label_values(&[queue, state]).set(n as i64);
+    }
+
+    /// How long the oldest ready job of `queue` has waited.
+    pub fn oldest_ready(&self, queue: &str, age: Duration) {
+        self.oldest_ready
+            .with_label_values(&[queue])
+            .set(age.as_secs_f64());
+    }
+
+    /// Jobs per second of `queue` in `direction` (`enqueued`, `dequeued`).
+    pub fn rate(&self, queue: &str, direction: &str, per_s: f64) {
+        self.rate.with_label_values(&[queue, direction]).set(per_s);
     }
 }

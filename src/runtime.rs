@@ -20,7 +20,7 @@ use crate::api;
 use crate::config::{EngineConfig, RedisConfig, WorkerConfig};
 use crate::engine::maintenance::Maintenance;
 use crate::engine::{self, Engine};
-use crate::metrics::{ApiMetrics, EngineMetrics, WorkerMetrics};
+use crate::metrics::{ApiMetrics, EngineMetrics, QueueMetrics, WorkerMetrics};
 use crate::provider::{self, Providers};
 use crate::queue::{self, Client};
 use crate::telemetry::LogFilter;
@@ -90,6 +90,7 @@ pub struct Runtime {
     /// Every metric of the process.
     pub registry: prometheus::Registry,
     api_metrics: Arc<ApiMetrics>,
+    queue_metrics: Arc<QueueMetrics>,
     worker: worker::Settings,
 }
 
@@ -105,6 +106,7 @@ impl Runtime {
             .with_metrics(EngineMetrics::register(&registry)?);
         Ok(Runtime {
             api_metrics: Arc::new(ApiMetrics::register(&registry)?),
+            queue_metrics: Arc::new(QueueMetrics::register(&registry)?),
             pool,
             queue,
             engine: Arc::new(engine),
@@ -175,6 +177,7 @@ impl Runtime {
             audit: crate::store::audit::Audit::new(self.pool.clone()),
             queue: self.queue.clone(),
             metrics: Arc::clone(&self.api_metrics),
+            queue_metrics: Arc::clone(&self.queue_metrics),
             registry: self.registry.clone(),
             log_filter,
         }

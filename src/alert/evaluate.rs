@@ -17,15 +17,13 @@ use tracing::{info, warn};
 
 use super::rule::{Kind, Params};
 use super::{Alerts, Error};
-use crate::queue::{Presence, now_ms};
+use crate::queue::now_ms;
 use crate::store::alert::{self, Failure, Occurrence, Rule};
 use crate::store::lock::{LeaderLock, Role};
 use crate::store::{self};
 
 /// Dead letters taken per transaction.
 const FAILURES: i64 = 1_000;
-/// Due jobs looked at per queue for the oldest one not held by a worker.
-const READY_SCAN: usize = 100;
 
 /// The evaluator's state.
 pub struct Evaluator {
@@ -252,14 +250,8 @@ impl Alerts {
     /// waited.
     async fn oldest_waiting(&self, queue: &str) -> Result<Option<i64>, Error> {
         let now = now_ms();
-        let due = self.queue.ready(queue, now, READY_SCAN).await?;
-        let ids: Vec<String> = due.iter().map(|(id, _)| id.clone()).collect();
-        let presence = self.queue.presence(queue, &ids).await?;
-        Ok(due
-            .iter()
-            .zip(presence)
-            .find(|(_, p)| *p == Presence::Queued)
-            .map(|((_, score), _)| (now - score) / 1000))
+        let health = self.queue.health(queue, now).await?;
+        Ok(health.oldest_ready_age(now).map(|age| age.as_secs() as i64))
     }
 }
 

@@ -64,11 +64,7 @@ impl Settings {
             interval: Duration::from_secs(5),
             dispatch_interval: Duration::from_secs(1),
             queue_prefix: queue_prefix.to_owned(),
-            queues: vec![
-                queue::keys::high_queue(queue_prefix),
-                queue_prefix.to_owned(),
-                queue::keys::low_queue(queue_prefix),
-            ],
+            queues: queue::keys::priority_queues(queue_prefix),
         }
     }
 }

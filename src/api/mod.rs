@@ -8,7 +8,7 @@
 //! - one file per resource: [`workflow`], [`contact`], [`execution`],
 //!   [`failure`] (failure groups and dead letters), [`operation`] (bulk
 //!   retry, cancel and enrollment), [`alert`] (alert rules, history,
-//!   acknowledgement), [`admin`] (API keys),
+//!   acknowledgement), [`queue`] (queue health), [`admin`] (API keys),
 //!   [`health`].
 //!
 //! Driven by `flowpilot api` and `flowpilot dev`. One door per room: every
@@ -25,6 +25,7 @@ pub mod extract;
 pub mod failure;
 pub mod health;
 pub mod operation;
+pub mod queue;
 pub mod view;
 pub mod workflow;
 
@@ -46,7 +47,6 @@ use utoipa_axum::routes;
 
 use crate::engine::Engine;
 use crate::metrics::ApiMetrics;
-use crate::queue;
 use error::ApiError;
 
 /// What handlers share.
@@ -63,9 +63,11 @@ pub struct AppState {
     /// The audit trail every state-changing call is appended to.
     pub audit: crate::store::audit::Audit,
     /// Redis, for readiness.
-    pub queue: queue::Client,
+    pub queue: crate::queue::Client,
     /// Request metrics.
     pub metrics: Arc<ApiMetrics>,
+    /// Queue gauges, refreshed when an API process's `/metrics` is read.
+    pub queue_metrics: Arc<crate::metrics::QueueMetrics>,
     /// The Prometheus registry `/metrics` renders.
     pub registry: prometheus::Registry,
     /// The process's reloadable log filter, when it has one.
@@ -131,6 +133,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(failure::errors))
         .routes(routes!(failure::dead_letters))
         .routes(routes!(failure::dead_letter))
+        .routes(routes!(queue::list))
         .routes(routes!(health::set_log_filter))
         .routes(routes!(admin::list_api_keys))
         .routes(routes!(admin::revoke_api_key))
@@ -271,7 +274,7 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             axum::routing::get(move || async move { axum::Json((*doc).clone()) }),
         )
-        .route("/metrics", axum::routing::get(health::metrics))
+        .route("/metrics", axum::routing::get(queue::metrics))
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))

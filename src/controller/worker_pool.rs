@@ -353,8 +353,9 @@ async fn measure(ctx: &Context, queues: &[String]) -> crate::queue::Result<Load>
         in_progress: 0,
     };
     for q in queues {
-        load.ready += ctx.queue.ready_depth(q, now).await? as i64;
-        load.in_progress += ctx.queue.in_progress(q, now).await? as i64;
+        let health = ctx.queue.health(q, now).await?;
+        load.ready += (health.ready + health.in_progress) as i64;
+        load.in_progress += health.in_progress as i64;
     }
     Ok(load)
 }

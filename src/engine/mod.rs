@@ -223,6 +223,11 @@ impl Engine {
         store::Reader::new(self.pool.clone())
     }
 
+    /// Prefix of flowpilot's queues (`flowpilot:queue`).
+    pub fn queue_prefix(&self) -> &str {
+        &self.settings.queue_prefix
+    }
+
     /// Every run's end from now on: `(execution id, how it ended)`.
     pub fn watch_runs(&self) -> broadcast::Receiver<(Uuid, Run)> {
         self.runs.subscribe()

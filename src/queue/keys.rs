@@ -33,6 +33,26 @@ pub fn low_queue(prefix: &str) -> String {
     format!("{prefix}:low")
 }
 
+/// flowpilot's own queues under `prefix`, highest priority first: what a
+/// worker serves by default and what queue health and alerts watch.
+pub fn priority_queues(prefix: &str) -> Vec<String> {
+    vec![high_queue(prefix), prefix.to_owned(), low_queue(prefix)]
+}
+
+/// Width of one bucket of [`stats`], in ms.
+pub const STATS_BUCKET_MS: i64 = 10_000;
+/// Lifetime of a [`stats`] bucket: the minute rates are read over, plus
+/// the bucket being filled, plus slack.
+pub const STATS_TTL_MS: i64 = 80_000;
+
+/// `<queue>:stats:<n>`: a hash counting the jobs flowpilot enqueued
+/// (`enqueued`) and its workers claimed (`dequeued`) on `queue` during
+/// the ten-second bucket `n` (`at_ms / 10 000`). Written inside the enqueue
+/// and claim scripts, read by queue health; expires after 80 s.
+pub fn stats(queue: &str, at_ms: i64) -> String {
+    format!("{queue}:stats:{}", at_ms.div_euclid(STATS_BUCKET_MS))
+}
+
 /// `<prefix>:dead`: executions that failed for good, scored by when
 /// (`flowpilot:queue:dead` by default).
 pub fn dead_queue(prefix: &str) -> String {

@@ -113,13 +113,7 @@ impl Settings {
             admin_listen: _,
         } = config.clone();
         Settings {
-            queues: queues.unwrap_or_else(|| {
-                vec![
-                    queue::keys::high_queue(prefix),
-                    prefix.to_owned(),
-                    queue::keys::low_queue(prefix),
-                ]
-            }),
+            queues: queues.unwrap_or_else(|| queue::keys::priority_queues(prefix)),
             max_jobs: max_jobs as usize,
             job_timeout,
             poll_delay,

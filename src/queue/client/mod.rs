@@ -7,11 +7,13 @@
 //! either. The worker loop in `crate::worker` decides *when* to call these.
 
 mod breaker;
+mod health;
 mod job;
 mod script;
 mod worker;
 
 pub use breaker::{Admission, BreakerPolicy, BreakerState};
+pub use health::Health;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -260,11 +262,13 @@ impl Client {
             .key(keys::result(&id))
             .key(queue)
             .key(keys::wake(queue))
+            .key(keys::stats(queue, now))
             .arg(ttl)
             .arg(payload)
             .arg(score)
             .arg(&id)
             .arg(u8::from(score <= now))
+            .arg(keys::STATS_TTL_MS)
             .invoke_async(&mut self.conn())
             .await?;
         Ok((added == 1).then_some(id))
@@ -297,29 +301,6 @@ impl Client {
             .collect())
     }
 
-    /// Up to `limit` due job ids of `queue` with their scores, earliest first.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn ready(
-        &self,
-        queue: &str,
-        now_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<(String, i64)>> {
-        let rows: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
-            .arg(queue)
-            .arg("-inf")
-            .arg(now_ms)
-            .arg("WITHSCORES")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(rows.into_iter().map(|(id, s)| (id, s as i64)).collect())
-    }
-
     /// The first `limit` jobs of `queue` by score, due or not, with their
     /// scores: what a worker's poll reads (the due ones to claim, the first
     /// one not due yet to know when to look again).
@@ -335,44 +316,6 @@ impl Client {
             .query_async(&mut self.conn())
             .await?;
         Ok(rows.into_iter().map(|(id, s)| (id, s as i64)).collect())
-    }
-
-    /// Ready depth: jobs due now (`ZCOUNT queue -inf now`), what autoscaling reads.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn ready_depth(&self, queue: &str, now_ms: i64) -> Result<u64> {
-        Ok(redis::cmd("ZCOUNT")
-            .arg(queue)
-            .arg("-inf")
-            .arg(now_ms)
-            .query_async(&mut self.conn())
-            .await?)
-    }
-
-    /// Jobs of `queue` due by `now_ms` that a worker holds (their
-    /// in-progress key exists), counted over the first 1000 due ids.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn in_progress(&self, queue: &str, now_ms: i64) -> Result<u64> {
-        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(queue)
-            .arg("-inf")
-            .arg(now_ms)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(1000)
-            .query_async(&mut self.conn())
-            .await?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let keys: Vec<String> = ids.iter().map(|id| keys::in_progress(id)).collect();
-        Ok(redis::cmd("EXISTS")
-            .arg(keys)
-            .query_async(&mut self.conn())
-            .await?)
     }
 
     /// Requests an abort as `Job.abort()` does (without waiting for the result).

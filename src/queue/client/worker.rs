@@ -30,14 +30,17 @@ impl Client {
         // on demand as a lone invocation is.
         pipe.load_script(&CLAIM).ignore();
         let ttl_ms = ttl.as_millis() as i64;
+        let stats = keys::stats(queue, now_ms);
         for id in ids {
             pipe.invoke_script(
                 CLAIM
                     .key(keys::in_progress(id))
                     .key(queue)
+                    .key(&stats)
                     .arg(id)
                     .arg(now_ms)
-                    .arg(ttl_ms),
+                    .arg(ttl_ms)
+                    .arg(keys::STATS_TTL_MS),
             );
         }
         let claimed: Vec<i64> = pipe.query_async(&mut self.conn()).await?;
