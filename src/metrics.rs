@@ -218,3 +218,17 @@ impl QueueMetrics {
         self.rate.with_label_values(&[queue, direction]).set(per_s);
     }
 }
+
+/// Lookups of the in-process caches (`cache`: `definitions`, `limits`;
+/// `result`: `hit`, `miss`), for their hit ratios.
+pub fn cache_lookups(registry: &Registry) -> prometheus::Result<IntCounterVec> {
+    let lookups = IntCounterVec::new(
+        Opts::new(
+            "flowpilot_cache_lookups_total",
+            "In-process cache lookups by cache (definitions, limits) and result (hit, miss)",
+        ),
+        &["cache", "result"],
+    )?;
+    registry.register(Box::new(lookups.clone()))?;
+    Ok(lookups)
+}

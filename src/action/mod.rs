@@ -23,6 +23,7 @@ pub mod wait;
 pub mod webhook;
 
 use std::future::Future;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -328,6 +329,54 @@ pub trait Effects: Send + Sync {
         queue: &str,
         job_id: &str,
     ) -> impl Future<Output = Result<arq::JobState, ActionError>> + Send;
+    /// Reserves a slot of the account's rate limits for one call on
+    /// `channel`; answers how long until that slot (zero: now). Default:
+    /// no limits.
+    fn reserve(
+        &self,
+        channel: Channel<'_>,
+        input: &Input<'_>,
+    ) -> impl Future<Output = Duration> + Send {
+        let _ = (channel, input);
+        async { Duration::ZERO }
+    }
+}
+
+/// What an outbound call draws on, besides the account's overall budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel<'a> {
+    /// An email.
+    Email,
+    /// An SMS.
+    Sms,
+    /// A webhook call to this host.
+    Webhook(&'a str),
+}
+
+/// `waiting_reason` of a step parked until its rate-limit slot.
+pub const RATE_LIMITED: &str = "rate_limited";
+/// Key of the parked step's state saying it holds a slot.
+const RESERVED: &str = "rate_slot_reserved";
+/// A slot this close is waited for in place rather than by parking.
+const WAIT_IN_PLACE: Duration = Duration::from_millis(100);
+
+/// Takes the step's rate-limit slot: `None` to call now (after a short
+/// wait in place if the slot is near), or the park until a later slot. A
+/// step resumed in its slot calls without asking again.
+async fn throttle(fx: &impl Effects, channel: Channel<'_>, input: &Input<'_>) -> Option<Outcome> {
+    if input.state.is_some_and(|s| s.get(RESERVED).is_some()) {
+        return None;
+    }
+    let wait = fx.reserve(channel, input).await;
+    if wait <= WAIT_IN_PLACE {
+        tokio::time::sleep(wait).await;
+        return None;
+    }
+    Some(Outcome::Park {
+        until: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+        reason: RATE_LIMITED,
+        state: json!({RESERVED: true}),
+    })
 }
 
 /// Runs one step.
@@ -345,6 +394,9 @@ pub async fn run(
                 return Ok(Outcome::done(json!({"skipped": "contact opted out"})));
             }
             let msg = a.render(input.scope)?;
+            if let Some(park) = throttle(fx, Channel::Email, input).await {
+                return Ok(park);
+            }
             Ok(Outcome::done(fx.send_email(&msg, input).await?))
         }
         Action::SendSms(a) => {
@@ -352,10 +404,18 @@ pub async fn run(
                 return Ok(Outcome::done(json!({"skipped": "contact opted out"})));
             }
             let msg = a.render(input.scope)?;
+            if let Some(park) = throttle(fx, Channel::Sms, input).await {
+                return Ok(park);
+            }
             Ok(Outcome::done(fx.send_sms(&msg, input).await?))
         }
         Action::Webhook(a) => {
             let req = a.render(input.scope, input.idempotency_key())?;
+            let host = url::Url::parse(&req.url).ok();
+            let host = host.as_ref().and_then(url::Url::host_str).unwrap_or("");
+            if let Some(park) = throttle(fx, Channel::Webhook(host), input).await {
+                return Ok(park);
+            }
             let resp = fx.call(&req).await?;
             a.judge(resp, input.now).map(Outcome::done)
         }

@@ -8,7 +8,7 @@
 //! - one file per resource: [`workflow`], [`contact`], [`execution`],
 //!   [`failure`] (failure groups and dead letters), [`operation`] (bulk
 //!   retry, cancel and enrollment), [`alert`] (alert rules, history,
-//!   acknowledgement), [`queue`] (queue health), [`admin`] (API keys),
+//!   acknowledgement), [`queue`] (queue health), [`limit`] (rate limits), [`admin`] (API keys),
 //!   [`health`].
 //!
 //! Driven by `flowpilot api` and `flowpilot dev`. One door per room: every
@@ -24,6 +24,7 @@ pub mod execution;
 pub mod extract;
 pub mod failure;
 pub mod health;
+pub mod limit;
 pub mod operation;
 pub mod queue;
 pub mod view;
@@ -134,6 +135,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(failure::dead_letters))
         .routes(routes!(failure::dead_letter))
         .routes(routes!(queue::list))
+        .routes(routes!(limit::get, limit::put))
         .routes(routes!(health::set_log_filter))
         .routes(routes!(admin::list_api_keys))
         .routes(routes!(admin::revoke_api_key))

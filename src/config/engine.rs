@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 
 use super::positive_duration;
-use crate::domain::RetryOverride;
+use crate::domain::{Limits, Rate, RetryOverride};
 
 /// Email delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -165,9 +165,36 @@ pub struct EngineConfig {
     /// Default 1s.
     #[arg(long, env = "FLOWPILOT_ALERT_DISPATCH_INTERVAL", default_value = "1s", value_parser = positive_duration)]
     pub alert_dispatch_interval: Duration,
+    /// Default rate limit of every outbound call (email, SMS, webhook) of
+    /// each account: `RATE/s`, `RATE/m` or `RATE/h`, optionally `:BURST`
+    /// (`100/s:200`). An account's own limits (`PUT /api/v1/limits`) take
+    /// precedence. Default none.
+    #[arg(long, env = "FLOWPILOT_LIMIT_ACCOUNT")]
+    pub limit_account: Option<Rate>,
+    /// Default rate limit of each account's emails. Default none.
+    #[arg(long, env = "FLOWPILOT_LIMIT_EMAIL")]
+    pub limit_email: Option<Rate>,
+    /// Default rate limit of each account's SMS. Default none.
+    #[arg(long, env = "FLOWPILOT_LIMIT_SMS")]
+    pub limit_sms: Option<Rate>,
+    /// Default rate limit of each account's webhook calls, per host.
+    /// Default none.
+    #[arg(long, env = "FLOWPILOT_LIMIT_WEBHOOK")]
+    pub limit_webhook: Option<Rate>,
 }
 
 impl EngineConfig {
+    /// The default rate limits every account's own fall back to.
+    pub fn default_limits(&self) -> Limits {
+        Limits {
+            account: self.limit_account,
+            email: self.limit_email,
+            sms: self.limit_sms,
+            webhook: self.limit_webhook,
+            webhook_hosts: Default::default(),
+        }
+    }
+
     /// Cross-field checks.
     ///
     /// # Errors

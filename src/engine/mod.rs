@@ -32,6 +32,7 @@ pub mod error;
 pub mod execution;
 pub mod executor;
 pub mod job;
+mod limit;
 pub mod maintenance;
 pub mod operation;
 pub mod plan;

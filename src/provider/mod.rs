@@ -6,6 +6,7 @@
 
 pub mod breaker;
 pub mod http_sms;
+pub mod limit;
 pub mod outbox;
 pub mod smtp;
 pub mod webhook;
@@ -21,6 +22,7 @@ use crate::config::{EmailProviderKind, EngineConfig, SmsProviderKind, Switch};
 use crate::queue::{self, BreakerPolicy, EnqueueOptions, JobStatus, Value};
 pub use breaker::Breakers;
 pub use http_sms::HttpSms;
+pub use limit::Limiter;
 pub use outbox::Outbox;
 pub use smtp::Smtp;
 
@@ -83,6 +85,8 @@ pub struct Providers {
     pub webhook: webhook::Client,
     /// A circuit breaker per provider.
     pub breakers: Breakers,
+    /// Per-account rate limits.
+    pub limits: Limiter,
 }
 
 impl Effects for Providers {
@@ -140,6 +144,10 @@ impl Effects for Providers {
             .map_err(|e| ActionError::transient(format!("enqueue arq job: {e}")))
     }
 
+    async fn reserve(&self, channel: action::Channel<'_>, input: &Input<'_>) -> Duration {
+        self.limits.reserve(input.account_id, channel).await
+    }
+
     async fn job_state(&self, queue: &str, job_id: &str) -> Result<arq::JobState, ActionError> {
         let transient = |e: queue::Error| ActionError::transient(format!("arq job state: {e}"));
         if let Some(r) = self.queue.result(job_id).await.map_err(transient)? {
@@ -177,7 +185,7 @@ impl Providers {
         // Before the first TLS client (SMTP, the SMS API's HTTP client).
         crate::tls::install_crypto_provider();
         let missing = |flag: &str| Error::Config(format!("{flag} is required"));
-        let outbox = Arc::new(Outbox::new(pool));
+        let outbox = Arc::new(Outbox::new(pool.clone()));
         let email: Arc<dyn EmailProvider> = match config.email_provider {
             EmailProviderKind::Outbox => outbox.clone(),
             EmailProviderKind::Smtp => {
@@ -206,11 +214,12 @@ impl Providers {
             Switch::Off => Breakers::off(queue.clone()),
         };
         Ok(Providers {
-            queue,
+            queue: queue.clone(),
             email,
             sms,
             webhook: webhook::Client::new(webhook::Guard::new(config.webhook_allow.clone()))?,
             breakers,
+            limits: Limiter::new(queue, pool, queue_prefix, config.default_limits()),
         })
     }
 }

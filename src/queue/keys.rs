@@ -73,6 +73,13 @@ pub fn breaker(prefix: &str, provider: &str) -> String {
     format!("{prefix}:breaker:{provider}")
 }
 
+/// `<prefix>:limit:<account>:<budget>`: the GCRA bucket of one account's
+/// budget (`account`, `email`, `sms`, `webhook:<host>`), shared by every
+/// worker of the installation.
+pub fn limit(prefix: &str, account: &str, budget: &str) -> String {
+    format!("{prefix}:limit:{account}:{budget}")
+}
+
 /// `arq:job:<id>`: the serialized job payload.
 pub fn job(id: &str) -> String {
     format!("{JOB_PREFIX}{id}")

@@ -18,8 +18,8 @@ pub mod pickle;
 pub mod value;
 
 pub use client::{
-    Admission, BreakerPolicy, BreakerState, Client, Defer, EnqueueOptions, Error, Finish, Health,
-    JobInfo, JobStatus, Presence, Result, Started, now_ms,
+    Admission, BreakerPolicy, BreakerState, Bucket, Client, Defer, EnqueueOptions, Error, Finish,
+    Health, JobInfo, JobStatus, Presence, Result, Started, now_ms,
 };
 pub use codec::{Job, JobResult, Serializer};
 pub use value::Value;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use flowpilot::engine::Settings;
-use flowpilot::provider::{Breakers, Outbox, Providers, webhook};
+use flowpilot::provider::{Breakers, Limiter, Outbox, Providers, webhook};
 use flowpilot::queue::Client;
 use flowpilot::runtime::{Runtime, Spec};
 use flowpilot::store;
@@ -99,6 +99,12 @@ pub fn runtime(
         sms: Arc::new(Outbox::new(pool.clone())),
         webhook: webhook::Client::new(webhook::Guard::default())?,
         breakers: Breakers::off(queue.clone()),
+        limits: Limiter::new(
+            queue.clone(),
+            pool.clone(),
+            &engine.queue_prefix,
+            Default::default(),
+        ),
     };
     let alerts = flowpilot::alert::Settings::for_prefix(&engine.queue_prefix);
     Ok(Runtime::new(

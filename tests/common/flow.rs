@@ -12,7 +12,7 @@ use axum::routing::post;
 use axum::{Json as AxumJson, Router};
 use flowpilot::engine::retry::{RetryPolicies, RetryPolicy};
 use flowpilot::engine::{Engine, Settings, StartRequest};
-use flowpilot::provider::{Breakers, Outbox, Providers, webhook};
+use flowpilot::provider::{Breakers, Limiter, Outbox, Providers, webhook};
 use flowpilot::queue::{Serializer, keys};
 use flowpilot::runtime::{Runtime, Spec, Tasks};
 use flowpilot::store;
@@ -252,6 +252,7 @@ impl Flow {
             webhook: webhook::Client::new(webhook::Guard::new(vec!["127.0.0.1".parse().unwrap()]))
                 .unwrap(),
             breakers: Breakers::off(client.clone()),
+            limits: Limiter::new(client.clone(), pool.clone(), &prefix, Default::default()),
         };
         let worker = flowpilot::worker::Settings {
             queues: vec![

@@ -9,11 +9,14 @@
 mod breaker;
 mod health;
 mod job;
+mod limit;
+mod pubsub;
 mod script;
 mod worker;
 
 pub use breaker::{Admission, BreakerPolicy, BreakerState};
 pub use health::Health;
+pub use limit::Bucket;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -53,16 +53,8 @@ impl Client {
     /// # Errors
     /// Redis errors.
     pub async fn listen_wakeups(&self, queues: &[String], wake: impl Fn()) -> Result<()> {
-        use futures::StreamExt;
-        let mut pubsub = self.redis.get_async_pubsub().await?;
-        for q in queues {
-            pubsub.subscribe(keys::wake(q)).await?;
-        }
-        let mut messages = pubsub.on_message();
-        while messages.next().await.is_some() {
-            wake();
-        }
-        Ok(())
+        let channels: Vec<String> = queues.iter().map(|q| keys::wake(q)).collect();
+        self.listen(&channels, || {}, |_| wake()).await
     }
 
     /// Reads the payload and advances the try counter of a claimed job, and

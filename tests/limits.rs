@@ -1,0 +1,188 @@
+//! Per-account rate limits: set through the API by an admin key, held by
+//! two workers sharing one Redis within ±5%, a limited step parked with
+//! `waiting_reason: rate_limited` without spending an attempt, and a
+//! change seen by another process's cache within a second.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use common::api::Api;
+use common::flow::Flow;
+use flowpilot::action::Channel;
+use serde_json::{Value as Json, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// `PUT /api/v1/limits` for `account` with the admin key `admin`.
+async fn put_limits(api: &Api, admin: &str, account: Uuid, limits: Json) -> (u16, Json) {
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri("/api/v1/limits")
+        .header("authorization", format!("Bearer {admin}"))
+        .header("x-flowpilot-account", account.to_string())
+        .header("content-type", "application/json")
+        .body(Body::from(limits.to_string()))
+        .unwrap();
+    api.raw(req).await
+}
+
+#[sqlx::test]
+async fn two_workers_hold_an_account_s_email_limit_within_five_percent_parking_the_rest(
+    pool: PgPool,
+) {
+    let api = Api::start(pool.clone()).await;
+    // A second worker process on the same queues and Redis.
+    let second =
+        Flow::start_queued(pool.clone(), &common::redis_url(), &api.flow.prefix, true).await;
+    let (admin, _) = api.other_account(true).await;
+    let account = api.flow.account;
+
+    // Account keys read their limits but may not change them.
+    let (status, mine) = api.get("/api/v1/limits").await;
+    assert_eq!((status, mine), (200, json!({})));
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            "/api/v1/limits",
+            Some(json!({"email": {"per_second": 1000}})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, bad) =
+        put_limits(&api, &admin, account, json!({"email": {"per_second": 0}})).await;
+    assert_eq!(
+        (status, bad["error"]["field"].as_str()),
+        (422, Some("email")),
+        "{bad}"
+    );
+    let (status, bad) =
+        put_limits(&api, &admin, account, json!({"emial": {"per_second": 1}})).await;
+    assert_eq!(status, 422, "{bad}");
+
+    let rate = 10.0;
+    let (status, set) = put_limits(
+        &api,
+        &admin,
+        account,
+        json!({"email": {"per_second": rate, "burst": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{set}");
+    let (_, read) = api.get("/api/v1/limits").await;
+    assert_eq!(read, json!({"email": {"per_second": 10.0, "burst": 1}}));
+
+    let workflow = api
+        .flow
+        .workflow(json!({"steps": [
+            {"id": "mail", "type": "send_email", "subject": "Hi", "body": "Hello"}
+        ]}))
+        .await;
+    let n = 40;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let c = api.flow.contact(&format!("l{i}@example.com"), false).await;
+        ids.push(api.flow.start_execution(workflow, c).await);
+    }
+    // Some wait for their slot: parked, attempt unspent, time given.
+    let parked: Vec<(String, Option<chrono::DateTime<chrono::Utc>>, i32)> = common::eventually(
+        Duration::from_secs(10),
+        "a step parked by the limit",
+        || async {
+            let rows: Vec<(String, Option<chrono::DateTime<chrono::Utc>>, i32)> = sqlx::query_as(
+                "SELECT waiting_reason, resume_at, attempt FROM workflow_executions \
+                 WHERE status = 'WAITING' AND waiting_reason = 'rate_limited'",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            (!rows.is_empty()).then_some(rows)
+        },
+    )
+    .await;
+    for (_, resume_at, attempt) in &parked {
+        assert!(resume_at.is_some());
+        assert_eq!(*attempt, 1, "no attempt spent");
+    }
+    let (status, view) = api.get(&format!("/api/v1/executions/{}", ids[n - 1])).await;
+    assert_eq!(status, 200);
+    if view["status"] == "WAITING" {
+        assert_eq!(view["waiting_reason"], "rate_limited", "{view}");
+        assert!(view["next_action_at"].is_string(), "{view}");
+    }
+
+    api.flow.wait_all_final(Duration::from_secs(30)).await;
+    let sent: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM created_at)::float8 FROM outbox \
+         WHERE account_id = $1 AND channel = 'email' ORDER BY created_at",
+    )
+    .bind(account)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(sent.len(), n, "each email sent once");
+    let span = sent[n - 1] - sent[0];
+    let measured = (n - 1) as f64 / span;
+    eprintln!("{n} emails over {span:.3} s: {measured:.2}/s against a limit of {rate}/s");
+    assert!(
+        (measured - rate).abs() <= rate * 0.05,
+        "{measured:.2}/s is not within 5% of {rate}/s"
+    );
+    // Every execution ran its one step once, none failed.
+    let failed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM workflow_executions WHERE status <> 'COMPLETED'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(failed, 0);
+    // No busy loop: a parked step holds its own slot, so it parks once.
+    let most_jobs: i32 = sqlx::query_scalar("SELECT max(wake_seq) FROM workflow_executions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(most_jobs <= 1, "an execution took {} jobs", most_jobs + 1);
+    second.stop().await;
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn a_change_reaches_another_process_s_cached_limits_within_a_second(pool: PgPool) {
+    let api = Api::start_with_no_worker(pool.clone()).await;
+    let other =
+        Flow::start_queued(pool.clone(), &common::redis_url(), &api.flow.prefix, true).await;
+    let (admin, _) = api.other_account(true).await;
+    let account = api.flow.account;
+    let limits = &other.runtime.limits;
+    // Unlimited, and now cached in the other process.
+    for _ in 0..5 {
+        assert_eq!(limits.reserve(account, Channel::Sms).await, Duration::ZERO);
+    }
+    let (status, _) = put_limits(
+        &api,
+        &admin,
+        account,
+        json!({"sms": {"per_second": 1.0 / 3600.0, "burst": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let changed = Instant::now();
+    // The first call takes the one slot; the next waits about an hour.
+    let waited = common::eventually(Duration::from_secs(5), "the new limit", || async {
+        let wait = limits.reserve(account, Channel::Sms).await;
+        (wait > Duration::from_secs(3000)).then_some(changed.elapsed())
+    })
+    .await;
+    eprintln!("the other process held to the new limit {waited:?} after the change");
+    assert!(waited < Duration::from_secs(1), "{waited:?}");
+    let metrics = prometheus::TextEncoder::new()
+        .encode_to_string(&other.runtime.registry.gather())
+        .unwrap();
+    assert!(
+        metrics.contains("flowpilot_cache_lookups_total{cache=\"limits\",result=\"hit\"}"),
+        "no hit counter in {metrics}"
+    );
+    other.stop().await;
+    api.finish().await;
+}
