@@ -29,6 +29,7 @@
 //! - [`auth`]: API keys (minted, hashed, looked up);
 //! - [`api`]: the HTTP API (axum) with its OpenAPI document;
 //! - [`metrics`]: Prometheus metrics;
+//! - [`cache`]: a bounded in-process cache with a TTL and hit counts;
 //! - [`crd`]: the `WorkflowExecution` and `WorkerPool` CRD types;
 //! - [`controller`]: the Kubernetes controller (reconcilers, autoscaler,
 //!   leader election);
@@ -60,6 +61,7 @@ pub mod alert;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod controller;
 pub mod crd;

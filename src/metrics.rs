@@ -219,13 +219,13 @@ impl QueueMetrics {
     }
 }
 
-/// Lookups of the in-process caches (`cache`: `definitions`, `limits`;
-/// `result`: `hit`, `miss`), for their hit ratios.
+/// Lookups of the in-process caches (`cache`: `definitions`, `workflows`,
+/// `limits`; `result`: `hit`, `miss`), for their hit ratios.
 pub fn cache_lookups(registry: &Registry) -> prometheus::Result<IntCounterVec> {
     let lookups = IntCounterVec::new(
         Opts::new(
             "flowpilot_cache_lookups_total",
-            "In-process cache lookups by cache (definitions, limits) and result (hit, miss)",
+            "In-process cache lookups by cache (definitions, workflows, limits) and result (hit, miss)",
         ),
         &["cache", "result"],
     )?;

@@ -21,7 +21,7 @@ use crate::config::{EngineConfig, RedisConfig, WorkerConfig};
 use crate::engine::maintenance::Maintenance;
 use crate::engine::{self, Engine};
 use crate::metrics::{ApiMetrics, EngineMetrics, QueueMetrics, WorkerMetrics};
-use crate::provider::{self, Limiter, Providers};
+use crate::provider::{self, Providers};
 use crate::queue::{self, Client};
 use crate::telemetry::LogFilter;
 use crate::worker::{self, Registry, Worker};
@@ -87,8 +87,6 @@ pub struct Runtime {
     pub engine: Arc<Engine>,
     /// Alert rules, their evaluation and delivery.
     pub alerts: Alerts,
-    /// Per-account rate limits (the API announces changes through it).
-    pub limits: Limiter,
     /// Every metric of the process.
     pub registry: prometheus::Registry,
     api_metrics: Arc<ApiMetrics>,
@@ -101,14 +99,12 @@ impl Runtime {
     ///
     /// # Errors
     /// When a metric cannot be registered.
-    pub fn new(pool: PgPool, queue: Client, mut spec: Spec) -> Result<Runtime, Error> {
+    pub fn new(pool: PgPool, queue: Client, spec: Spec) -> Result<Runtime, Error> {
         let registry = prometheus::Registry::new();
-        let cache_lookups = crate::metrics::cache_lookups(&registry)?;
-        spec.providers.limits = spec.providers.limits.with_metrics(cache_lookups);
-        let limits = spec.providers.limits.clone();
         let alerts = Alerts::new(pool.clone(), &spec.providers, spec.alerts);
         let engine = Engine::new(pool.clone(), queue.clone(), spec.providers, spec.engine)
-            .with_metrics(EngineMetrics::register(&registry)?);
+            .with_metrics(EngineMetrics::register(&registry)?)
+            .with_cache_metrics(crate::metrics::cache_lookups(&registry)?);
         Ok(Runtime {
             api_metrics: Arc::new(ApiMetrics::register(&registry)?),
             queue_metrics: Arc::new(QueueMetrics::register(&registry)?),
@@ -116,7 +112,6 @@ impl Runtime {
             queue,
             engine: Arc::new(engine),
             alerts,
-            limits,
             registry,
             worker: spec.worker,
         })
@@ -189,6 +184,16 @@ impl Runtime {
         }
     }
 
+    /// Starts the listener that drops this process's cached copies
+    /// (workflows, rate limits) as other processes announce changes.
+    pub fn spawn_change_listener(&self, tasks: &mut Tasks) {
+        let listen = Arc::clone(&self.engine).listen_for_changes(tasks.token());
+        tasks.spawn("changes", async move {
+            listen.await;
+            Ok(())
+        });
+    }
+
     /// Starts the worker, the maintenance loop, the alert evaluator and
     /// the alert dispatcher in `tasks`.
     ///
@@ -201,11 +206,6 @@ impl Runtime {
         tasks.spawn("maintenance", async move { Ok(maintenance.await?) });
         let evaluator = alert::evaluate::Evaluator::new(self.alerts.clone()).run(tasks.token());
         tasks.spawn("alerts", async move { Ok(evaluator.await?) });
-        let limits = self.limits.clone().listen(tasks.token());
-        tasks.spawn("rate-limit-changes", async move {
-            limits.await;
-            Ok(())
-        });
         let dispatcher = alert::deliver::Dispatcher::new(self.alerts.clone()).run(tasks.token());
         tasks.spawn("alert-delivery", async move { Ok(dispatcher.await?) });
         Ok(())

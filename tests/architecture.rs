@@ -9,7 +9,15 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["domain"],
     &["config"],
-    &["store", "crd", "metrics", "telemetry", "shutdown", "tls"],
+    &[
+        "store",
+        "crd",
+        "metrics",
+        "cache",
+        "telemetry",
+        "shutdown",
+        "tls",
+    ],
     &["queue", "auth"],
     &["worker"],
     &["action"],

@@ -351,7 +351,10 @@ async fn bad_input_gives_a_clear_error_and_creates_nothing(pool: PgPool) {
         matches!(err, Error::Invalid { ref field, .. } if field == "metadata"),
         "{err}"
     );
-    flowpilot::store::workflow::set_active(&pool, flow.account, workflow, false)
+    // Through the engine, the one door: it drops its cached copy (a write
+    // straight to the table would be seen within the cache's second).
+    flow.engine
+        .set_active(flow.account, workflow, false)
         .await
         .unwrap();
     let err = flow

@@ -1,7 +1,8 @@
 //! Per-account rate limits: set through the API by an admin key, held by
 //! two workers sharing one Redis within ±5%, a limited step parked with
-//! `waiting_reason: rate_limited` without spending an attempt, and a
-//! change seen by another process's cache within a second.
+//! `waiting_reason: rate_limited` without spending an attempt; and what
+//! processes cache (limits, a workflow's activation) changed in one and
+//! seen by another within a second.
 
 mod common;
 
@@ -154,7 +155,7 @@ async fn a_change_reaches_another_process_s_cached_limits_within_a_second(pool: 
         Flow::start_queued(pool.clone(), &common::redis_url(), &api.flow.prefix, true).await;
     let (admin, _) = api.other_account(true).await;
     let account = api.flow.account;
-    let limits = &other.runtime.limits;
+    let limits = other.engine.limiter();
     // Unlimited, and now cached in the other process.
     for _ in 0..5 {
         assert_eq!(limits.reserve(account, Channel::Sms).await, Duration::ZERO);
@@ -184,5 +185,71 @@ async fn a_change_reaches_another_process_s_cached_limits_within_a_second(pool: 
         "no hit counter in {metrics}"
     );
     other.stop().await;
+    api.finish().await;
+}
+
+#[sqlx::test]
+async fn a_deactivated_workflow_refuses_new_executions_in_another_process_within_a_second(
+    pool: PgPool,
+) {
+    // Process A: the in-process API; process B: a real `flowpilot api`.
+    let api = Api::start_with_no_worker(pool.clone()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut b = tokio::process::Command::new(env!("CARGO_BIN_EXE_flowpilot"))
+        .args([
+            "api",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log",
+            "warn",
+        ])
+        .env("DATABASE_URL", common::database_url(&pool))
+        .env("REDIS_URL", common::redis_url())
+        .env("FLOWPILOT_QUEUE_PREFIX", &api.flow.prefix)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let workflow = api
+        .workflow(json!({"steps": [{"id": "t", "type": "add_tag", "tag": "x"}]}))
+        .await;
+    let contact = api.contact("b@example.com").await;
+    let http = reqwest::Client::new();
+    let execute = || {
+        http.post(format!(
+            "http://127.0.0.1:{port}/api/v1/workflows/{workflow}/execute"
+        ))
+        .bearer_auth(&api.key)
+        .json(&json!({"contact_id": contact}))
+        .send()
+    };
+    // B starts one, so it holds the workflow in its cache.
+    let first = common::eventually(Duration::from_secs(30), "process B to answer", || async {
+        execute().await.ok()
+    })
+    .await;
+    assert_eq!(first.status(), 202, "{:?}", first.text().await);
+
+    let (status, _) = api
+        .action(&format!("/api/v1/workflows/{workflow}/deactivate"))
+        .await;
+    assert_eq!(status, 200);
+    let deactivated = Instant::now();
+    let refused_after = common::eventually(Duration::from_secs(5), "B to refuse", || async {
+        let r = execute().await.unwrap();
+        (r.status() == 409).then(|| deactivated.elapsed())
+    })
+    .await;
+    eprintln!("process B refused new executions {refused_after:?} after the deactivation");
+    // The cache's TTL alone allows a second; the announcement is faster.
+    assert!(
+        refused_after < Duration::from_millis(500),
+        "{refused_after:?}"
+    );
+    b.kill().await.ok();
     api.finish().await;
 }

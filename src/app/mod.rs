@@ -219,6 +219,7 @@ impl Serve<'_> {
             demo::seed(&rt, redis, key).await?;
         }
         let mut tasks = Tasks::new(shutdown::on_signal()?);
+        rt.spawn_change_listener(&mut tasks);
         if self.worker.is_some() {
             rt.spawn_worker(&mut tasks)?;
         }

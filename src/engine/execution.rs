@@ -73,9 +73,9 @@ impl Engine {
     /// [`Error::Invalid`] for bad metadata or key; store and queue errors.
     pub async fn start(&self, req: StartRequest) -> Result<(Execution, bool)> {
         req.validate()?;
-        let wf = store::workflow::get(&self.pool, req.account_id, req.workflow_id)
-            .await?
-            .ok_or(Error::WorkflowNotFound)?;
+        let wf = self
+            .workflow_to_start(req.account_id, req.workflow_id)
+            .await?;
         if !wf.is_active {
             return Err(Error::WorkflowInactive);
         }

@@ -1,9 +1,9 @@
 //! An account's rate limits: read, and replaced (checked, stored, then
 //! announced so every worker's cached copy goes at once).
 
-use tracing::warn;
 use uuid::Uuid;
 
+use super::invalidate::Change;
 use super::{Engine, Error};
 use crate::domain::Limits;
 use crate::store;
@@ -29,10 +29,7 @@ impl Engine {
             return Err(Error::Invalid { field, message });
         }
         store::account::set_limits(&self.pool, account, limits).await?;
-        if let Err(e) = self.providers.limits.announce(account).await {
-            // Stored: workers see it when their cached copy expires.
-            warn!(%account, error = %e, "rate limit change not announced");
-        }
+        self.changed(Change::Limits(account)).await;
         Ok(())
     }
 }

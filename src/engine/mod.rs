@@ -31,6 +31,7 @@ pub mod definition;
 pub mod error;
 pub mod execution;
 pub mod executor;
+mod invalidate;
 pub mod job;
 mod limit;
 pub mod maintenance;
@@ -42,7 +43,7 @@ mod settle;
 mod step;
 pub mod workflow;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,6 +52,7 @@ use sqlx::PgPool;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::cache::Cache;
 use crate::config::EngineConfig;
 pub use crate::domain::Priority;
 use crate::provider::Providers;
@@ -173,14 +175,23 @@ pub(crate) enum Enqueued {
     Refused,
 }
 
+/// Parsed definitions cached at most.
+const DEFINITIONS_CACHED: usize = 10_000;
+/// Workflows cached at most, and for how long.
+const WORKFLOWS_CACHED: usize = 10_000;
+const WORKFLOW_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The workflow engine.
 pub struct Engine {
     pool: PgPool,
     queue: queue::Client,
     providers: Providers,
     settings: Settings,
-    /// Versions are immutable, so parsed definitions are cached forever.
-    definitions: Mutex<HashMap<(Uuid, i32), Arc<Definition>>>,
+    /// Versions are immutable: parsed definitions are cached until evicted.
+    definitions: Cache<(Uuid, i32), Arc<Definition>>,
+    /// Workflows as a start reads them (activation, latest version), for a
+    /// second at most; a change drops them in every process at once.
+    workflows: Cache<Uuid, store::workflow::Workflow>,
     /// Executions a run of this process holds now. A lease of ours on any
     /// other execution belongs to a run that ended with an error, so this
     /// process may take it back at once instead of waiting for it to lapse.
@@ -205,11 +216,22 @@ impl Engine {
             queue,
             providers,
             settings,
-            definitions: Mutex::new(HashMap::new()),
+            definitions: Cache::new("definitions", None, DEFINITIONS_CACHED),
+            workflows: Cache::new("workflows", Some(WORKFLOW_TTL), WORKFLOWS_CACHED),
             running: Mutex::new(HashSet::new()),
             runs: broadcast::channel(RUN_SIGNALS).0,
             metrics: None,
         }
+    }
+
+    /// Counts the lookups of its caches in `counter`.
+    pub fn with_cache_metrics(mut self, counter: prometheus::IntCounterVec) -> Self {
+        self.definitions =
+            Cache::new("definitions", None, DEFINITIONS_CACHED).with_metrics(counter.clone());
+        self.workflows = Cache::new("workflows", Some(WORKFLOW_TTL), WORKFLOWS_CACHED)
+            .with_metrics(counter.clone());
+        self.providers.limits = self.providers.limits.clone().with_metrics(counter);
+        self
     }
 
     /// Exports step metrics to `metrics`.
@@ -222,6 +244,11 @@ impl Engine {
     /// through the engine.
     pub fn reader(&self) -> store::Reader {
         store::Reader::new(self.pool.clone())
+    }
+
+    /// The per-account rate limits its steps draw on.
+    pub fn limiter(&self) -> &crate::provider::Limiter {
+        &self.providers.limits
     }
 
     /// Prefix of flowpilot's queues (`flowpilot:queue`).

@@ -1,5 +1,7 @@
 //! Workflows: created and versioned only with a definition that validates,
-//! activated and deactivated; parsed definitions cached by version.
+//! activated and deactivated; parsed definitions cached by version, and
+//! workflows as starts read them for a second (dropped everywhere on a
+//! change).
 
 use std::sync::Arc;
 
@@ -7,7 +9,8 @@ use serde_json::Value as Json;
 use uuid::Uuid;
 
 use super::definition::Definition;
-use super::{Engine, Error, Result, lock};
+use super::invalidate::Change;
+use super::{Engine, Error, Result};
 use crate::store::{self, workflow::Workflow};
 
 /// Longest workflow name, in characters.
@@ -66,9 +69,11 @@ impl Engine {
         definition: &Json,
     ) -> Result<Workflow> {
         Definition::parse(definition)?;
-        store::workflow::add_version(&self.pool, account_id, workflow_id, definition)
+        let w = store::workflow::add_version(&self.pool, account_id, workflow_id, definition)
             .await?
-            .ok_or(Error::WorkflowNotFound)
+            .ok_or(Error::WorkflowNotFound)?;
+        self.changed(Change::Workflow(workflow_id)).await;
+        Ok(w)
     }
 
     /// Allows (`true`) or stops (`false`) new executions of a workflow;
@@ -87,9 +92,11 @@ impl Engine {
         {
             return Err(Error::WorkflowArchived);
         }
-        store::workflow::set_active(&self.pool, account_id, id, active)
+        let w = store::workflow::set_active(&self.pool, account_id, id, active)
             .await?
-            .ok_or(Error::WorkflowNotFound)
+            .ok_or(Error::WorkflowNotFound)?;
+        self.changed(Change::Workflow(id)).await;
+        Ok(w)
     }
 
     /// Archives a workflow: it starts nothing more and leaves the default
@@ -98,9 +105,11 @@ impl Engine {
     /// # Errors
     /// [`Error::WorkflowNotFound`], store errors.
     pub async fn archive_workflow(&self, account_id: Uuid, id: Uuid) -> Result<Workflow> {
-        store::workflow::archive(&self.pool, account_id, id)
+        let w = store::workflow::archive(&self.pool, account_id, id)
             .await?
-            .ok_or(Error::WorkflowNotFound)
+            .ok_or(Error::WorkflowNotFound)?;
+        self.changed(Change::Workflow(id)).await;
+        Ok(w)
     }
 
     /// The parsed definition of a version (cached).
@@ -109,14 +118,34 @@ impl Engine {
     /// [`Error::VersionNotFound`]; [`Error::Invalid`] if the stored
     /// definition no longer validates (a newer engine's rules).
     pub async fn definition(&self, workflow_id: Uuid, version: i32) -> Result<Arc<Definition>> {
-        if let Some(d) = lock(&self.definitions).get(&(workflow_id, version)) {
-            return Ok(Arc::clone(d));
+        if let Some(d) = self.definitions.get(&(workflow_id, version)) {
+            return Ok(d);
         }
         let doc = store::workflow::definition(&self.pool, workflow_id, version)
             .await?
             .ok_or(Error::VersionNotFound)?;
         let def = Arc::new(Definition::parse(&doc)?);
-        lock(&self.definitions).insert((workflow_id, version), Arc::clone(&def));
+        self.definitions
+            .insert((workflow_id, version), Arc::clone(&def));
         Ok(def)
+    }
+
+    /// Workflow `id` of `account_id` as a start needs it (activation,
+    /// latest version): cached for a second at most, dropped in every
+    /// process when it changes.
+    ///
+    /// # Errors
+    /// [`Error::WorkflowNotFound`], store errors.
+    pub(super) async fn workflow_to_start(&self, account_id: Uuid, id: Uuid) -> Result<Workflow> {
+        if let Some(w) = self.workflows.get(&id)
+            && w.account_id == account_id
+        {
+            return Ok(w);
+        }
+        let w = store::workflow::get(&self.pool, account_id, id)
+            .await?
+            .ok_or(Error::WorkflowNotFound)?;
+        self.workflows.insert(id, w.clone());
+        Ok(w)
     }
 }

@@ -73,6 +73,12 @@ pub fn breaker(prefix: &str, provider: &str) -> String {
     format!("{prefix}:breaker:{provider}")
 }
 
+/// `<prefix>:invalidate`: the pub/sub channel a change to something
+/// processes cache (`workflow:<id>`, `limits:<account>`) is announced on.
+pub fn invalidate(prefix: &str) -> String {
+    format!("{prefix}:invalidate")
+}
+
 /// `<prefix>:limit:<account>:<budget>`: the GCRA bucket of one account's
 /// budget (`account`, `email`, `sms`, `webhook:<host>`), shared by every
 /// worker of the installation.

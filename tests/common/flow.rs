@@ -307,6 +307,7 @@ impl Flow {
     pub async fn spawn_worker(&mut self) {
         let mut tasks = Tasks::new(CancellationToken::new());
         self.runtime.spawn_worker(&mut tasks).unwrap();
+        self.runtime.spawn_change_listener(&mut tasks);
         self.tasks = Some(tasks);
     }
 
