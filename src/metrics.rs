@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
 /// HTTP API request metrics.
@@ -98,6 +98,7 @@ pub struct EngineMetrics {
     steps: IntCounterVec,
     seconds: HistogramVec,
     recoveries: IntCounterVec,
+    demoted: IntCounter,
 }
 
 impl EngineMetrics {
@@ -131,12 +132,23 @@ impl EngineMetrics {
         )?;
         registry.register(Box::new(steps.clone()))?;
         registry.register(Box::new(seconds.clone()))?;
+        let demoted = IntCounter::new(
+            "flowpilot_engine_starts_demoted_total",
+            "Executions started at low priority because their account was past its fair share of starts",
+        )?;
         registry.register(Box::new(recoveries.clone()))?;
+        registry.register(Box::new(demoted.clone()))?;
         Ok(EngineMetrics {
             steps,
             seconds,
             recoveries,
+            demoted,
         })
+    }
+
+    /// Counts one start demoted to low priority.
+    pub fn demoted(&self) {
+        self.demoted.inc();
     }
 
     /// Records what the maintenance loop did with one execution.

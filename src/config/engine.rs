@@ -165,6 +165,12 @@ pub struct EngineConfig {
     /// Default 1s.
     #[arg(long, env = "FLOWPILOT_ALERT_DISPATCH_INTERVAL", default_value = "1s", value_parser = positive_duration)]
     pub alert_dispatch_interval: Duration,
+    /// Each account's fair share of execution starts: past it (sustained
+    /// rate, burst), its new executions run at low priority, behind other
+    /// accounts' but still at once when workers are free; `off` to start
+    /// every execution at the priority asked. Default `50/s:500`.
+    #[arg(long, env = "FLOWPILOT_FAIR_SHARE", default_value = "50/s:500")]
+    pub fair_share: FairShare,
     /// Default rate limit of every outbound call (email, SMS, webhook) of
     /// each account: `RATE/s`, `RATE/m` or `RATE/h`, optionally `:BURST`
     /// (`100/s:200`). An account's own limits (`PUT /api/v1/limits`) take
@@ -181,6 +187,21 @@ pub struct EngineConfig {
     /// Default none.
     #[arg(long, env = "FLOWPILOT_LIMIT_WEBHOOK")]
     pub limit_webhook: Option<Rate>,
+}
+
+/// A rate, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FairShare(pub Option<Rate>);
+
+impl std::str::FromStr for FairShare {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim() == "off" {
+            return Ok(FairShare(None));
+        }
+        s.parse().map(|r| FairShare(Some(r)))
+    }
 }
 
 impl EngineConfig {

@@ -86,6 +86,7 @@ impl Engine {
             return Err(Error::ContactOptedOut);
         }
         let def = self.definition(wf.id, wf.latest_version).await?;
+        let priority = self.fair_priority(req.account_id, req.priority).await;
         let (execution, created) = store::execution::insert(
             &self.pool,
             &store::execution::NewExecution {
@@ -93,7 +94,7 @@ impl Engine {
                 workflow_id: wf.id,
                 workflow_version: wf.latest_version,
                 contact_id: contact.id,
-                priority: req.priority,
+                priority,
                 idempotency_key: req.idempotency_key,
                 metadata: req.metadata,
                 source: req.source.to_owned(),

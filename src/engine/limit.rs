@@ -1,11 +1,14 @@
 //! An account's rate limits: read, and replaced (checked, stored, then
-//! announced so every worker's cached copy goes at once).
+//! announced so every worker's cached copy goes at once); and its fair
+//! share of starts.
 
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::invalidate::Change;
 use super::{Engine, Error};
-use crate::domain::Limits;
+use crate::domain::{Limits, Priority};
+use crate::queue::{Bucket, keys};
 use crate::store;
 
 impl Engine {
@@ -31,5 +34,38 @@ impl Engine {
         store::account::set_limits(&self.pool, account, limits).await?;
         self.changed(Change::Limits(account)).await;
         Ok(())
+    }
+
+    /// The priority a new execution of `account` runs at: the one asked
+    /// while the account starts executions within its fair share, low past
+    /// it. Low-priority work still runs at once on free workers; it only
+    /// waits behind other accounts' work, so one account flooding starts
+    /// cannot hold back the others. Redis trouble keeps the asked priority.
+    pub(super) async fn fair_priority(&self, account: Uuid, asked: Priority) -> Priority {
+        let Some(rate) = self.settings.fair_share else {
+            return asked;
+        };
+        if asked == Priority::Low {
+            return asked;
+        }
+        let bucket = Bucket {
+            key: keys::limit(&self.settings.queue_prefix, &account.to_string(), "starts"),
+            interval: rate.interval(),
+            burst: rate.burst(),
+        };
+        match self.queue.conform(&bucket).await {
+            Ok(true) => asked,
+            Ok(false) => {
+                debug!(%account, "past its fair share of starts: low priority");
+                if let Some(m) = &self.metrics {
+                    m.demoted();
+                }
+                Priority::Low
+            }
+            Err(e) => {
+                warn!(%account, error = %e, "fair share unreadable; priority as asked");
+                asked
+            }
+        }
     }
 }

@@ -100,6 +100,9 @@ pub struct Settings {
     pub operation_lease: Duration,
     /// This process's name in leases.
     pub owner: String,
+    /// Each account's fair share of starts; past it new executions run at
+    /// low priority. `None`: off.
+    pub fair_share: Option<crate::domain::Rate>,
     /// Prefix of the priority queues: `<prefix>:high`, `<prefix>`,
     /// `<prefix>:low`, and of the dead set `<prefix>:dead`.
     pub queue_prefix: String,
@@ -119,6 +122,7 @@ impl Default for Settings {
             enroll_rate: 100,
             operation_lease: Duration::from_secs(30),
             owner: format!("flowpilot-{}", uuid::Uuid::new_v4().simple()),
+            fair_share: "50/s:500".parse().ok(),
             queue_prefix: keys::FLOWPILOT_QUEUE.to_owned(),
         }
     }
@@ -160,6 +164,7 @@ impl Settings {
             log_retention_months: config.log_retention_months,
             enroll_rate: config.enroll_rate,
             operation_lease: config.operation_lease,
+            fair_share: config.fair_share.0,
             queue_prefix: queue_prefix.to_owned(),
             ..Settings::default()
         }

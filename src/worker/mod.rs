@@ -344,18 +344,14 @@ impl Worker {
             ready.push(ids);
         }
         let counts: Vec<usize> = ready.iter().map(Vec::len).collect();
-        let take = priority::share_slots(free, &counts, tick);
-        // The shared-out ids first, then the rest in priority order, for
-        // slots left when some claims fail (another worker holds the job).
-        let mut candidates = Vec::new();
-        let mut rest = Vec::new();
-        for ((queue, mut ids), n) in shared.settings.queues.iter().zip(ready).zip(take) {
-            let tail = ids.split_off(n.min(ids.len()));
-            candidates.extend(ids.into_iter().map(|(id, score)| (queue, id, score)));
-            rest.extend(tail.into_iter().map(|(id, score)| (queue, id, score)));
-        }
-        candidates.extend(rest);
-        let mut candidates = candidates.into_iter().peekable();
+        let reserve = priority::reserve(shared.settings.max_jobs, counts.len());
+        let take = priority::share_slots(free, &counts, tick, reserve);
+        let (candidates, held_back) = priority::order(ready, &take, reserve);
+        let queues = &shared.settings.queues;
+        let mut candidates = candidates
+            .into_iter()
+            .map(|(q, (id, score))| (&queues[q], id, score))
+            .peekable();
         let mut claimed_any = false;
         while candidates.peek().is_some() {
             let room = slots.available_permits();
@@ -386,7 +382,8 @@ impl Worker {
                 }
             }
         }
-        shared.starved.store(false, Ordering::Relaxed);
+        // Low jobs left for the reserve's sake: a freed slot polls again.
+        shared.starved.store(held_back, Ordering::Relaxed);
         // Every candidate tried: read again at once if the reads were full
         // (more may be ready behind them), slots are free, and this poll
         // made progress (ids all held by other workers would otherwise

@@ -54,7 +54,41 @@ return math.floor(at - now)
     )
 });
 
+/// Take a call's place in one bucket if it fits now; leave the bucket
+/// alone if not (the call is not refused, it is treated differently).
+static CONFORM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: bucket   ARGV: interval µs, burst
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
+if tat < now then tat = now end
+if tat + interval - now > interval * tonumber(ARGV[2]) then return 0 end
+tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+return 1
+",
+    )
+});
+
 impl Client {
+    /// Whether one more call fits `bucket` now; one that fits takes its
+    /// place, one that does not leaves the bucket as it was.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn conform(&self, bucket: &Bucket) -> Result<bool> {
+        let fits: i64 = CONFORM
+            .key(&bucket.key)
+            .arg(bucket.interval.as_micros() as u64)
+            .arg(bucket.burst.max(1))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(fits == 1)
+    }
+
     /// Takes a slot in every one of `buckets` at the earliest time all
     /// admit a call; returns how long until then (zero: now). The slot is
     /// the caller's: it calls at that time without asking again.
