@@ -1384,3 +1384,53 @@ async fn every_state_changing_call_is_in_the_audit_trail_which_nobody_can_rewrit
     }
     api.finish().await;
 }
+
+#[sqlx::test]
+async fn a_count_past_its_time_budget_is_the_planner_s_estimate_and_says_so(pool: PgPool) {
+    use flowpilot::store::execution::{Filter, count, count_within};
+    let account = flowpilot::store::account::create(&pool, "big")
+        .await
+        .unwrap()
+        .id;
+    sqlx::query(
+        "WITH c AS (INSERT INTO contacts (account_id, email) VALUES ($1, 'a@example.com') RETURNING id), \
+              w AS (INSERT INTO workflows (account_id, name, latest_version) VALUES ($1, 'w', 1) RETURNING id), \
+              v AS (INSERT INTO workflow_versions (workflow_id, version, account_id, definition) \
+                    SELECT id, 1, $1, '{\"steps\": []}' FROM w) \
+         INSERT INTO workflow_executions (account_id, workflow_id, workflow_version, contact_id, status, current_step_id) \
+         SELECT $1, w.id, 1, c.id, 'COMPLETED', 's' || (g % 3) FROM w, c, generate_series(1, 100000) g",
+    )
+    .bind(account)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE workflow_executions")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // No index serves a step filter that matches nothing: counting walks
+    // every row of the account, far past a 1 ms budget.
+    let nowhere = Filter {
+        current_step: Some("nowhere".into()),
+        ..Filter::default()
+    };
+    let c = count_within(&pool, account, &nowhere, "1ms").await.unwrap();
+    assert!(c.estimated && !c.exact, "{c:?}");
+    assert!(c.value < 1_000, "the planner expects few rows: {c:?}");
+    let s1 = Filter {
+        current_step: Some("s1".into()),
+        ..Filter::default()
+    };
+    let c = count_within(&pool, account, &s1, "1ms").await.unwrap();
+    assert!(
+        c.estimated && c.value == 10_000,
+        "an estimate is capped too: {c:?}"
+    );
+    // Given the time, the same counts are exact (or capped).
+    let c = count_within(&pool, account, &nowhere, "10s").await.unwrap();
+    assert_eq!((c.value, c.exact, c.estimated), (0, true, false));
+    let c = count_within(&pool, account, &s1, "10s").await.unwrap();
+    assert_eq!((c.value, c.exact, c.estimated), (10_000, false, false));
+    // The default budget answers either way, never an error.
+    assert!(count(&pool, account, &nowhere).await.is_ok());
+}

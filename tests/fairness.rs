@@ -9,7 +9,6 @@ mod common;
 use std::time::Duration;
 
 use common::flow::Flow;
-use flowpilot::engine::{Engine, StartRequest};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -45,28 +44,11 @@ async fn account(flow: &mut Flow, n: usize) -> (Uuid, Uuid, Vec<Uuid>) {
     (account, workflow, contacts)
 }
 
-async fn start(engine: &Engine, account: Uuid, workflow: Uuid, contact: Uuid) -> Uuid {
-    engine
-        .start(StartRequest {
-            account_id: account,
-            workflow_id: workflow,
-            contact_id: contact,
-            priority: Default::default(),
-            idempotency_key: None,
-            metadata: json!({}),
-            source: "api",
-        })
-        .await
-        .unwrap()
-        .0
-        .id
-}
-
 /// The quiet account's starts, paced, then its p95 start latency in ms.
 async fn quiet_p95(flow: &Flow, quiet: &(Uuid, Uuid, Vec<Uuid>)) -> f64 {
     let mut ids = Vec::new();
     for c in &quiet.2 {
-        ids.push(start(&flow.engine, quiet.0, quiet.1, *c).await);
+        ids.push(flow.start_execution_in(quiet.0, quiet.1, *c).await);
         tokio::time::sleep(QUIET_EVERY).await;
     }
     common::eventually(Duration::from_secs(120), "the quiet executions", || async {
@@ -122,7 +104,7 @@ async fn measure(pool: PgPool, fair: bool) -> (f64, f64, usize) {
     // The flood lands while no worker runs, as a burst larger than the
     // workers drain in seconds would.
     for c in &noisy.2 {
-        start(&flow.engine, noisy.0, noisy.1, *c).await;
+        flow.start_execution_in(noisy.0, noisy.1, *c).await;
     }
     let mut workers = worker(&pool, &prefix);
     // Measured once the worker is up and into the flood (a process that

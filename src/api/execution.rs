@@ -237,6 +237,7 @@ pub async fn list(
         count: view::Count {
             value: count.value,
             exact: count.exact,
+            estimated: count.estimated,
         },
     }))
 }

@@ -332,8 +332,12 @@ impl Execution {
 pub struct Count {
     /// Matching rows, at most 10 000.
     pub value: i64,
-    /// False when there are at least 10 000 (the count stops there).
+    /// False when there are at least 10 000 (the count stops there) or
+    /// when `value` is an estimate.
     pub exact: bool,
+    /// True when counting would have taken longer than 20 ms and `value`
+    /// is PostgreSQL's estimate instead.
+    pub estimated: bool,
 }
 
 /// A page of executions.

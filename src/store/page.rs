@@ -19,13 +19,22 @@ pub struct After {
 /// and stays fast on millions of rows.
 pub const COUNT_CAP: i64 = 10_000;
 
-/// A capped count: `exact` is false when there are at least [`COUNT_CAP`].
+/// A count spends at most this long counting; past it, the planner's
+/// estimate is given instead (and says so), so a filter no index serves
+/// well cannot make a page slow.
+pub const COUNT_BUDGET: &str = "20ms";
+
+/// A capped count: `exact` is false when there are at least [`COUNT_CAP`]
+/// or when it is an estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Count {
     /// Rows counted, at most `COUNT_CAP`.
     pub value: i64,
     /// Whether `value` is the true total.
     pub exact: bool,
+    /// Whether `value` is the planner's estimate (counting took longer
+    /// than [`COUNT_BUDGET`]).
+    pub estimated: bool,
 }
 
 /// Appends `AND (created_at, id) < after` (when paging on) and the

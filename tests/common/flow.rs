@@ -373,9 +373,15 @@ impl Flow {
     }
 
     pub async fn start_execution(&self, workflow: Uuid, contact: Uuid) -> Uuid {
+        self.start_execution_in(self.account, workflow, contact)
+            .await
+    }
+
+    /// As [`Flow::start_execution`], in `account`.
+    pub async fn start_execution_in(&self, account: Uuid, workflow: Uuid, contact: Uuid) -> Uuid {
         self.engine
             .start(StartRequest {
-                account_id: self.account,
+                account_id: account,
                 workflow_id: workflow,
                 contact_id: contact,
                 priority: Default::default(),
