@@ -8,7 +8,10 @@
 //! until the last one finished, and the process's RSS; (2) an idle worker,
 //! one job enqueued every 20 ms, 200 times: enqueue-to-start delay p50 /
 //! p95 / p99; (3) with `FLOWPILOT_TEST_PYTHON`, Python arq's worker with
-//! its defaults on 5,000 of the same jobs, in the same run.
+//! its defaults on 5,000 of the same jobs, in the same run; (4) where
+//! Node.js and npm are installed, BullMQ (pinned in
+//! `tests/bench/bullmq/package.json`, installed into `.local/bench-bullmq`)
+//! on N no-op jobs with concurrency 50, in the same run.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -138,5 +141,63 @@ asyncio.run(main())
             arq_jobs as f64 / secs
         );
     }
+    bullmq(&redis, &queue, jobs).await?;
+    Ok(())
+}
+
+/// (4) BullMQ with concurrency 50 on `jobs` no-op jobs, when Node.js and
+/// npm are there (skipped with a line saying so otherwise).
+async fn bullmq(redis: &str, queue: &str, jobs: usize) -> anyhow::Result<()> {
+    use tokio::process::Command;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = format!("{root}/.local/bench-bullmq");
+    let has = |tool: &'static str| async move {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .await
+            .is_ok_and(|o| o.status.success())
+    };
+    if !(has("node").await && has("npm").await) {
+        println!("queue: BullMQ skipped: node and npm are not installed");
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir)?;
+    for file in ["package.json", "bench.js"] {
+        std::fs::copy(
+            format!("{root}/tests/bench/bullmq/{file}"),
+            format!("{dir}/{file}"),
+        )?;
+    }
+    let install = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent"])
+        .current_dir(&dir)
+        .status()
+        .await?;
+    anyhow::ensure!(install.success(), "npm install of BullMQ failed in {dir}");
+    let out = Command::new("node")
+        .args([
+            "bench.js",
+            redis,
+            &format!("{queue}-bullmq"),
+            &jobs.to_string(),
+            "50",
+        ])
+        .current_dir(&dir)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "BullMQ bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace();
+    let secs: f64 = fields.next().unwrap_or("nan").parse()?;
+    let rss: f64 = fields.next().unwrap_or("0").parse()?;
+    println!(
+        "queue: BullMQ 6.7.0, concurrency 50, {jobs} no-op jobs: {secs:.2} s, {:.0} jobs/s, RSS {rss:.0} MB",
+        jobs as f64 / secs
+    );
     Ok(())
 }
