@@ -19,6 +19,7 @@ pub mod email;
 mod error;
 pub mod sms;
 pub mod template;
+mod throttle;
 pub mod wait;
 pub mod webhook;
 
@@ -31,6 +32,8 @@ use serde_json::{Value as Json, json};
 
 pub use crate::domain::ErrorClass;
 pub use error::{ActionError, FieldError};
+pub use throttle::RATE_LIMITED;
+use throttle::throttle;
 
 /// Renders the step's text `field`; past the template cap the step fails
 /// for good, naming the field.
@@ -351,32 +354,6 @@ pub enum Channel<'a> {
     Sms,
     /// A webhook call to this host.
     Webhook(&'a str),
-}
-
-/// `waiting_reason` of a step parked until its rate-limit slot.
-pub const RATE_LIMITED: &str = "rate_limited";
-/// Key of the parked step's state saying it holds a slot.
-const RESERVED: &str = "rate_slot_reserved";
-/// A slot this close is waited for in place rather than by parking.
-const WAIT_IN_PLACE: Duration = Duration::from_millis(100);
-
-/// Takes the step's rate-limit slot: `None` to call now (after a short
-/// wait in place if the slot is near), or the park until a later slot. A
-/// step resumed in its slot calls without asking again.
-async fn throttle(fx: &impl Effects, channel: Channel<'_>, input: &Input<'_>) -> Option<Outcome> {
-    if input.state.is_some_and(|s| s.get(RESERVED).is_some()) {
-        return None;
-    }
-    let wait = fx.reserve(channel, input).await;
-    if wait <= WAIT_IN_PLACE {
-        tokio::time::sleep(wait).await;
-        return None;
-    }
-    Some(Outcome::Park {
-        until: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-        reason: RATE_LIMITED,
-        state: json!({RESERVED: true}),
-    })
 }
 
 /// Runs one step.
