@@ -16,7 +16,7 @@ use crate::domain::Limits;
 #[utoipa::path(operation_id = "get_limits", get, path = "/api/v1/limits", tag = "limits",
     responses((status = 200, body = Limits), (status = 401, body = ErrorBody)))]
 pub async fn get(State(state): State<AppState>, auth: Auth) -> Result<Json<Limits>, ApiError> {
-    Ok(Json(state.engine.limits(auth.account_id).await?))
+    Ok(Json(state.reader.limits(auth.account_id).await?))
 }
 
 /// Replace the account's limits (admin keys only). A change reaches every

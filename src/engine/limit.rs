@@ -1,6 +1,6 @@
-//! An account's rate limits: read, and replaced (checked, stored, then
-//! announced so every worker's cached copy goes at once); and its fair
-//! share of starts.
+//! An account's rate limits, replaced (checked, stored, then announced so
+//! every worker's cached copy goes at once; reads go through
+//! `store::Reader`); and its fair share of starts.
 
 use tracing::{debug, warn};
 use uuid::Uuid;
@@ -12,16 +12,6 @@ use crate::queue::{Bucket, keys};
 use crate::store;
 
 impl Engine {
-    /// The limits `account` set itself (`{}`: all from the defaults).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn limits(&self, account: Uuid) -> Result<Limits, Error> {
-        Ok(store::account::limits(&self.pool, account)
-            .await?
-            .unwrap_or_default())
-    }
-
     /// Replaces `account`'s limits.
     ///
     /// # Errors

@@ -272,6 +272,17 @@ impl Reader {
         api_key::find(&self.pool, hash).await
     }
 
+    /// The rate limits the account set itself (`{}`: all from the
+    /// installation's defaults).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn limits(&self, account_id: Uuid) -> Result<crate::domain::Limits> {
+        Ok(super::account::limits(&self.pool, account_id)
+            .await?
+            .unwrap_or_default())
+    }
+
     /// Whether the account exists.
     ///
     /// # Errors
