@@ -15,15 +15,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use flowpilot::store::{self, failure::GroupFilter};
 
-fn summary(mut times: Vec<Duration>) -> String {
-    times.sort();
-    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
-    format!(
-        "p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
-        pct(0.5),
-        pct(0.95),
-        pct(1.0)
-    )
+fn summary(times: Vec<Duration>) -> String {
+    let (p50, p95, max) = scratch::percentiles(times);
+    format!("p50 {p50:.1} ms, p95 {p95:.1} ms, max {max:.1} ms")
 }
 
 mod scratch;
@@ -42,14 +36,11 @@ async fn main() -> anyhow::Result<()> {
 
     let seeding = Instant::now();
     let account = store::account::create(&pool, "bench").await?.id;
-    for sql in [
-        "INSERT INTO contacts (account_id, email) VALUES ($1, 'a@example.com')",
-        "INSERT INTO workflows (account_id, name, latest_version) SELECT $1, 'w' || g, 1 FROM generate_series(1, 10) g",
-        "INSERT INTO workflow_versions (workflow_id, version, account_id, definition) \
-         SELECT id, 1, account_id, '{\"steps\": []}' FROM workflows WHERE account_id = $1",
-    ] {
-        sqlx::query(sql).bind(account).execute(&pool).await?;
-    }
+    sqlx::query("INSERT INTO contacts (account_id, email) VALUES ($1, 'a@example.com')")
+        .bind(account)
+        .execute(&pool)
+        .await?;
+    scratch::ten_workflows(&pool, account).await?;
     sqlx::query(
         "INSERT INTO workflow_executions (account_id, workflow_id, workflow_version, contact_id, status, created_at) \
          SELECT $1, w.ids[1 + g % 10], 1, (SELECT id FROM contacts LIMIT 1), 'COMPLETED', \

@@ -45,11 +45,7 @@ async fn main() -> anyhow::Result<()> {
             ..Settings::default()
         },
         flowpilot::worker::Settings {
-            queues: vec![
-                keys::high_queue(&prefix),
-                prefix.clone(),
-                keys::low_queue(&prefix),
-            ],
+            queues: keys::priority_queues(&prefix),
             max_jobs: 20,
             poll_delay: Duration::from_millis(5),
             ..flowpilot::worker::Settings::default()

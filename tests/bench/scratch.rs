@@ -118,3 +118,23 @@ pub fn runtime(
         },
     )?)
 }
+
+/// p50, p95 and max of `times`, in ms.
+pub fn percentiles(mut times: Vec<std::time::Duration>) -> (f64, f64, f64) {
+    times.sort();
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
+    (pct(0.5), pct(0.95), pct(1.0))
+}
+
+/// Ten active workflows `w1`..`w10` of `account`, each with an empty
+/// version 1, written with SQL as the seeding benchmarks need them.
+pub async fn ten_workflows(pool: &PgPool, account: uuid::Uuid) -> anyhow::Result<()> {
+    for sql in [
+        "INSERT INTO workflows (account_id, name, latest_version) SELECT $1, 'w' || g, 1 FROM generate_series(1, 10) g",
+        "INSERT INTO workflow_versions (workflow_id, version, account_id, definition) \
+         SELECT id, 1, account_id, '{\"steps\": []}' FROM workflows WHERE account_id = $1",
+    ] {
+        sqlx::query(sql).bind(account).execute(pool).await?;
+    }
+    Ok(())
+}

@@ -81,11 +81,7 @@ async fn main() -> anyhow::Result<()> {
             ..Settings::default()
         },
         flowpilot::worker::Settings {
-            queues: vec![
-                keys::high_queue(&prefix),
-                prefix.clone(),
-                keys::low_queue(&prefix),
-            ],
+            queues: keys::priority_queues(&prefix),
             max_jobs: 20,
             ..flowpilot::worker::Settings::default()
         },

@@ -255,11 +255,7 @@ impl Flow {
             limits: Limiter::new(client.clone(), pool.clone(), &prefix, Default::default()),
         };
         let worker = flowpilot::worker::Settings {
-            queues: vec![
-                keys::high_queue(&prefix),
-                prefix.clone(),
-                keys::low_queue(&prefix),
-            ],
+            queues: keys::priority_queues(&prefix),
             max_jobs: 20,
             poll_delay: Duration::from_millis(20),
             job_timeout: Duration::from_secs(10),
