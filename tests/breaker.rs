@@ -127,6 +127,79 @@ async fn a_breaker_opens_on_its_failure_ratio_refuses_on_a_ramped_schedule_probe
         .unwrap();
 }
 
+/// Held work that comes back late (its worker fell behind) must not burst
+/// through a breaker that just closed: until the schedule it handed out has
+/// run, every call is paced at the ramp, and one over the pace goes to the
+/// back of the schedule.
+#[tokio::test]
+async fn a_closed_breaker_paces_calls_at_its_ramp_until_its_schedule_has_run() {
+    let client = common::client(Serializer::Pickle).await;
+    let prefix = common::unique("breaker");
+    let key = "smtp:mail.test:587";
+    let admit = |now| {
+        let client = client.clone();
+        let prefix = prefix.clone();
+        async move {
+            client
+                .breaker_admit(&prefix, key, &POLICY, now)
+                .await
+                .unwrap()
+        }
+    };
+    let t0 = 1_800_000_000_000i64;
+    for i in 0..10 {
+        client
+            .breaker_report(&prefix, key, &POLICY, t0 + i, false, false)
+            .await
+            .unwrap();
+    }
+    // Open at t0 + 9: fifty calls held on slots 100 ms apart.
+    let open_until = t0 + 9 + 5_000;
+    for _ in 0..50 {
+        assert!(matches!(admit(t0 + 20).await, Admission::Refused { .. }));
+    }
+    let ramp_until = open_until + 50 * 100;
+    assert_eq!(admit(open_until).await, Admission::Probe);
+    assert_eq!(
+        client
+            .breaker_report(&prefix, key, &POLICY, open_until, true, true)
+            .await
+            .unwrap(),
+        BreakerState::Closed
+    );
+    // All fifty come back at once, 3 s late: eleven pass (the pace plus
+    // ten slots of slack), the rest are given slots after the schedule.
+    let late = open_until + 3_000;
+    let mut passed = 0;
+    let mut slots = Vec::new();
+    for _ in 0..50 {
+        match admit(late).await {
+            Admission::Pass => passed += 1,
+            Admission::Refused { retry_in_ms } => slots.push(late + retry_in_ms as i64),
+            Admission::Probe => panic!("a probe while closed"),
+        }
+    }
+    assert_eq!(passed, 11);
+    assert_eq!(slots.first(), Some(&ramp_until));
+    assert_eq!(slots.last(), Some(&(ramp_until + 38 * 100)));
+    // A second later the pace has room for ten more.
+    let mut passed = 0;
+    for _ in 0..20 {
+        if admit(late + 1_000).await == Admission::Pass {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 10);
+    // Once the schedule has run, calls pass freely.
+    for _ in 0..50 {
+        assert_eq!(admit(ramp_until).await, Admission::Pass);
+    }
+    let mut r = common::raw().await;
+    let _: () = redis::AsyncCommands::del(&mut r, flowpilot::queue::keys::breaker(&prefix, key))
+        .await
+        .unwrap();
+}
+
 mod end_to_end {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};

@@ -16,7 +16,11 @@
 //! A call refused while OPEN or HALF_OPEN gets a slot on a release
 //! schedule (`next_slot`, spaced by `spacing_ms`, never before
 //! `open_until`), so parked work comes back at a ramped rate, not all at
-//! once when the provider recovers.
+//! once when the provider recovers. Slots alone do not make the rate: a
+//! worker that fell behind brings parked work back late, all at once. So
+//! a breaker that closes keeps pacing every call at the ramp until the
+//! schedule it handed out has run (`ramp_until`); a call over the pace
+//! goes to the back of the schedule.
 
 use std::sync::LazyLock;
 
@@ -67,19 +71,38 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+/// Lua both scripts start with: a breaker's key is kept until its release
+/// schedule has run, and `ttl` ms after.
+const KEEP: &str = r"
+local function keep(now, ttl)
+  local slot = tonumber(redis.call('HGET', KEYS[1], 'next_slot') or '0')
+  redis.call('PEXPIRE', KEYS[1], math.max(slot - now, 0) + tonumber(ttl))
+end
+";
+
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{KEEP}{}",
         r"
 -- KEYS: breaker   ARGV: now ms, probes, spacing ms, open ms, ttl ms
 local now = tonumber(ARGV[1])
+local spacing = tonumber(ARGV[3])
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
 if state == 'open' and now >= open_until then
   state = 'half_open'
   redis.call('HSET', KEYS[1], 'state', state, 'probes', 0, 'half_open_at', now)
 end
-if state == 'closed' then return {1, 0} end
-if state == 'half_open' then
+if state == 'closed' then
+  local ramp_until = tonumber(redis.call('HGET', KEYS[1], 'ramp_until') or '0')
+  if now >= ramp_until then return {1, 0} end
+  -- Ramping: pass at the schedule's pace, with ten slots of slack.
+  local tat = math.max(tonumber(redis.call('HGET', KEYS[1], 'ramp_tat') or '0'), now)
+  if tat - now <= spacing * 10 then
+    redis.call('HSET', KEYS[1], 'ramp_tat', tat + spacing)
+    return {1, 0}
+  end
+elseif state == 'half_open' then
   -- A probe whose worker died never reports: after an open period the
   -- half-open state forgets probes in flight.
   local since = tonumber(redis.call('HGET', KEYS[1], 'half_open_at') or '0')
@@ -89,20 +112,21 @@ if state == 'half_open' then
   local probes = tonumber(redis.call('HGET', KEYS[1], 'probes') or '0')
   if probes < tonumber(ARGV[2]) then
     redis.call('HINCRBY', KEYS[1], 'probes', 1)
-    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+    keep(now, ARGV[5])
     return {1, 1}
   end
 end
 local slot = math.max(tonumber(redis.call('HGET', KEYS[1], 'next_slot') or '0'), open_until, now)
-redis.call('HSET', KEYS[1], 'next_slot', slot + tonumber(ARGV[3]))
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('HSET', KEYS[1], 'next_slot', slot + spacing)
+keep(now, ARGV[5])
 return {0, slot - now}
-",
-    )
+"
+    ))
 });
 
 static REPORT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{KEEP}{}",
         r"
 -- KEYS: breaker   ARGV: now ms, ok (1/0), probe (1/0), permille, min calls,
 --                        window ms, open ms, ttl ms
@@ -119,13 +143,13 @@ end
 if ARGV[3] == '1' then
   if state ~= 'half_open' then return state end
   if ok then
-    local slot = redis.call('HGET', KEYS[1], 'next_slot') or '0'
+    local slot = tonumber(redis.call('HGET', KEYS[1], 'next_slot') or '0')
     redis.call('DEL', KEYS[1])
-    redis.call('HSET', KEYS[1], 'state', 'closed', 'next_slot', slot)
+    redis.call('HSET', KEYS[1], 'state', 'closed', 'next_slot', slot, 'ramp_until', slot)
   else
     open()
   end
-  redis.call('PEXPIRE', KEYS[1], ARGV[8])
+  keep(now, ARGV[8])
   return redis.call('HGET', KEYS[1], 'state')
 end
 if state ~= 'closed' then return state end
@@ -151,10 +175,10 @@ end
 if calls >= tonumber(ARGV[5]) and fails * 1000 >= calls * tonumber(ARGV[4]) then
   open()
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[8])
+keep(now, ARGV[8])
 return redis.call('HGET', KEYS[1], 'state') or 'closed'
-",
-    )
+"
+    ))
 });
 
 /// How long an idle breaker's state is kept: long past any open period.
