@@ -91,6 +91,21 @@ impl Action {
         }
     }
 
+    /// Whether the action touches nothing outside PostgreSQL (no provider,
+    /// no queue, no clock): running it again gives the same outcome, so it
+    /// may commit together with the steps after it.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            Action::Condition(_)
+                | Action::UpdateContact(_)
+                | Action::AddTag(_)
+                | Action::RemoveTag(_)
+                | Action::Goal(_)
+                | Action::End
+        )
+    }
+
     /// Every action type, as spelled in definitions.
     pub const KINDS: [&'static str; 11] = [
         "send_email",

@@ -45,6 +45,82 @@ pub enum Change {
     RemoveTag(String),
 }
 
+/// The net effect of changes made one after another, as one relative
+/// update: a checkpoint that commits several steps writes the contact
+/// once, and a change made meanwhile by someone else (the API) survives
+/// as it would have between the steps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetChange {
+    /// New email, if any step set one (the last wins).
+    pub email: Option<String>,
+    /// New phone, likewise.
+    pub phone: Option<String>,
+    /// New timezone, likewise.
+    pub timezone: Option<String>,
+    /// Attributes set, with the value the last step gave them.
+    pub set: Map<String, Json>,
+    /// Attributes whose last change removed them.
+    pub unset: Vec<String>,
+    /// Tags whose last change added them, in the order added.
+    pub add: Vec<String>,
+    /// Tags removed by some change (a tag removed then added again is in
+    /// both: it moves to the end, as it would have).
+    pub remove: Vec<String>,
+}
+
+impl NetChange {
+    /// The net effect of `changes` in order; `None` when there are none.
+    pub fn of<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Option<NetChange> {
+        let mut net: Option<NetChange> = None;
+        for change in changes {
+            net.get_or_insert_with(NetChange::default).push(change);
+        }
+        net
+    }
+
+    fn push(&mut self, change: &Change) {
+        match change {
+            Change::Update {
+                email,
+                phone,
+                timezone,
+                attributes,
+                unset,
+            } => {
+                let last = |old: &mut Option<String>, new: &Option<String>| {
+                    if new.is_some() {
+                        old.clone_from(new);
+                    }
+                };
+                last(&mut self.email, email);
+                last(&mut self.phone, phone);
+                last(&mut self.timezone, timezone);
+                for (k, v) in attributes {
+                    self.unset.retain(|u| u != k);
+                    self.set.insert(k.clone(), v.clone());
+                }
+                for k in unset {
+                    self.set.remove(k);
+                    if !self.unset.contains(k) {
+                        self.unset.push(k.clone());
+                    }
+                }
+            }
+            Change::AddTag(tag) => {
+                if !self.add.contains(tag) {
+                    self.add.push(tag.clone());
+                }
+            }
+            Change::RemoveTag(tag) => {
+                self.add.retain(|t| t != tag);
+                if !self.remove.contains(tag) {
+                    self.remove.push(tag.clone());
+                }
+            }
+        }
+    }
+}
+
 /// Contact fields a caller sends; `None` leaves a field alone.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Fields<'a> {

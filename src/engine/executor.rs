@@ -27,10 +27,10 @@ use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
 use super::plan::{self, Command, Machine};
-use super::settle::Settle;
+use super::settle::{Earlier, Settle};
 use super::{Engine, Error, Result, lock};
 use crate::domain::{ErrorClass, Status};
-use crate::store::{self, execution::Execution};
+use crate::store::{self, contact::Contact, execution::Execution};
 
 /// Why an execution whose contact was deleted mid-way fails.
 const CONTACT_GONE: &str = "the contact no longer exists";
@@ -164,27 +164,34 @@ impl Engine {
             return self.settle_end(&mut e, fail).await;
         };
         let began = tokio::time::Instant::now();
+        // Local steps taken since the last checkpoint.
+        let mut earlier = Vec::new();
         loop {
             let index = e.current_step_index as usize;
             let Some(step) = def.steps.get(index) else {
-                return self
-                    .settle_end(&mut e, Settle::bare(Command::Complete))
-                    .await;
+                let mut complete = Settle::bare(Command::Complete);
+                complete.writes.earlier = earlier;
+                return self.settle_end(&mut e, complete).await;
             };
             let (outcome, started_at) = self.step(&e, step, &contact).await;
-            let settle = self.decide(&e, &def, step, outcome, started_at);
-            let changed = settle.writes.change.is_some();
+            let mut settle = self.decide(&e, &def, step, outcome, started_at);
+            let within_budget = began.elapsed() < self.settings.run_budget;
+            if within_budget && earlier.len() + 1 < self.settings.steps_per_checkpoint {
+                match defer(&mut e, &mut contact, settle)? {
+                    Ok(step) => {
+                        earlier.push(step);
+                        continue;
+                    }
+                    Err(s) => settle = s,
+                }
+            }
+            settle.writes.earlier = std::mem::take(&mut earlier);
+            let change = settle.writes.change.clone();
             if let Some(run) = self.settle(&mut e, settle).await? {
                 return Ok(run);
             }
-            if changed {
-                let Some(c) = store::contact::get(&self.pool, e.account_id, e.contact_id).await?
-                else {
-                    let fail =
-                        Settle::fail(&e, "contact", ErrorClass::ContactData, CONTACT_GONE.into());
-                    return self.settle_end(&mut e, fail).await;
-                };
-                contact = c;
+            if let Some(change) = &change {
+                contact.apply(change);
             }
             if began.elapsed() >= self.settings.run_budget {
                 return self.settle_end(&mut e, Settle::bare(Command::Yield)).await;
@@ -259,4 +266,43 @@ impl Engine {
         info!("claim given back after an error");
         Ok(true)
     }
+}
+
+/// Takes a local step's outcome into `e` and `contact` in memory when it
+/// moves on to another step: it then commits with the next checkpoint.
+/// `Err` gives back what must be settled now (a failure, a park, the end).
+fn defer<'a>(
+    e: &mut Execution,
+    contact: &mut Contact,
+    s: Settle<'a>,
+) -> Result<std::result::Result<Earlier<'a>, Settle<'a>>> {
+    let Settle { cmd, mut writes } = s;
+    let moves_on = matches!(cmd, Command::Advance { next: Some(_), .. });
+    let ran = match writes.ran.take() {
+        Some(ran)
+            if ran.log.is_some()
+                && ran.step.action.is_local()
+                && moves_on
+                && writes.dead.is_none() =>
+        {
+            ran
+        }
+        ran => {
+            writes.ran = ran;
+            return Ok(Err(Settle { cmd, writes }));
+        }
+    };
+    let t = plan::plan(&Machine::of(e), cmd, Utc::now())?;
+    if let Some(change) = &writes.change {
+        contact.apply(change);
+    }
+    let earlier = Earlier {
+        ran,
+        step_index: e.current_step_index,
+        attempt: e.attempt,
+        change: writes.change,
+        at: Utc::now(),
+    };
+    t.apply_to(e);
+    Ok(Ok(earlier))
 }

@@ -103,6 +103,10 @@ pub struct Settings {
     /// Each account's fair share of starts; past it new executions run at
     /// low priority. `None`: off.
     pub fair_share: Option<crate::domain::Rate>,
+    /// Most steps one checkpoint commits: local steps (no effect outside
+    /// PostgreSQL) in a row commit together, atomically, up to this many.
+    /// 1: every step commits on its own.
+    pub steps_per_checkpoint: usize,
     /// Prefix of the priority queues: `<prefix>:high`, `<prefix>`,
     /// `<prefix>:low`, and of the dead set `<prefix>:dead`.
     pub queue_prefix: String,
@@ -123,6 +127,7 @@ impl Default for Settings {
             operation_lease: Duration::from_secs(30),
             owner: format!("flowpilot-{}", uuid::Uuid::new_v4().simple()),
             fair_share: "50/s:500".parse().ok(),
+            steps_per_checkpoint: 100,
             queue_prefix: keys::FLOWPILOT_QUEUE.to_owned(),
         }
     }

@@ -4,13 +4,14 @@
 //! failure announced. [`Engine::commit`] is the one place an execution row
 //! changes state.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::executor::Run;
 use super::plan::{self, Command, Event, Failure, Job, Machine, Transition};
 use super::step::Ran;
 use super::{Engine, Enqueued, Result};
+use crate::domain::contact::NetChange;
 use crate::domain::{Change, ErrorClass, LogStatus, Status};
 use crate::queue::{keys, now_ms};
 use crate::store::log::NewLog;
@@ -34,6 +35,23 @@ pub(super) struct Writes<'a> {
     pub(super) change: Option<Change>,
     /// The action kind a failure is filed under as a dead letter.
     pub(super) dead: Option<&'a str>,
+    /// Local steps this run took since its last checkpoint, in order: they
+    /// commit with this one, atomically.
+    pub(super) earlier: Vec<Earlier<'a>>,
+}
+
+/// A local step ([`crate::action::Action::is_local`]) that ran and moved
+/// the execution on in memory only. A crash before the checkpoint that
+/// carries it loses it whole, and the next run takes it again with the same
+/// outcome: it touched nothing outside the transaction.
+pub(super) struct Earlier<'a> {
+    pub(super) ran: Ran<'a>,
+    /// Where the execution stood when it ran: its log row's step and attempt.
+    pub(super) step_index: i32,
+    pub(super) attempt: i32,
+    pub(super) change: Option<Change>,
+    /// When it finished.
+    pub(super) at: DateTime<Utc>,
 }
 
 impl Settle<'_> {
@@ -83,7 +101,8 @@ impl Engine {
         if !self.commit(e, t, &writes).await? {
             return Ok(Some(Run::Interrupted));
         }
-        if let Some(ran) = &writes.ran {
+        let earlier = writes.earlier.iter().map(|x| &x.ran);
+        for ran in earlier.chain(&writes.ran) {
             let outcome = ran.log.map_or(PARKED, LogStatus::as_str);
             self.observe_step(ran.step.action.kind(), outcome, ran.started_at);
             debug!(step = %ran.step.id, action = ran.step.action.kind(), outcome, "step settled");
@@ -109,14 +128,10 @@ impl Engine {
     /// write. `false` (nothing written) when the row changed underneath.
     async fn commit(&self, e: &mut Execution, t: Transition, s: &Writes<'_>) -> Result<bool> {
         // A retry settles the dead letters of the failure it retries.
-        let alone = s.ran.as_ref().is_none_or(|r| r.log.is_none())
-            && s.change.is_none()
-            && s.dead.is_none()
-            && t.event() != Event::Retry;
-        if alone {
-            t.apply_to(e);
+        if s.dead.is_none() && t.event() != Event::Retry {
+            // One statement: its own transaction.
             let mut conn = self.pool.acquire().await.map_err(store::Error::from)?;
-            return Ok(store::execution::save(&mut conn, e).await?);
+            return write(&mut conn, e, t, s).await;
         }
         let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
         if !write(&mut tx, e, t, s).await? {
@@ -181,15 +196,37 @@ pub(super) async fn write(
     t: Transition,
     s: &Writes<'_>,
 ) -> Result<bool> {
-    let log = s.ran.as_ref().and_then(|r| Some(log_row(e, r, r.log?)));
+    let earlier = s.earlier.iter().filter_map(|x| {
+        Some(log_row(
+            e,
+            (x.step_index, x.attempt, x.at),
+            &x.ran,
+            x.ran.log?,
+        ))
+    });
+    let current = s.ran.as_ref().and_then(|r| {
+        Some(log_row(
+            e,
+            (e.current_step_index, e.attempt, Utc::now()),
+            r,
+            r.log?,
+        ))
+    });
+    let logs: Vec<NewLog> = earlier.chain(current).collect();
+    let changes = s.earlier.iter().filter_map(|x| x.change.as_ref());
+    let change = NetChange::of(changes.chain(&s.change));
     let resolve = t.event() == Event::Retry;
-    if let Some(change) = &s.change {
-        store::contact::apply(conn, e.account_id, e.contact_id, change).await?;
-    }
-    if let Some(log) = &log {
-        store::log::insert_log(conn, log).await?;
-    }
     t.apply_to(e);
+    let written = if logs.is_empty() && change.is_none() {
+        store::checkpoint::save(conn, e).await?
+    } else {
+        store::checkpoint::commit(conn, e, &logs, change.as_ref()).await?
+    };
+    if !written {
+        return Ok(false);
+    }
+    // Only in a transaction (see `Engine::commit`): these go or stay with
+    // the row.
     if let Some(kind) = s.dead {
         let error = e.error.as_deref().unwrap_or("");
         store::log::insert_dead_letter(conn, e, kind, error).await?;
@@ -197,20 +234,26 @@ pub(super) async fn write(
     if resolve {
         store::failure::resolve_dead_letters(conn, e.id).await?;
     }
-    Ok(store::execution::save(conn, e).await?)
+    Ok(true)
 }
 
-/// The log row of the step `r` as `e` stands before the transition moves it.
-fn log_row<'a>(e: &Execution, r: &'a Ran<'_>, status: LogStatus) -> NewLog<'a> {
+/// The log row of the step `r` of `e`, which ran at `step_index` in
+/// `attempt` and finished at `completed_at`.
+fn log_row<'a>(
+    e: &Execution,
+    (step_index, attempt, completed_at): (i32, i32, DateTime<Utc>),
+    r: &'a Ran<'_>,
+    status: LogStatus,
+) -> NewLog<'a> {
     NewLog {
         execution_id: e.id,
         workflow_id: e.workflow_id,
         workflow_version: e.workflow_version,
         account_id: e.account_id,
-        step_index: e.current_step_index,
+        step_index,
         step_id: &r.step.id,
         action_type: r.step.action.kind(),
-        attempt: e.attempt,
+        attempt,
         status,
         config: &r.step.raw,
         response: r.response.as_ref(),
@@ -218,6 +261,6 @@ fn log_row<'a>(e: &Execution, r: &'a Ran<'_>, status: LogStatus) -> NewLog<'a> {
         error_class: r.class,
         fingerprint: r.fingerprint.as_deref(),
         started_at: r.started_at,
-        completed_at: Utc::now(),
+        completed_at,
     }
 }

@@ -127,7 +127,7 @@ impl Engine {
                     writes: Writes {
                         ran: Some(ran.logged(LogStatus::Succeeded, Some(response), None)),
                         change,
-                        dead: None,
+                        ..Writes::default()
                     },
                 }
             }
@@ -221,8 +221,8 @@ impl Engine {
                     cmd: Command::Fail(failure(message)),
                     writes: Writes {
                         ran: Some(logged),
-                        change: None,
                         dead: Some(step.action.kind()),
+                        ..Writes::default()
                     },
                 };
             }

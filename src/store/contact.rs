@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value as Json};
 use sqlx::types::Json as SqlJson;
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
 use super::Result;
@@ -108,62 +108,46 @@ pub async fn get_by_external_id(
     .await?)
 }
 
-/// Applies a step's contact change (inside its checkpoint transaction).
-///
-/// # Errors
-/// Database errors.
-pub async fn apply(
-    conn: &mut PgConnection,
-    account_id: Uuid,
-    id: Uuid,
-    change: &Change,
-) -> Result<()> {
-    match change {
-        Change::Update {
-            email,
-            phone,
-            timezone,
-            attributes,
-            unset,
-        } => {
-            sqlx::query(
-                "UPDATE contacts SET email = coalesce($3, email), phone = coalesce($4, phone), \
-                   timezone = coalesce($5, timezone), attributes = (attributes || $6) - $7::text[], updated_at = now() \
-                 WHERE id = $1 AND account_id = $2",
-            )
-            .bind(id)
-            .bind(account_id)
-            .bind(email)
-            .bind(phone)
-            .bind(timezone)
-            .bind(SqlJson(attributes))
-            .bind(unset)
-            .execute(conn)
-            .await?;
-        }
-        Change::AddTag(tag) => {
-            sqlx::query(
-                "UPDATE contacts SET tags = array_append(tags, $3), updated_at = now() \
-                 WHERE id = $1 AND account_id = $2 AND NOT ($3 = ANY(tags))",
-            )
-            .bind(id)
-            .bind(account_id)
-            .bind(tag)
-            .execute(conn)
-            .await?;
-        }
-        Change::RemoveTag(tag) => {
-            sqlx::query(
-                "UPDATE contacts SET tags = array_remove(tags, $3), updated_at = now() WHERE id = $1 AND account_id = $2",
-            )
-            .bind(id)
-            .bind(account_id)
-            .bind(tag)
-            .execute(conn)
-            .await?;
+impl Contact {
+    /// Applies `change` to this copy as its checkpoint does to the row
+    /// ([`super::checkpoint::commit`]), so a run goes on with the contact
+    /// it wrote without reading it again.
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Update {
+                email,
+                phone,
+                timezone,
+                attributes,
+                unset,
+            } => {
+                if let Some(v) = email {
+                    self.email = Some(v.clone());
+                }
+                if let Some(v) = phone {
+                    self.phone = Some(v.clone());
+                }
+                if let Some(v) = timezone {
+                    self.timezone = v.clone();
+                }
+                if !self.attributes.0.is_object() {
+                    self.attributes.0 = Json::Object(Map::new());
+                }
+                if let Json::Object(map) = &mut self.attributes.0 {
+                    map.extend(attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    for key in unset {
+                        map.remove(key);
+                    }
+                }
+            }
+            Change::AddTag(tag) => {
+                if !self.tags.contains(tag) {
+                    self.tags.push(tag.clone());
+                }
+            }
+            Change::RemoveTag(tag) => self.tags.retain(|t| t != tag),
         }
     }
-    Ok(())
 }
 
 /// Filters of the contact list.

@@ -1,7 +1,7 @@
 //! `workflow_executions`: one row per contact in a workflow, and the log,
 //! dead-letter and lock statements that go with it.
 //!
-//! Every update is optimistic: [`save`] writes the row the caller holds
+//! Every update is optimistic: [`super::checkpoint::save`] writes the row the caller holds
 //! `WHERE revision = <the revision it read>` and bumps the revision, so a
 //! decision taken on a stale read (a cancel racing a checkpoint, a second
 //! worker handed the same job) fails instead of overwriting.
@@ -213,55 +213,6 @@ pub async fn get_in(pool: &PgPool, account_id: Uuid, id: Uuid) -> Result<Option<
             .fetch_optional(pool)
             .await?,
     )
-}
-
-/// Writes every mutable column of `e` if nobody wrote the row since `e`
-/// was read; bumps `e.revision` and `e.updated_at` on success. `false`
-/// means the row changed underneath: re-read and decide again.
-///
-/// # Errors
-/// Database errors.
-pub async fn save(conn: &mut PgConnection, e: &mut Execution) -> Result<bool> {
-    let row: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
-        "UPDATE workflow_executions SET \
-           status = $3, current_step_index = $4, current_step_id = $5, attempt = $6, context = $7, \
-           waiting_reason = $8, resume_at = $9, next_attempt_at = $10, lease_owner = $11, lease_expires_at = $12, \
-           error = $13, started_at = $14, completed_at = $15, step_state = $16, wake_seq = $17, \
-           first_attempt = $18, error_class = $19, fingerprint = $20, step_started_at = $21, \
-           revision = revision + 1, updated_at = now() \
-         WHERE id = $1 AND revision = $2 RETURNING revision, updated_at",
-    )
-    .bind(e.id)
-    .bind(e.revision)
-    .bind(e.status.as_str())
-    .bind(e.current_step_index)
-    .bind(&e.current_step_id)
-    .bind(e.attempt)
-    .bind(&e.context)
-    .bind(&e.waiting_reason)
-    .bind(e.resume_at)
-    .bind(e.next_attempt_at)
-    .bind(&e.lease_owner)
-    .bind(e.lease_expires_at)
-    .bind(&e.error)
-    .bind(e.started_at)
-    .bind(e.completed_at)
-    .bind(&e.step_state)
-    .bind(e.wake_seq)
-    .bind(e.first_attempt)
-    .bind(e.error_class.map(ErrorClass::as_str))
-    .bind(&e.fingerprint)
-    .bind(e.step_started_at)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(match row {
-        Some((revision, updated_at)) => {
-            e.revision = revision;
-            e.updated_at = updated_at;
-            true
-        }
-        None => false,
-    })
 }
 
 /// What a cancel writes, as `engine::plan` says a `Cancel` writes it

@@ -11,7 +11,7 @@ use super::Result;
 use super::execution::Execution;
 use crate::domain::{ErrorClass, LogStatus};
 
-/// A log row: one action attempt.
+/// A log row: one action attempt, written by [`super::checkpoint::commit`].
 #[derive(Debug, Clone)]
 pub struct NewLog<'a> {
     /// Execution.
@@ -46,42 +46,6 @@ pub struct NewLog<'a> {
     pub started_at: DateTime<Utc>,
     /// Finished.
     pub completed_at: DateTime<Utc>,
-}
-
-/// Writes a log row (inside the checkpoint transaction).
-///
-/// # Errors
-/// Database errors, e.g. no partition for the month.
-pub async fn insert_log(conn: &mut PgConnection, log: &NewLog<'_>) -> Result<()> {
-    let duration_ms = (log.completed_at - log.started_at)
-        .num_milliseconds()
-        .max(0) as i32;
-    sqlx::query(
-        "INSERT INTO execution_logs (execution_id, account_id, step_index, step_id, action_type, attempt, status, \
-           config, response, error, started_at, completed_at, duration_ms, error_class, fingerprint, \
-           workflow_id, workflow_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-    )
-    .bind(log.execution_id)
-    .bind(log.account_id)
-    .bind(log.step_index)
-    .bind(log.step_id)
-    .bind(log.action_type)
-    .bind(log.attempt)
-    .bind(log.status.as_str())
-    .bind(SqlJson(log.config))
-    .bind(log.response.map(SqlJson))
-    .bind(log.error)
-    .bind(log.started_at)
-    .bind(log.completed_at)
-    .bind(duration_ms)
-    .bind(log.error_class.map(ErrorClass::as_str))
-    .bind(log.fingerprint)
-    .bind(log.workflow_id)
-    .bind(log.workflow_version)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Records a dead letter for a failed execution (with its class and

@@ -4,6 +4,8 @@
 //! - one file per aggregate: [`account`], [`contact`], [`workflow`],
 //!   [`execution`], [`log`] (step attempts and dead letters), [`outbox`],
 //!   [`api_key`];
+//! - [`checkpoint`]: a step's checkpoint in one statement (the execution
+//!   row, its log rows, the contact change);
 //! - [`alert`]: alert rules, alerts and their deliveries (an outbox);
 //! - [`audit`]: the append-only audit trail;
 //! - [`operation`]: bulk operations and their progress; [`bulk`]: the
@@ -25,6 +27,7 @@ pub mod alert;
 pub mod api_key;
 pub mod audit;
 pub mod bulk;
+pub mod checkpoint;
 pub mod contact;
 pub mod due;
 pub mod execution;

@@ -1,24 +1,44 @@
-//! Checkpoint throughput of the engine as it is today (one transaction per
-//! step), the baseline for batched checkpoints:
+//! Durable step throughput, and what each step costs PostgreSQL:
 //!
 //!   cargo bench --bench checkpoints            # needs DATABASE_URL, REDIS_URL (`make services`)
 //!   FLOWPILOT_BENCH_EXECUTIONS=400 FLOWPILOT_BENCH_STEPS=25 cargo bench --bench checkpoints
 //!
-//! Runs N executions of a K-step workflow whose steps only touch
-//! PostgreSQL (tags, attributes, conditions), through the real worker and
-//! Redis queue, in a scratch database, and prints steps per second and the
-//! per-step time the engine recorded.
+//! Runs N executions of a K-step workflow through the real worker and
+//! Redis queue, each case in a scratch database of its own, and prints a
+//! table: steps per second, execution time p50/p95/p99, and per step the
+//! transactions committed and the WAL written. Two workflows: `local`,
+//! whose steps only touch PostgreSQL (tags, attributes, conditions), and
+//! `mixed`, where every fifth step calls a webhook on a local server (a
+//! side effect: its checkpoint must commit before the next step). Each runs
+//! with one step per checkpoint (as before local steps were committed
+//! together) and with the default. Then pgbench in the same run: the raw
+//! ceiling of one step's writes (a log row and the execution row) per
+//! transaction, with as many clients as the worker runs jobs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::routing::post;
 use flowpilot::engine::{Settings, StartRequest};
 use flowpilot::queue::{Client, Serializer, keys};
 use flowpilot::store;
-use serde_json::json;
+use serde_json::{Value as Json, json};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 mod scratch;
+
+/// What one case measured.
+struct Figures {
+    steps_per_s: f64,
+    /// Execution time (started to completed), ms.
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    xacts_per_step: f64,
+    wal_per_step: f64,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -27,99 +47,262 @@ async fn main() -> anyhow::Result<()> {
     let steps: usize = scratch::env("FLOWPILOT_BENCH_STEPS", 20);
     let concurrency: usize = scratch::env("FLOWPILOT_BENCH_CONCURRENCY", 20);
 
-    let db = scratch::Scratch::create((concurrency + 5) as u32).await?;
-    let pool = db.pool.clone();
-    let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let queue = Client::connect(&redis, Serializer::Pickle).await?;
-    let runtime = scratch::runtime(
-        &pool,
-        &queue,
-        Settings {
-            queue_prefix: prefix.clone(),
-            run_budget: Duration::from_secs(60),
-            ..Settings::default()
-        },
-        flowpilot::worker::Settings {
-            queues: vec![prefix.clone()],
-            max_jobs: concurrency,
-            poll_delay: Duration::from_millis(5),
-            ..flowpilot::worker::Settings::default()
-        },
-    )?;
-    let engine = Arc::clone(&runtime.engine);
-    let account = store::account::create(&pool, "bench").await?.id;
-    let definition = json!({"steps": (0..steps).map(|i| match i % 3 {
-        0 => json!({"id": format!("s{i}"), "type": "add_tag", "tag": format!("t{i}")}),
-        1 => json!({"id": format!("s{i}"), "type": "condition", "if": {"tag": format!("t{}", i - 1)}}),
-        _ => json!({"id": format!("s{i}"), "type": "update_contact", "attributes": {format!("a{i}"): i}}),
-    }).collect::<Vec<_>>()});
-    let workflow = engine
-        .create_workflow(account, "bench", None, true, &definition)
-        .await?
-        .id;
-    let mut contacts = Vec::with_capacity(executions);
-    for i in 0..executions {
-        let c = store::contact::NewContact {
-            email: Some(format!("c{i}@example.com")),
-            ..Default::default()
-        };
-        contacts.push(store::contact::insert(&pool, account, &c).await?.id);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook = format!("http://{}/hook", listener.local_addr()?);
+    let app = Router::new().route("/hook", post(|| async { "{\"ok\": true}" }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    println!(
+        "checkpoints: {executions} executions x {steps} steps, {concurrency} concurrent jobs\n\
+         | workflow | steps per checkpoint | steps/s | execution p50 / p95 / p99 ms | transactions per step | WAL bytes per step |\n\
+         | --- | --- | --- | --- | --- | --- |"
+    );
+    let mut local = Vec::new();
+    for (shape, webhook) in [("local", None), ("mixed", Some(hook.as_str()))] {
+        for per_checkpoint in [1, Settings::default().steps_per_checkpoint] {
+            let case = Case {
+                redis: &redis,
+                executions,
+                steps,
+                concurrency,
+                per_checkpoint,
+                webhook,
+            };
+            let f = case.run().await?;
+            println!(
+                "| {shape} | {per_checkpoint} | {:.0} | {:.1} / {:.1} / {:.1} | {:.2} | {:.0} |",
+                f.steps_per_s, f.p50, f.p95, f.p99, f.xacts_per_step, f.wal_per_step
+            );
+            if webhook.is_none() {
+                local.push(f.steps_per_s);
+            }
+        }
+    }
+    if let [one, many] = local[..] {
+        println!(
+            "local steps: {:.1}x with steps committed together",
+            many / one
+        );
+    }
+    match pgbench_ceiling(concurrency).await {
+        Ok(tps) => println!(
+            "pgbench, one step's writes per transaction, {concurrency} clients: {tps:.0} steps/s"
+        ),
+        Err(e) => println!("pgbench ceiling not measured: {e}"),
+    }
+    Ok(())
+}
+
+/// One case of the table.
+struct Case<'a> {
+    redis: &'a str,
+    executions: usize,
+    steps: usize,
+    concurrency: usize,
+    per_checkpoint: usize,
+    /// Every fifth step calls this webhook.
+    webhook: Option<&'a str>,
+}
+
+impl Case<'_> {
+    fn definition(&self) -> Json {
+        json!({"steps": (0..self.steps).map(|i| match (i % 5, self.webhook) {
+            (4, Some(url)) => json!({"id": format!("s{i}"), "type": "webhook", "url": url}),
+            (0 | 3, _) => json!({"id": format!("s{i}"), "type": "add_tag", "tag": format!("t{i}")}),
+            (1, _) => json!({"id": format!("s{i}"), "type": "condition", "if": {"tag": format!("t{}", i - 1)}}),
+            _ => json!({"id": format!("s{i}"), "type": "update_contact", "attributes": {format!("a{i}"): i}}),
+        }).collect::<Vec<_>>()})
     }
 
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(runtime.worker()?.run(stop.clone()));
+    async fn run(&self) -> anyhow::Result<Figures> {
+        let db = scratch::Scratch::create((self.concurrency + 5) as u32).await?;
+        let pool = db.pool.clone();
+        let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let queue = Client::connect(self.redis, Serializer::Pickle).await?;
+        let runtime = scratch::runtime(
+            &pool,
+            &queue,
+            Settings {
+                queue_prefix: prefix.clone(),
+                run_budget: Duration::from_secs(60),
+                steps_per_checkpoint: self.per_checkpoint,
+                ..Settings::default()
+            },
+            flowpilot::worker::Settings {
+                queues: vec![prefix.clone()],
+                max_jobs: self.concurrency,
+                ..flowpilot::worker::Settings::default()
+            },
+        )?;
+        let engine = Arc::clone(&runtime.engine);
+        let account = store::account::create(&pool, "bench").await?.id;
+        let workflow = engine
+            .create_workflow(account, "bench", None, true, &self.definition())
+            .await?
+            .id;
+        let mut contacts = Vec::with_capacity(self.executions);
+        for i in 0..self.executions {
+            let c = store::contact::NewContact {
+                email: Some(format!("c{i}@example.com")),
+                ..Default::default()
+            };
+            contacts.push(store::contact::insert(&pool, account, &c).await?.id);
+        }
 
-    let began = Instant::now();
-    for contact in contacts {
-        engine
-            .start(StartRequest {
-                account_id: account,
-                workflow_id: workflow,
-                contact_id: contact,
-                priority: Default::default(),
-                idempotency_key: None,
-                metadata: json!({}),
-                source: "api",
-            })
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(runtime.worker()?.run(stop.clone()));
+        let before = counters(&pool, &db.name).await?;
+        let began = Instant::now();
+        // Starts come in concurrently, as API calls do.
+        let mut starts = tokio::task::JoinSet::new();
+        for chunk in contacts.chunks(contacts.len().div_ceil(8).max(1)) {
+            let (engine, chunk) = (Arc::clone(&engine), chunk.to_vec());
+            starts.spawn(async move {
+                for contact in chunk {
+                    engine
+                        .start(StartRequest {
+                            account_id: account,
+                            workflow_id: workflow,
+                            contact_id: contact,
+                            priority: Default::default(),
+                            idempotency_key: None,
+                            metadata: json!({}),
+                            source: "api",
+                        })
+                        .await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(started) = starts.join_next().await {
+            started??;
+        }
+        loop {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM workflow_executions WHERE status <> 'COMPLETED'",
+            )
+            .fetch_one(&pool)
             .await?;
-    }
-    loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM workflow_executions WHERE status <> 'COMPLETED'",
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = began.elapsed();
+        let after = counters(&pool, &db.name).await?;
+        let (p50, p95, p99): (f64, f64, f64) = sqlx::query_as(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
+                    percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), \
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
+             FROM (SELECT extract(epoch FROM completed_at - created_at) * 1000 AS ms \
+                   FROM workflow_executions) t",
         )
         .fetch_one(&pool)
         .await?;
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.cancel();
+        running.await??;
+        db.finish().await?;
+        let mut r = redis::Client::open(self.redis)?
+            .get_multiplexed_async_connection()
+            .await?;
+        let _: () = redis::cmd("DEL")
+            .arg(&prefix)
+            .arg(keys::dead_queue(&prefix))
+            .query_async(&mut r)
+            .await?;
+        let total = (self.executions * self.steps) as f64;
+        Ok(Figures {
+            steps_per_s: total / took.as_secs_f64(),
+            p50,
+            p95,
+            p99,
+            xacts_per_step: (after.0 - before.0) as f64 / total,
+            wal_per_step: (after.1 - before.1) as f64 / total,
+        })
     }
-    let took = began.elapsed();
-    let (p50, p99): (f64, f64) = sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000), \
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) \
-         FROM execution_logs",
-    )
-    .fetch_one(&pool)
-    .await?;
-    stop.cancel();
-    running.await??;
-    let total = executions * steps;
-    println!(
-        "checkpoints: {executions} executions x {steps} steps = {total} steps in {:.2} s: {:.0} steps/s \
-         ({concurrency} concurrent jobs); action+checkpoint p50 {p50:.2} ms, p99 {p99:.2} ms",
-        took.as_secs_f64(),
-        total as f64 / took.as_secs_f64(),
-    );
+}
 
+/// Transactions committed in database `name` and WAL written so far (the
+/// WAL is the cluster's: nothing else should run meanwhile).
+async fn counters(pool: &PgPool, name: &str) -> anyhow::Result<(i64, i64)> {
+    // Statistics are flushed at most once a second; ask for a fresh view.
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(pool)
+        .await?;
+    Ok(sqlx::query_as(
+        "SELECT xact_commit, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint \
+         FROM pg_stat_database WHERE datname = $1",
+    )
+    .bind(name)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// pgbench's transactions per second for one step's writes (a log row and
+/// an update of the execution row) per transaction, in a scratch database.
+async fn pgbench_ceiling(clients: usize) -> anyhow::Result<f64> {
+    let db = scratch::Scratch::create(2).await?;
+    let account = store::account::create(&db.pool, "bench").await?.id;
+    scratch::ten_workflows(&db.pool, account).await?;
+    sqlx::query(
+        "INSERT INTO contacts (account_id, email) SELECT $1, 'c' || g || '@example.com' FROM generate_series(1, 1000) g",
+    )
+    .bind(account)
+    .execute(&db.pool)
+    .await?;
+    for sql in [
+        "INSERT INTO workflow_executions (account_id, workflow_id, workflow_version, contact_id, status, current_step_index) \
+         SELECT c.account_id, w.id, 1, c.id, 'RUNNING', 0 \
+         FROM contacts c, (SELECT id FROM workflows WHERE name = 'w1') w",
+        "CREATE TABLE bench_ids (n int PRIMARY KEY, id uuid NOT NULL)",
+        "INSERT INTO bench_ids SELECT row_number() OVER () - 1, id FROM workflow_executions",
+    ] {
+        sqlx::query(sql).execute(&db.pool).await?;
+    }
+    let script = std::env::temp_dir().join(format!("{}.sql", db.name));
+    std::fs::write(
+        &script,
+        "\\set n random(0, 999)\n\
+         BEGIN;\n\
+         INSERT INTO execution_logs (execution_id, account_id, step_index, step_id, action_type, attempt, status, \
+           config, response, started_at, completed_at, duration_ms, workflow_id, workflow_version) \
+         SELECT id, account_id, current_step_index, 's', 'add_tag', 1, 'SUCCEEDED', '{}', '{}', now(), now(), 0, \
+           workflow_id, 1 FROM workflow_executions WHERE id = (SELECT id FROM bench_ids WHERE n = :n);\n\
+         UPDATE workflow_executions SET current_step_index = current_step_index + 1, revision = revision + 1, \
+           context = context || '{\"s\": {}}', updated_at = now() \
+         WHERE id = (SELECT id FROM bench_ids WHERE n = :n);\n\
+         COMMIT;\n",
+    )?;
+    let url = url::Url::parse(&std::env::var("DATABASE_URL")?)?;
+    let out = tokio::process::Command::new("pgbench")
+        .args([
+            "-n",
+            "-T",
+            "10",
+            "-j",
+            "2",
+            "-c",
+            &clients.to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .args(["-h", url.host_str().unwrap_or("localhost")])
+        .args(["-p", &url.port().unwrap_or(5432).to_string()])
+        .args(["-U", url.username(), &db.name])
+        .env("PGPASSWORD", url.password().unwrap_or(""))
+        .output()
+        .await?;
+    let _ = std::fs::remove_file(&script);
     db.finish().await?;
-    let mut r = redis::Client::open(redis.as_str())?
-        .get_multiplexed_async_connection()
-        .await?;
-    let _: () = redis::cmd("DEL")
-        .arg(&prefix)
-        .arg(keys::dead_queue(&prefix))
-        .query_async(&mut r)
-        .await?;
-    Ok(())
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok());
+    tps.ok_or_else(|| {
+        anyhow::anyhow!(
+            "pgbench printed no tps: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }

@@ -97,7 +97,10 @@ pub fn runtime(
         queue: queue.clone(),
         email: Arc::new(Outbox::new(pool.clone())),
         sms: Arc::new(Outbox::new(pool.clone())),
-        webhook: webhook::Client::new(webhook::Guard::default())?,
+        // Benchmarks call webhooks on servers of their own.
+        webhook: webhook::Client::new(webhook::Guard::new(vec![
+            "127.0.0.1".parse().map_err(anyhow::Error::msg)?,
+        ]))?,
         breakers: Breakers::off(queue.clone()),
         limits: Limiter::new(
             queue.clone(),
