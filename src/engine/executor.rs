@@ -5,12 +5,15 @@
 //!   revision): this worker holds the lease;
 //! - **step**: run the current step's action against the contact, and
 //!   decide what its outcome means (advance, park, back off, fail);
-//! - **settle**: plan that command and commit it in one transaction with
-//!   what goes with it (the log row, the contact change, a dead letter),
-//!   then enqueue the job the transition asks for.
+//! - **settle**: plan that command and commit it with what goes with it
+//!   (the log row, the contact change, a dead letter), then enqueue the
+//!   job the transition asks for.
 //!
+//! Local steps (no effect outside PostgreSQL) that move on to another step
+//! are taken in memory and settle with the next checkpoint, atomically.
 //! A crash anywhere loses at most the action in flight, which the next run
-//! repeats with the same idempotency key. A run ends when the execution
+//! repeats with the same idempotency key, and the local steps before it,
+//! which the next run takes again with the same outcome. A run ends when the execution
 //! completes or fails, parks, or spends its time budget.
 //!
 //! A run that hits a database or Redis error after its claim gives the
