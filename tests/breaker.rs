@@ -4,7 +4,7 @@
 
 mod common;
 
-use flowpilot::queue::{Admission, BreakerPolicy, BreakerState, Serializer};
+use flowpilot::queue::{Admission, BreakerPolicy, BreakerState, Client, Serializer};
 
 const POLICY: BreakerPolicy = BreakerPolicy {
     failure_permille: 500,
@@ -15,21 +15,20 @@ const POLICY: BreakerPolicy = BreakerPolicy {
     spacing_ms: 100,
 };
 
+/// What the breaker of `key` says to a call at `now`.
+async fn admit_at(client: &Client, prefix: &str, key: &str, now: i64) -> Admission {
+    client
+        .breaker_admit(prefix, key, &POLICY, now)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_breaker_opens_on_its_failure_ratio_refuses_on_a_ramped_schedule_probes_and_closes() {
     let client = common::client(Serializer::Pickle).await;
     let prefix = common::unique("breaker");
     let key = "webhook:crm.test:443";
-    let admit = |now| {
-        let client = client.clone();
-        let prefix = prefix.clone();
-        async move {
-            client
-                .breaker_admit(&prefix, key, &POLICY, now)
-                .await
-                .unwrap()
-        }
-    };
+    let admit = |now| admit_at(&client, &prefix, key, now);
     let report = |now, ok, probe| {
         let client = client.clone();
         let prefix = prefix.clone();
@@ -136,16 +135,7 @@ async fn a_closed_breaker_paces_calls_at_its_ramp_until_its_schedule_has_run() {
     let client = common::client(Serializer::Pickle).await;
     let prefix = common::unique("breaker");
     let key = "smtp:mail.test:587";
-    let admit = |now| {
-        let client = client.clone();
-        let prefix = prefix.clone();
-        async move {
-            client
-                .breaker_admit(&prefix, key, &POLICY, now)
-                .await
-                .unwrap()
-        }
-    };
+    let admit = |now| admit_at(&client, &prefix, key, now);
     let t0 = 1_800_000_000_000i64;
     for i in 0..10 {
         client

@@ -6,7 +6,7 @@
 //! Runs N executions of a K-step workflow through the real worker and
 //! Redis queue, each case in a scratch database of its own, and prints a
 //! table: steps per second, execution time p50/p95/p99, and per step the
-//! transactions committed and the WAL written. Two workflows: `local`,
+//! write transactions committed and the WAL written. Two workflows: `local`,
 //! whose steps only touch PostgreSQL (tags, attributes, conditions), and
 //! `mixed`, where every fifth step calls a webhook on a local server (a
 //! side effect: its checkpoint must commit before the next step). Each runs
@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
 
     println!(
         "checkpoints: {executions} executions x {steps} steps, {concurrency} concurrent jobs\n\
-         | workflow | steps per checkpoint | steps/s | execution p50 / p95 / p99 ms | transactions per step | WAL bytes per step |\n\
+         | workflow | steps per checkpoint | steps/s | execution p50 / p95 / p99 ms | write transactions per step | WAL bytes per step |\n\
          | --- | --- | --- | --- | --- | --- |"
     );
     let mut local = Vec::new();
@@ -151,7 +151,7 @@ impl Case<'_> {
 
         let stop = CancellationToken::new();
         let running = tokio::spawn(runtime.worker()?.run(stop.clone()));
-        let before = counters(&pool, &db.name).await?;
+        let before = counters(&pool).await?;
         let began = Instant::now();
         // Starts come in concurrently, as API calls do.
         let mut starts = tokio::task::JoinSet::new();
@@ -177,28 +177,10 @@ impl Case<'_> {
         while let Some(started) = starts.join_next().await {
             started??;
         }
-        loop {
-            let open: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM workflow_executions WHERE status <> 'COMPLETED'",
-            )
-            .fetch_one(&pool)
-            .await?;
-            if open == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        scratch::wait_all_final(&pool).await?;
         let took = began.elapsed();
-        let after = counters(&pool, &db.name).await?;
-        let (p50, p95, p99): (f64, f64, f64) = sqlx::query_as(
-            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
-                    percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), \
-                    percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
-             FROM (SELECT extract(epoch FROM completed_at - created_at) * 1000 AS ms \
-                   FROM workflow_executions) t",
-        )
-        .fetch_one(&pool)
-        .await?;
+        let after = counters(&pool).await?;
+        let (p50, p95, p99) = scratch::execution_times(&pool).await?;
         stop.cancel();
         running.await??;
         db.finish().await?;
@@ -222,18 +204,14 @@ impl Case<'_> {
     }
 }
 
-/// Transactions committed in database `name` and WAL written so far (the
-/// WAL is the cluster's: nothing else should run meanwhile).
-async fn counters(pool: &PgPool, name: &str) -> anyhow::Result<(i64, i64)> {
-    // Statistics are flushed at most once a second; ask for a fresh view.
-    sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(pool)
-        .await?;
+/// Transaction ids assigned and WAL written so far, cluster-wide (nothing
+/// else should run meanwhile): only a transaction that writes takes an id,
+/// so the first counts write transactions exactly, where the statistics
+/// views lag by up to their flush interval.
+async fn counters(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
     Ok(sqlx::query_as(
-        "SELECT xact_commit, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint \
-         FROM pg_stat_database WHERE datname = $1",
+        "SELECT pg_current_xact_id()::text::bigint, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
     )
-    .bind(name)
     .fetch_one(pool)
     .await?)
 }

@@ -129,21 +129,7 @@ async fn main() -> anyhow::Result<()> {
         posts.extend(times??);
     }
     let posted = began.elapsed();
-    loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM workflow_executions WHERE status NOT IN ('COMPLETED', 'FAILED')",
-        )
-        .fetch_one(&pool)
-        .await?;
-        if open == 0 {
-            break;
-        }
-        anyhow::ensure!(
-            began.elapsed() < Duration::from_secs(600),
-            "{open} executions still open after 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    scratch::wait_all_final(&pool).await?;
     let took = began.elapsed();
     for p in &mut processes {
         p.kill().await?;
@@ -153,15 +139,7 @@ async fn main() -> anyhow::Result<()> {
         sqlx::query_scalar("SELECT count(*) FROM workflow_executions WHERE status = 'FAILED'")
             .fetch_one(&pool)
             .await?;
-    let (e50, e95, e99): (f64, f64, f64) = sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
-                percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), \
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
-         FROM (SELECT extract(epoch FROM completed_at - created_at) * 1000 AS ms \
-               FROM workflow_executions) t",
-    )
-    .fetch_one(&pool)
-    .await?;
+    let (e50, e95, e99) = scratch::execution_times(&pool).await?;
     let (g50, g95): (f64, f64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
                 percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) \

@@ -141,3 +141,38 @@ pub async fn ten_workflows(pool: &PgPool, account: uuid::Uuid) -> anyhow::Result
     }
     Ok(())
 }
+
+/// Waits until no execution in `pool` is open (at most ten minutes).
+pub async fn wait_all_final(pool: &PgPool) -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workflow_executions \
+             WHERE status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')",
+        )
+        .fetch_one(pool)
+        .await?;
+        if open == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            began.elapsed() < std::time::Duration::from_secs(600),
+            "{open} executions still open after 10 minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// p50, p95 and p99 of the executions' times from created to completed,
+/// in ms.
+pub async fn execution_times(pool: &PgPool) -> anyhow::Result<(f64, f64, f64)> {
+    Ok(sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), \
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
+         FROM (SELECT extract(epoch FROM completed_at - created_at) * 1000 AS ms \
+               FROM workflow_executions) t",
+    )
+    .fetch_one(pool)
+    .await?)
+}
