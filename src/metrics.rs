@@ -71,7 +71,7 @@ impl WorkerMetrics {
         let jobs = IntCounterVec::new(
             Opts::new(
                 "flowpilot_worker_jobs_total",
-                "ARQ jobs run by queue and outcome (complete, failed, retried)",
+                "ARQ jobs run by queue and outcome (complete, failed, retried, deferred)",
             ),
             &["queue", "outcome"],
         )?;

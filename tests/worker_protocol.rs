@@ -220,6 +220,19 @@ fn scripted() -> Registry {
             .max_tries(2),
     );
     r.register(
+        "defer_then_ok",
+        Function::new(|ctx, _| async move {
+            static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            if RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 3 {
+                return Err(JobError::Defer {
+                    defer: Duration::from_millis(100),
+                });
+            }
+            Ok(Value::Int(ctx.job_try))
+        })
+        .max_tries(2),
+    );
+    r.register(
         "too_slow",
         Function::new(|_, _| async {
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -256,6 +269,7 @@ async fn retries_timeouts_tries_aborts_and_panics_end_as_arq_ends_them() {
     let ids: BTreeMap<&str, String> = [
         "retry_then_ok",
         "always_retry",
+        "defer_then_ok",
         "too_slow",
         "discard",
         "panics",
@@ -310,6 +324,13 @@ async fn retries_timeouts_tries_aborts_and_panics_end_as_arq_ends_them() {
             Value::exception("arq.worker.JobExecutionFailed", "max 2 retries exceeded"),
             Some(3)
         )
+    );
+
+    // Deferred three times, with two tries allowed: a deferral is no try.
+    let r = wait_result(&client, &queue, &ids["defer_then_ok"]).await;
+    assert_eq!(
+        (r.success, r.result, r.job.job_try),
+        (true, Value::Int(1), Some(1))
     );
 
     let r = wait_result(&client, &queue, &ids["too_slow"]).await;

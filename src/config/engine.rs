@@ -187,6 +187,11 @@ pub struct EngineConfig {
     /// Default none.
     #[arg(long, env = "FLOWPILOT_LIMIT_WEBHOOK")]
     pub limit_webhook: Option<Rate>,
+    /// Default cap of each account's executions running at once (1 to
+    /// 1,000,000). Default none.
+    #[arg(long, env = "FLOWPILOT_LIMIT_RUNNING",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::domain::limit::MAX_RUNNING)))]
+    pub limit_running: Option<u32>,
 }
 
 /// A rate, or `off`.
@@ -213,6 +218,7 @@ impl EngineConfig {
             sms: self.limit_sms,
             webhook: self.limit_webhook,
             webhook_hosts: Default::default(),
+            running: self.limit_running,
         }
     }
 

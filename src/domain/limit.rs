@@ -1,5 +1,6 @@
-//! Rate limits: how many outbound calls an account may make, in all and
-//! per channel (email, SMS, each webhook host), as a rate and a burst.
+//! An account's limits: how many outbound calls it may make, in all and
+//! per channel (email, SMS, each webhook host), as a rate and a burst; and
+//! how many of its executions may run at once.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,6 +18,8 @@ pub const MIN_PER_SECOND: f64 = 1.0 / 86_400.0;
 pub const MAX_BURST: u32 = 1_000_000;
 /// Most webhook hosts one account may name.
 pub const MAX_HOSTS: usize = 1_000;
+/// Highest cap of running executions accepted.
+pub const MAX_RUNNING: u32 = 1_000_000;
 
 /// A rate with a burst: `burst` calls may go at once, then one every
 /// `1 / per_second` seconds (GCRA).
@@ -109,6 +112,12 @@ pub struct Limits {
     /// Per-host overrides of `webhook` (`crm.example.com`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub webhook_hosts: BTreeMap<String, Rate>,
+    /// Most executions of the account running at once (taking steps on a
+    /// worker; waiting ones do not count). One over the cap stays queued
+    /// until a run of the account ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub running: Option<u32>,
 }
 
 impl Limits {
@@ -123,6 +132,9 @@ impl Limits {
             if let Some(p) = rate.as_ref().and_then(Rate::problem) {
                 return Some((field.to_owned(), p));
             }
+        }
+        if self.running.is_some_and(|n| n == 0 || n > MAX_RUNNING) {
+            return Some(("running".into(), format!("must be in [1, {MAX_RUNNING}]")));
         }
         if self.webhook_hosts.len() > MAX_HOSTS {
             return Some(("webhook_hosts".into(), format!("at most {MAX_HOSTS} hosts")));
@@ -151,6 +163,7 @@ impl Limits {
             sms: self.sms.or(defaults.sms),
             webhook: self.webhook.or(defaults.webhook),
             webhook_hosts: hosts,
+            running: self.running.or(defaults.running),
         }
     }
 

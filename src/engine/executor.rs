@@ -33,6 +33,7 @@ use super::plan::{self, Command, Machine};
 use super::settle::{Earlier, Settle};
 use super::{Engine, Error, Result, lock};
 use crate::domain::{ErrorClass, Status};
+use crate::provider::{Admit, Permit};
 use crate::store::{self, contact::Contact, execution::Execution};
 
 /// Why an execution whose contact was deleted mid-way fails.
@@ -61,6 +62,9 @@ pub enum Run {
     Yielded,
     /// Another writer (a cancel) changed the row mid-run.
     Interrupted,
+    /// Not claimed: its account's cap of running executions is reached;
+    /// the job waits in line.
+    Capped,
     /// A database or Redis error cut the run short; the claim was given
     /// back and a fresh job enqueued.
     Released,
@@ -78,6 +82,7 @@ impl Run {
             Run::Failed => "failed",
             Run::Yielded => "yielded",
             Run::Interrupted => "interrupted",
+            Run::Capped => "capped",
             Run::Released => "released",
         }
     }
@@ -94,6 +99,15 @@ impl Run {
             Status::Cancelled => Some(Run::Interrupted),
         }
     }
+}
+
+/// The job a run comes from: its queue and id.
+#[derive(Debug, Clone, Copy)]
+pub struct RunJob<'a> {
+    /// The queue it was taken from.
+    pub queue: &'a str,
+    /// Its id.
+    pub id: &'a str,
 }
 
 /// Marks an execution as run by this process while alive.
@@ -123,13 +137,21 @@ impl Engine {
     /// Store and queue errors that outlast the attempts to give the claim
     /// back (the job is retried; the row is unchanged since the last
     /// checkpoint); an invalid stored definition.
+    ///
+    /// `job` is the job this run comes from, which holds a permit of the
+    /// account's cap of running executions while it runs.
     #[instrument(skip_all, fields(execution_id = %id), err)]
-    pub async fn run_execution(&self, id: Uuid) -> Result<Run> {
+    pub async fn run_execution(&self, id: Uuid, job: &RunJob<'_>) -> Result<Run> {
         let Some(_held) = Held::take(&self.running, id) else {
             debug!("a run of this process holds it");
             return Ok(Run::Skipped);
         };
-        let run = match self.run_held(id).await {
+        let mut permit = None;
+        let run = self.run_held(id, job, &mut permit).await;
+        if let Some(permit) = permit {
+            self.providers.limits.give_running(permit).await;
+        }
+        let run = match run {
             Err(err @ (Error::Store(_) | Error::Queue(_))) => {
                 warn!(error = %err, "run cut short; giving the claim back");
                 if !self.release(id).await {
@@ -144,9 +166,15 @@ impl Engine {
         Ok(run)
     }
 
-    /// The body of [`Engine::run_execution`], while this process holds `id`.
-    async fn run_held(&self, id: Uuid) -> Result<Run> {
-        let mut e = match self.claim(id).await? {
+    /// The body of [`Engine::run_execution`], while this process holds `id`;
+    /// puts the permit of the account's cap it took in `permit`.
+    async fn run_held(
+        &self,
+        id: Uuid,
+        job: &RunJob<'_>,
+        permit: &mut Option<Permit>,
+    ) -> Result<Run> {
+        let mut e = match self.claim(id, job, permit).await? {
             Ok(e) => e,
             Err(run) => return Ok(run),
         };
@@ -207,7 +235,12 @@ impl Engine {
     /// Takes the lease on `id`; `Err` with how the run ends when there is
     /// nothing to run (missing, final, not due, leased by a live worker,
     /// or claimed by another worker between read and write).
-    async fn claim(&self, id: Uuid) -> Result<std::result::Result<Execution, Run>> {
+    async fn claim(
+        &self,
+        id: Uuid,
+        job: &RunJob<'_>,
+        permit: &mut Option<Permit>,
+    ) -> Result<std::result::Result<Execution, Run>> {
         let Some(mut e) = store::execution::get(&self.pool, id).await? else {
             warn!("execution not found");
             return Ok(Err(Run::Missing));
@@ -217,10 +250,25 @@ impl Engine {
             owner: self.settings.owner.clone(),
             lease_until: now + self.settings.lease,
         };
+        let limits = &self.providers.limits;
+        let hold = self.settings.lease;
         let Ok(t) = plan::plan(&Machine::of(&e), claim, now) else {
             debug!(status = %e.status, "nothing to run");
+            // A permit handed to this job while it waited (its execution
+            // was cancelled meanwhile) goes on to the next in line.
+            *permit = limits.permit(e.account_id, job.queue, job.id, hold).await;
             return Ok(Err(Run::Skipped));
         };
+        match limits
+            .take_running(e.account_id, job.queue, job.id, hold)
+            .await
+        {
+            Admit::Run(p) => *permit = p,
+            Admit::Wait => {
+                debug!("the account's cap of running executions is reached");
+                return Ok(Err(Run::Capped));
+            }
+        }
         if !self.commit_bare(&mut e, t).await? {
             debug!("claimed by another worker");
             return Ok(Err(Run::Skipped));

@@ -10,6 +10,7 @@ use serde_json::json;
 use tracing::warn;
 use uuid::Uuid;
 
+use super::executor::{Run, RunJob};
 use super::operation::RUN_OPERATION;
 use super::{EXECUTE_WORKFLOW, Engine, Error, Priority, RUN_EXECUTION, StartRequest};
 use crate::queue::Value;
@@ -29,6 +30,9 @@ const KNOWN: [&str; 6] = [
     "metadata",
     "account_id",
 ];
+/// How long a run turned away by its account's cap waits at most (give or
+/// take a quarter) before trying again.
+const CAPPED_RETRY: Duration = Duration::from_secs(2);
 /// How long a job that met an infrastructure error waits before its retry.
 const INFRA_RETRY: Duration = Duration::from_secs(5);
 
@@ -48,9 +52,9 @@ impl Engine {
             RUN_EXECUTION,
             // The row, not the job, counts attempts; results are not kept so
             // the next wake-up's job id is free at once.
-            Function::new(move |_, args| {
+            Function::new(move |ctx, args| {
                 let engine = Arc::clone(&engine);
-                async move { engine.run_execution_job(args).await }
+                async move { engine.run_execution_job(ctx, args).await }
             })
             .max_tries(1000)
             .keep_result(Some(Duration::ZERO)),
@@ -153,9 +157,18 @@ impl Engine {
         ]))
     }
 
-    async fn run_execution_job(&self, args: Args) -> Result<Value, JobError> {
+    async fn run_execution_job(&self, ctx: JobContext, args: Args) -> Result<Value, JobError> {
         let id = uuid_arg(&args, RUN_EXECUTION, "execution_id")?;
-        match self.run_execution(id).await {
+        let job = RunJob {
+            queue: &ctx.queue,
+            id: &ctx.job_id,
+        };
+        match self.run_execution(id, &job).await {
+            // In line for a permit: handed one when a run of the account
+            // ends; this deferral is for a hand-over that missed it.
+            Ok(Run::Capped) => Err(JobError::Defer {
+                defer: CAPPED_RETRY.mul_f64(0.75 + fastrand::f64() / 2.0),
+            }),
             Ok(run) => Ok(Value::str(run.as_str())),
             Err(e) if e.is_infrastructure() => Err(raised(RUN_EXECUTION, e)),
             Err(e) => Err(JobError::failed(e.to_string())),

@@ -9,8 +9,13 @@
 //! (the engine's invalidation listener calls [`Limiter::forget`]), and
 //! copies expire after a minute regardless.
 //!
-//! Redis or PostgreSQL trouble never stops a call: it then goes unlimited,
-//! and the log says so.
+//! An account may also cap its executions running at once: a run takes a
+//! permit before it claims its execution ([`Limiter::take_running`]) and
+//! gives it back when it ends; one over the cap waits in line
+//! ([`crate::queue::RunningSlot`]).
+//!
+//! Redis or PostgreSQL trouble never stops a call or a run: it then goes
+//! unlimited, and the log says so.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +28,7 @@ use uuid::Uuid;
 use crate::action::Channel;
 use crate::cache::Cache;
 use crate::domain::{Limits, Rate};
-use crate::queue::{self, Bucket, keys};
+use crate::queue::{self, Bucket, RunningSlot, keys};
 
 /// A cached copy is dropped this long after it was read even when no
 /// change was announced.
@@ -105,6 +110,63 @@ impl Limiter {
         }
     }
 
+    /// Takes a permit of `account`'s cap of running executions for job
+    /// `job_id` of `queue`, held at most `hold`.
+    pub async fn take_running(
+        &self,
+        account: Uuid,
+        queue: &str,
+        job_id: &str,
+        hold: Duration,
+    ) -> Admit {
+        let Some(permit) = self.permit(account, queue, job_id, hold).await else {
+            return Admit::Run(None);
+        };
+        match self
+            .queue
+            .take_running(&permit.slot, permit.cap, hold)
+            .await
+        {
+            Ok(true) => Admit::Run(Some(permit)),
+            Ok(false) => Admit::Wait,
+            Err(e) => {
+                warn!(%account, error = %e, "cap of running executions unreachable; running uncapped");
+                Admit::Run(None)
+            }
+        }
+    }
+
+    /// The permit job `job_id` of `queue` would hold under `account`'s
+    /// cap; `None` when the account has none.
+    pub async fn permit(
+        &self,
+        account: Uuid,
+        queue: &str,
+        job_id: &str,
+        hold: Duration,
+    ) -> Option<Permit> {
+        let cap = match self.limits_of(account).await {
+            Ok(l) => l.running?,
+            Err(e) => {
+                warn!(%account, error = %e, "limits unreadable; running uncapped");
+                return None;
+            }
+        };
+        let slot = RunningSlot::new(&self.prefix, &account.to_string(), queue, job_id);
+        Some(Permit { slot, cap, hold })
+    }
+
+    /// Gives `permit` back, handing it to the job waiting longest.
+    pub async fn give_running(&self, permit: Permit) {
+        if let Err(e) = self
+            .queue
+            .give_running(&permit.slot, permit.cap, permit.hold)
+            .await
+        {
+            warn!(error = %e, "permit not given back; it lapses with its hold");
+        }
+    }
+
     /// `account`'s limits over the defaults, from the cache when fresh.
     async fn limits_of(&self, account: Uuid) -> crate::store::Result<Arc<Limits>> {
         if let Some(limits) = self.cache.get(&account) {
@@ -117,4 +179,21 @@ impl Limiter {
         self.cache.insert(account, Arc::clone(&limits));
         Ok(limits)
     }
+}
+
+/// What an account's cap says to a run.
+#[derive(Debug)]
+pub enum Admit {
+    /// Run; with the permit to give back when the run ends, if capped.
+    Run(Option<Permit>),
+    /// Wait in line: the cap is reached.
+    Wait,
+}
+
+/// A permit of an account's cap of running executions, held by one job.
+#[derive(Debug)]
+pub struct Permit {
+    slot: RunningSlot,
+    cap: u32,
+    hold: Duration,
 }

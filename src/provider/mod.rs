@@ -22,7 +22,7 @@ use crate::config::{EmailProviderKind, EngineConfig, SmsProviderKind, Switch};
 use crate::queue::{self, BreakerPolicy, EnqueueOptions, JobStatus, Value};
 pub use breaker::Breakers;
 pub use http_sms::HttpSms;
-pub use limit::Limiter;
+pub use limit::{Admit, Limiter, Permit};
 pub use outbox::Outbox;
 pub use smtp::Smtp;
 

@@ -86,6 +86,12 @@ pub fn limit(prefix: &str, account: &str, budget: &str) -> String {
     format!("{prefix}:limit:{account}:{budget}")
 }
 
+/// `<prefix>:running:<account>`: the permits of an account's cap of
+/// running executions (and `...:waiting`, the jobs in line for one).
+pub fn running(prefix: &str, account: &str) -> String {
+    format!("{prefix}:running:{account}")
+}
+
 /// `arq:job:<id>`: the serialized job payload.
 pub fn job(id: &str) -> String {
     format!("{JOB_PREFIX}{id}")

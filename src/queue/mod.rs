@@ -19,7 +19,7 @@ pub mod value;
 
 pub use client::{
     Admission, BreakerPolicy, BreakerState, Bucket, Client, Defer, EnqueueOptions, Error, Finish,
-    Health, JobInfo, JobStatus, Presence, Result, Started, now_ms,
+    Health, JobInfo, JobStatus, Presence, Result, RunningSlot, Started, now_ms,
 };
 pub use codec::{Job, JobResult, Serializer};
 pub use value::Value;

@@ -61,6 +61,13 @@ pub enum JobError {
         /// Delay before the next run; `None` keeps the old score.
         defer: Option<Duration>,
     },
+    /// Run later without counting a try: the job did not run (its
+    /// account's cap of running executions is reached).
+    #[error("deferred")]
+    Defer {
+        /// Delay before the next attempt to run it.
+        defer: Duration,
+    },
     /// Fail with `class(message)`, which Python's `Job.result()` raises.
     #[error("{class}: {message}")]
     Failed {

@@ -145,6 +145,8 @@ enum Outcome {
     Complete,
     Failed,
     Retried,
+    /// Not run: it waits for its account's cap (not a try).
+    Deferred,
 }
 
 impl Outcome {
@@ -153,6 +155,7 @@ impl Outcome {
             Outcome::Complete => "complete",
             Outcome::Failed => "failed",
             Outcome::Retried => "retried",
+            Outcome::Deferred => "deferred",
         }
     }
 }
@@ -426,7 +429,7 @@ impl Worker {
                 let counter = match outcome {
                     Outcome::Complete => &shared.counters.complete,
                     Outcome::Failed => &shared.counters.failed,
-                    Outcome::Retried => &shared.counters.retried,
+                    Outcome::Retried | Outcome::Deferred => &shared.counters.retried,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 drop(permit);

@@ -156,6 +156,12 @@ async fn try_run_job(
             client.finish(queue, id, Finish::Retry { incr_ms }).await?;
             Ok(Outcome::Retried)
         }
+        Ok(Ok(Err(JobError::Defer { defer }))) => {
+            let incr_ms = defer.as_millis() as i64 + (now_ms() - score);
+            debug!(defer_ms = defer.as_millis() as u64, "job deferred");
+            client.finish(queue, id, Finish::Defer { incr_ms }).await?;
+            Ok(Outcome::Deferred)
+        }
         Ok(Ok(Err(JobError::Failed { class, message }))) => {
             debug!(%class, %message, "job failed");
             finish(

@@ -11,12 +11,14 @@ mod health;
 mod job;
 mod limit;
 mod pubsub;
+mod running;
 mod script;
 mod worker;
 
 pub use breaker::{Admission, BreakerPolicy, BreakerState};
 pub use health::Health;
 pub use limit::Bucket;
+pub use running::RunningSlot;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -152,6 +154,12 @@ pub enum Finish {
     /// Cut off by shutdown: only release the in-progress key, so the job
     /// runs again at its old score.
     Release,
+    /// As `Retry`, without counting a try: the job did not run (it waits
+    /// for its account's cap).
+    Defer {
+        /// Added to the score: `defer + (now - score)`.
+        incr_ms: i64,
+    },
 }
 
 /// The current Unix time in ms, as arq's `timestamp_ms()`.

@@ -131,6 +131,11 @@ impl Client {
             Finish::Release => {
                 pipe.cmd("DEL").arg(keys::in_progress(id)).ignore();
             }
+            Finish::Defer { incr_ms } => {
+                pipe.cmd("ZINCRBY").arg(queue).arg(incr_ms).arg(id).ignore();
+                pipe.cmd("DECR").arg(keys::retry(id)).ignore();
+                pipe.cmd("DEL").arg(keys::in_progress(id)).ignore();
+            }
         }
         pipe.query_async::<()>(&mut self.conn()).await?;
         Ok(())
