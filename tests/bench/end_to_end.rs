@@ -4,11 +4,15 @@
 //! attributes, email to the outbox):
 //!
 //!   cargo bench --bench end_to_end            # needs DATABASE_URL, REDIS_URL (`make services`)
-//!   FLOWPILOT_BENCH_EXECUTIONS=5000 cargo bench --bench end_to_end
+//!   FLOWPILOT_BENCH_EXECUTIONS=5000 FLOWPILOT_BENCH_PACE=200 cargo bench --bench end_to_end
 //!
-//! Prints steps per second from the first request to the last completion,
-//! the latency of `POST .../execute` (16 clients), execution time and the
-//! gap between one step's end and the next one's start.
+//! Two rounds: executions started flat out from 16 HTTP clients (the
+//! saturated figures), then `FLOWPILOT_BENCH_PACED` more at
+//! `FLOWPILOT_BENCH_PACE` per second (below saturation: the latency a
+//! step has when the system keeps up). Each prints steps per second from
+//! the first request to the last completion, the latency of
+//! `POST .../execute`, execution time, and each step's time from its start
+//! to the next step's (the step, its checkpoint, the way to the next).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -29,6 +33,9 @@ async fn main() -> anyhow::Result<()> {
     flowpilot::tls::install_crypto_provider();
     let redis = scratch::redis_url()?;
     let executions: usize = scratch::env("FLOWPILOT_BENCH_EXECUTIONS", 2_000);
+    // Then this many more, started at `pace` per second (below saturation).
+    let paced: usize = scratch::env("FLOWPILOT_BENCH_PACED", 1_000);
+    let pace: f64 = scratch::env("FLOWPILOT_BENCH_PACE", 100.0);
     let db = scratch::Scratch::create(5).await?;
     let pool = db.pool.clone();
     let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
@@ -46,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         "INSERT INTO contacts (account_id, email) SELECT $1, 'c' || g || '@example.com' FROM generate_series(1, $2) g",
     )
     .bind(account)
-    .bind(executions as i64)
+    .bind((executions + paced) as i64)
     .execute(&pool)
     .await?;
     let contacts: Vec<uuid::Uuid> =
@@ -103,63 +110,27 @@ async fn main() -> anyhow::Result<()> {
     };
     let workflow = created["id"].as_str().unwrap_or_default().to_owned();
 
-    let began = Instant::now();
-    let contacts = Arc::new(contacts);
-    let mut clients = tokio::task::JoinSet::new();
-    for c in 0..CLIENTS {
-        let (http, key, contacts) = (http.clone(), key.clone(), Arc::clone(&contacts));
-        let url = format!("{base}/workflows/{workflow}/execute");
-        clients.spawn(async move {
-            let mut times = Vec::new();
-            for contact in contacts.iter().skip(c).step_by(CLIENTS) {
-                let sent = Instant::now();
-                http.post(&url)
-                    .bearer_auth(&key)
-                    .json(&json!({"contact_id": contact}))
-                    .send()
-                    .await?
-                    .error_for_status()?;
-                times.push(sent.elapsed());
-            }
-            anyhow::Ok(times)
-        });
-    }
-    let mut posts = Vec::new();
-    while let Some(times) = clients.join_next().await {
-        posts.extend(times??);
-    }
-    let posted = began.elapsed();
-    scratch::wait_all_final(&pool).await?;
-    let took = began.elapsed();
+    let url = format!("{base}/workflows/{workflow}/execute");
+    let (flat_out, paced) = contacts.split_at(executions);
+    let flat = Round {
+        http: &http,
+        url: &url,
+        key: &key,
+        pool: &pool,
+    };
+    let fast = flat.run(flat_out, None).await?;
+    let slow = flat.run(paced, Some(pace)).await?;
     for p in &mut processes {
         p.kill().await?;
     }
-
-    let failed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM workflow_executions WHERE status = 'FAILED'")
-            .fetch_one(&pool)
-            .await?;
-    let (e50, e95, e99) = scratch::execution_times(&pool).await?;
-    let (g50, g95): (f64, f64) = sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
-                percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) \
-         FROM (SELECT extract(epoch FROM started_at - lag(completed_at) \
-                 OVER (PARTITION BY execution_id ORDER BY step_index)) * 1000 AS ms \
-               FROM execution_logs) t WHERE ms IS NOT NULL",
-    )
-    .fetch_one(&pool)
-    .await?;
-    posts.sort();
-    let pct = |p: usize| posts[(posts.len() - 1) * p / 100].as_secs_f64() * 1e3;
-    let (p50, p95, p99) = (pct(50), pct(95), pct(99));
-    let total = executions * STEPS;
     println!(
-        "end to end: {executions} executions x {STEPS} steps through `flowpilot api` + 2 `flowpilot worker` (defaults), {CLIENTS} HTTP clients\n\
-         | steps/s | POST .../execute p50 / p95 / p99 ms | all posted after | execution p50 / p95 / p99 ms | step-to-step gap p50 / p95 ms | failed |\n\
-         | --- | --- | --- | --- | --- | --- |\n\
-         | {:.0} | {p50:.1} / {p95:.1} / {p99:.1} | {:.1} s | {e50:.0} / {e95:.0} / {e99:.0} | {g50:.2} / {g95:.2} | {failed} |",
-        total as f64 / took.as_secs_f64(),
-        posted.as_secs_f64(),
+        "end to end: {executions} executions x {STEPS} steps flat out ({CLIENTS} HTTP clients), then {} paced at {pace}/s, \
+         through `flowpilot api` + 2 `flowpilot worker` (defaults)\n\
+         | starts | steps/s | POST .../execute p50 / p95 / p99 ms | execution p50 / p95 / p99 ms | step (with its checkpoint) p50 / p95 / p99 ms | failed |\n\
+         | --- | --- | --- | --- | --- | --- |\n{}\n{}",
+        paced.len(),
+        fast.row("flat out"),
+        slow.row(&format!("{pace}/s")),
     );
     db.finish().await?;
     let mut r = redis::Client::open(redis.as_str())?
@@ -170,4 +141,126 @@ async fn main() -> anyhow::Result<()> {
         .query_async(&mut r)
         .await?;
     Ok(())
+}
+
+/// One round of starts over HTTP, and what it measured.
+struct Round<'a> {
+    http: &'a reqwest::Client,
+    url: &'a str,
+    key: &'a str,
+    pool: &'a sqlx::PgPool,
+}
+
+/// What one round measured, in ms but `steps_per_s`.
+struct Figures {
+    steps_per_s: f64,
+    post: (f64, f64, f64),
+    execution: (f64, f64, f64),
+    step: (f64, f64, f64),
+    failed: i64,
+}
+
+impl Figures {
+    fn row(&self, starts: &str) -> String {
+        let t = |(a, b, c): (f64, f64, f64)| format!("{a:.1} / {b:.1} / {c:.1}");
+        format!(
+            "| {starts} | {:.0} | {} | {} | {} | {} |",
+            self.steps_per_s,
+            t(self.post),
+            t(self.execution),
+            t(self.step),
+            self.failed
+        )
+    }
+}
+
+impl Round<'_> {
+    /// Starts an execution for each of `contacts`: from `CLIENTS` clients
+    /// as fast as they go, or at `pace` per second; waits for them all.
+    async fn run(&self, contacts: &[uuid::Uuid], pace: Option<f64>) -> anyhow::Result<Figures> {
+        let began = Instant::now();
+        let mut posts = tokio::task::JoinSet::new();
+        let (http, url, key) = (self.http.clone(), self.url.to_owned(), self.key.to_owned());
+        let post = move |contact: uuid::Uuid| {
+            let (http, url, key) = (http.clone(), url.clone(), key.clone());
+            async move {
+                let sent = Instant::now();
+                http.post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({"contact_id": contact}))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                anyhow::Ok(vec![sent.elapsed()])
+            }
+        };
+        match pace {
+            Some(per_second) => {
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
+                for &c in contacts {
+                    tick.tick().await;
+                    posts.spawn(post(c));
+                }
+            }
+            None => {
+                let contacts = Arc::new(contacts.to_vec());
+                for client in 0..CLIENTS {
+                    let contacts = Arc::clone(&contacts);
+                    let post = post.clone();
+                    posts.spawn(async move {
+                        let mut times = Vec::new();
+                        for &c in contacts.iter().skip(client).step_by(CLIENTS) {
+                            times.extend(post(c).await?);
+                        }
+                        anyhow::Ok(times)
+                    });
+                }
+            }
+        }
+        let mut times = Vec::new();
+        while let Some(t) = posts.join_next().await {
+            times.extend(t??);
+        }
+        scratch::wait_all_final(self.pool).await?;
+        let took = began.elapsed();
+        times.sort();
+        let pct = |p: usize| times[(times.len() - 1) * p / 100].as_secs_f64() * 1e3;
+        let three = |sql: &str| {
+            sqlx::query_as::<_, (f64, f64, f64)>(sqlx::AssertSqlSafe(format!(
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
+                        percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), \
+                        percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) FROM ({sql}) t"
+            )))
+            .bind(contacts)
+            .fetch_one(self.pool)
+        };
+        let execution = three(
+            "SELECT extract(epoch FROM completed_at - created_at) * 1000 AS ms \
+             FROM workflow_executions WHERE contact_id = ANY($1)",
+        )
+        .await?;
+        // From a step's start to the next one's (or the execution's end):
+        // the step, its checkpoint and the way to the next step.
+        let step = three(
+            "SELECT extract(epoch FROM coalesce(lead(l.started_at) OVER w, e.completed_at) \
+                 - l.started_at) * 1000 AS ms \
+             FROM execution_logs l JOIN workflow_executions e ON e.id = l.execution_id \
+             WHERE e.contact_id = ANY($1) \
+             WINDOW w AS (PARTITION BY l.execution_id ORDER BY l.step_index, l.id)",
+        )
+        .await?;
+        let failed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workflow_executions WHERE status = 'FAILED' AND contact_id = ANY($1)",
+        )
+        .bind(contacts)
+        .fetch_one(self.pool)
+        .await?;
+        Ok(Figures {
+            steps_per_s: (contacts.len() * STEPS) as f64 / took.as_secs_f64(),
+            post: (pct(50), pct(95), pct(99)),
+            execution,
+            step,
+            failed,
+        })
+    }
 }
