@@ -13,8 +13,12 @@
 //! are taken in memory and settle with the next checkpoint, atomically.
 //! A crash anywhere loses at most the action in flight, which the next run
 //! repeats with the same idempotency key, and the local steps before it,
-//! which the next run takes again with the same outcome. A run ends when the execution
-//! completes or fails, parks, or spends its time budget.
+//! which the next run takes again with the same outcome. A run ends when
+//! the execution completes or fails, parks, or spends its time budget.
+//!
+//! Before its claim a run takes a permit of its account's cap of running
+//! executions, if the account has one, and gives it back when it ends;
+//! without one it ends `Capped`, its job in line for the next permit.
 //!
 //! A run that hits a database or Redis error after its claim gives the
 //! claim back (QUEUED under a fresh job) as soon as the database answers
