@@ -64,6 +64,7 @@ async fn health_counts_ready_held_and_deferred_jobs_the_oldest_wait_and_the_minu
         .claim_many(&queue, &ids, now_ms(), Duration::from_secs(60))
         .await
         .unwrap();
+    let claimed: Vec<bool> = claimed.iter().map(Option::is_some).collect();
     assert_eq!(claimed, vec![true, true]);
 
     let now = now_ms();

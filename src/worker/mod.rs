@@ -377,10 +377,11 @@ impl Worker {
                     .client
                     .claim_many(queue, &ids, now_ms(), in_progress_ttl)
                     .await?;
-                for ((id, score), won) in jobs.into_iter().zip(claimed) {
-                    if won {
+                for ((id, score), started) in jobs.into_iter().zip(claimed) {
+                    if let Some(started) = started {
                         claimed_any = true;
-                        self.spawn_job(slots, tasks, queue, id, score);
+                        let job = run::Claimed { id, score, started };
+                        self.spawn_job(slots, tasks, queue, job);
                     }
                 }
             }
@@ -401,9 +402,9 @@ impl Worker {
         slots: &Arc<Semaphore>,
         tasks: &TaskTracker,
         queue: &str,
-        id: String,
-        score: i64,
+        job: run::Claimed,
     ) {
+        let id = job.id.clone();
         // Only the poll loop takes slots, and it claimed no more than were
         // free: this never waits.
         let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -420,7 +421,7 @@ impl Worker {
         tasks.spawn(
             async move {
                 let began = tokio::time::Instant::now();
-                let outcome = run::run_job(&shared, &queue, &id, score, &abort).await;
+                let outcome = run::run_job(&shared, &queue, job, &abort).await;
                 if let Some(m) = &shared.metrics {
                     m.observe(&queue, outcome.as_str(), began.elapsed());
                 }

@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 
 use super::function::{self, Args, JobContext, JobError};
 use super::{Outcome, Shared};
-use crate::queue::{self, Finish, Job, JobResult, Serializer, Value, now_ms};
+use crate::queue::{self, Finish, Job, JobResult, Serializer, Started, Value, now_ms};
 
 /// What a run is recorded as when the result is written.
 struct Record {
@@ -23,14 +23,21 @@ struct Record {
 
 /// Runs one claimed job to its end; never fails: Redis errors are logged and
 /// leave the job to be re-claimed when its in-progress key expires.
+/// A job this worker claimed, started by its claim.
+pub(super) struct Claimed {
+    pub(super) id: String,
+    pub(super) score: i64,
+    pub(super) started: Started,
+}
+
 pub(super) async fn run_job(
     shared: &Shared,
     queue: &str,
-    id: &str,
-    score: i64,
+    job: Claimed,
     abort: &CancellationToken,
 ) -> Outcome {
-    match try_run_job(shared, queue, id, score, abort).await {
+    let Claimed { id, score, started } = job;
+    match try_run_job(shared, queue, &id, score, started, abort).await {
         Ok(outcome) => outcome,
         Err(e) => {
             warn!(error = %e, "job bookkeeping failed; it will be re-claimed");
@@ -44,12 +51,12 @@ async fn try_run_job(
     queue: &str,
     id: &str,
     score: i64,
+    started: Started,
     abort: &CancellationToken,
 ) -> queue::Result<Outcome> {
     let client = &shared.client;
     let settings = &shared.settings;
     let start_ms = now_ms();
-    let started = client.start(id).await?;
     let mut rec = Record {
         job: Job {
             function: "<unknown>".into(),

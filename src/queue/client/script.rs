@@ -27,20 +27,31 @@ return 1
 });
 
 /// Claim as arq 0.27+ does: skip when in progress, gone from the queue,
-/// scored 0, or not yet due. A claim is counted in the queue's stats bucket.
+/// scored 0, or not yet due. A claim is counted in the queue's stats
+/// bucket, and starts the job in the same step (arq's start: read the
+/// payload, advance the try counter, consume a pending abort), so a
+/// claimed job costs no round trip of its own before it runs.
+/// Returns `{1, payload (false: expired), try, aborted}`, or `{0, false,
+/// 0, 0}` when it skipped the job.
 pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: in-progress, queue, stats bucket   ARGV: id, now ms, in-progress ttl ms, stats ttl ms
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+-- KEYS: in-progress, queue, stats bucket, job, retry counter, abort set
+-- ARGV: id, now ms, in-progress ttl ms, stats ttl ms, retry counter ttl s
+local skip = {0, false, 0, 0}
+if redis.call('EXISTS', KEYS[1]) == 1 then return skip end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score then return 0 end
+if not score then return skip end
 score = tonumber(score)
-if score == 0 or score > tonumber(ARGV[2]) then return 0 end
+if score == 0 or score > tonumber(ARGV[2]) then return skip end
 redis.call('PSETEX', KEYS[1], ARGV[3], '1')
 redis.call('HINCRBY', KEYS[3], 'dequeued', 1)
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
-return 1
+local payload = redis.call('GET', KEYS[4])
+local try = redis.call('INCR', KEYS[5])
+redis.call('EXPIRE', KEYS[5], ARGV[5])
+local aborted = redis.call('ZREM', KEYS[6], ARGV[1])
+return {1, payload, try, aborted}
 ",
     )
 });

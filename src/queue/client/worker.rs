@@ -1,6 +1,6 @@
-//! The worker side of the protocol: claim a due job, start it (payload
-//! and try counter), finish it (result, retry, release), abort requests
-//! and the health-check key. `crate::worker` decides when to call these.
+//! The worker side of the protocol: claim due jobs and start them
+//! (payload and try counter) in one round trip, finish them (result,
+//! retry, release), abort requests and the health-check key. `crate::worker` decides when to call these.
 
 use std::time::Duration;
 
@@ -9,9 +9,10 @@ use super::{Client, Finish, RETRY_COUNTER_TTL_S, Result, Started};
 use crate::queue::keys;
 
 impl Client {
-    /// Takes the in-progress key of each of `ids` of `queue` for `ttl`, in
-    /// one round trip; says which were claimed (not those another worker
-    /// holds or that are no longer due).
+    /// Takes the in-progress key of each of `ids` of `queue` for `ttl` and
+    /// starts the job (payload, try counter, pending abort), in one round
+    /// trip; `None` for those not claimed (another worker holds them, or
+    /// they are no longer due).
     ///
     /// # Errors
     /// Redis errors.
@@ -21,7 +22,7 @@ impl Client {
         ids: &[String],
         now_ms: i64,
         ttl: Duration,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Vec<Option<Started>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -37,14 +38,28 @@ impl Client {
                     .key(keys::in_progress(id))
                     .key(queue)
                     .key(&stats)
+                    .key(keys::job(id))
+                    .key(keys::retry(id))
+                    .key(keys::ABORT_SET)
                     .arg(id)
                     .arg(now_ms)
                     .arg(ttl_ms)
-                    .arg(keys::STATS_TTL_MS),
+                    .arg(keys::STATS_TTL_MS)
+                    .arg(RETRY_COUNTER_TTL_S),
             );
         }
-        let claimed: Vec<i64> = pipe.query_async(&mut self.conn()).await?;
-        Ok(claimed.into_iter().map(|c| c == 1).collect())
+        let claimed: Vec<(i64, Option<Vec<u8>>, i64, i64)> =
+            pipe.query_async(&mut self.conn()).await?;
+        Ok(claimed
+            .into_iter()
+            .map(|(won, payload, job_try, aborted)| {
+                (won == 1).then_some(Started {
+                    payload,
+                    job_try,
+                    aborted: aborted > 0,
+                })
+            })
+            .collect())
     }
 
     /// Waits on the wake channels of `queues` and calls `wake` for each
@@ -55,33 +70,6 @@ impl Client {
     pub async fn listen_wakeups(&self, queues: &[String], wake: impl Fn()) -> Result<()> {
         let channels: Vec<String> = queues.iter().map(|q| keys::wake(q)).collect();
         self.listen(&channels, || {}, |_| wake()).await
-    }
-
-    /// Reads the payload and advances the try counter of a claimed job, and
-    /// consumes a pending abort request, in one transaction.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn start(&self, id: &str) -> Result<Started> {
-        let (payload, job_try, _, aborted): (Option<Vec<u8>>, i64, i64, i64) = redis::pipe()
-            .atomic()
-            .cmd("GET")
-            .arg(keys::job(id))
-            .cmd("INCR")
-            .arg(keys::retry(id))
-            .cmd("EXPIRE")
-            .arg(keys::retry(id))
-            .arg(RETRY_COUNTER_TTL_S)
-            .cmd("ZREM")
-            .arg(keys::ABORT_SET)
-            .arg(id)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(Started {
-            payload,
-            job_try,
-            aborted: aborted > 0,
-        })
     }
 
     /// Overwrites the try counter with the payload's `_job_try`.
