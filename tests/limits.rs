@@ -254,19 +254,41 @@ async fn a_deactivated_workflow_refuses_new_executions_in_another_process_within
     api.finish().await;
 }
 
-/// A local provider that takes 100 ms per call and records the most calls
-/// in flight at once.
+/// A local provider that takes `delay` per call and records the most
+/// calls in flight at once.
 #[derive(Clone, Default)]
 struct Slow {
+    delay: Duration,
     now: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Slow {
+    /// Serves it; returns it and its URL.
+    async fn serve(delay: Duration) -> (Slow, String) {
+        let slow = Slow {
+            delay,
+            ..Slow::default()
+        };
+        let app = axum::Router::new()
+            .route("/slow", axum::routing::post(slow_call))
+            .with_state(slow.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/slow", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (slow, url)
+    }
+
+    fn most(&self) -> usize {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 async fn slow_call(axum::extract::State(s): axum::extract::State<Slow>) -> &'static str {
     use std::sync::atomic::Ordering;
     let n = s.now.fetch_add(1, Ordering::SeqCst) + 1;
     s.most.fetch_max(n, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(s.delay).await;
     s.now.fetch_sub(1, Ordering::SeqCst);
     "{}"
 }
@@ -289,13 +311,7 @@ async fn an_account_s_cap_of_running_executions_holds_across_two_workers_and_han
     let (status, set) = put_limits(&api, &admin, account, json!({"running": 3})).await;
     assert_eq!(status, 200, "{set}");
 
-    let slow = Slow::default();
-    let app = axum::Router::new()
-        .route("/slow", axum::routing::post(slow_call))
-        .with_state(slow.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/slow", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (slow, url) = Slow::serve(Duration::from_millis(100)).await;
     let workflow = api
         .flow
         .workflow(json!({"steps": [{"id": "call", "type": "webhook", "url": url}]}))
@@ -309,7 +325,7 @@ async fn an_account_s_cap_of_running_executions_holds_across_two_workers_and_han
     api.flow.wait_all_final(Duration::from_secs(60)).await;
     let took = began.elapsed();
     let statuses = common::flow::statuses(&pool).await;
-    let most = slow.most.load(std::sync::atomic::Ordering::SeqCst);
+    let most = slow.most();
     println!(
         "cap 3: {n} runs of 100 ms on two workers (40 job slots) in {:.2} s, at most {most} at once",
         took.as_secs_f64()
@@ -330,4 +346,54 @@ async fn an_account_s_cap_of_running_executions_holds_across_two_workers_and_han
     assert_eq!(tries, 1, "waiting for the cap spends no attempt");
     second.stop().await;
     api.finish().await;
+}
+
+/// A run longer than a permit's hold renews it, so the cap holds; the
+/// permit of a worker that died lapses within one hold (the lapse is
+/// what a renewal that stopped looks like).
+#[sqlx::test]
+async fn a_run_longer_than_its_permit_s_hold_renews_it(pool: PgPool) {
+    let hold = Duration::from_millis(600);
+    let flow = Flow::start_tuned(
+        pool.clone(),
+        &common::redis_url(),
+        &common::unique("test-queue"),
+        true,
+        |s| s.running_hold = hold,
+    )
+    .await;
+    let limits = flowpilot::domain::Limits {
+        running: Some(1),
+        ..Default::default()
+    };
+    flowpilot::store::account::set_limits(&pool, flow.account, &limits)
+        .await
+        .unwrap();
+    // Each call takes three holds.
+    let (slow, url) = Slow::serve(hold * 3).await;
+    let workflow = flow
+        .workflow(json!({"steps": [{"id": "call", "type": "webhook", "url": url}]}))
+        .await;
+    // The second comes when the first's permit would have lapsed twice.
+    for i in 0..2 {
+        let c = flow.contact(&format!("h{i}@example.com"), false).await;
+        flow.start_execution(workflow, c).await;
+        tokio::time::sleep(hold * 2).await;
+    }
+    flow.wait_all_final(Duration::from_secs(30)).await;
+    assert_eq!(
+        common::flow::statuses(&pool).await,
+        [("COMPLETED".to_owned(), 2)]
+    );
+    assert_eq!(slow.most(), 1, "the second ran while the first held");
+
+    // A permit nobody renews lapses: another job takes it after one hold.
+    let client = common::client(flowpilot::queue::Serializer::Pickle).await;
+    let prefix = common::unique("permits");
+    let slot = |job: &str| flowpilot::queue::RunningSlot::new(&prefix, "acct", "q", job);
+    assert!(client.take_running(&slot("a"), 1, hold).await.unwrap());
+    assert!(!client.take_running(&slot("b"), 1, hold).await.unwrap());
+    tokio::time::sleep(hold + Duration::from_millis(100)).await;
+    assert!(client.take_running(&slot("b"), 1, hold).await.unwrap());
+    flow.stop().await;
 }

@@ -114,6 +114,15 @@ pub struct RunJob<'a> {
     pub id: &'a str,
 }
 
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Marks an execution as run by this process while alive.
 struct Held<'a> {
     set: &'a Mutex<HashSet<Uuid>>,
@@ -182,6 +191,8 @@ impl Engine {
             Ok(e) => e,
             Err(run) => return Ok(run),
         };
+        // Renewed while this run goes on; the task ends with it.
+        let _renewing = permit.clone().map(|p| self.renew_while_running(p));
         let def = match self.definition(e.workflow_id, e.workflow_version).await {
             Ok(d) => d,
             // A stored definition that no longer validates cannot run.
@@ -234,6 +245,19 @@ impl Engine {
         }
     }
 
+    /// Renews `permit` every third of its hold until the guard it returns
+    /// is dropped.
+    fn renew_while_running(&self, permit: Permit) -> AbortOnDrop {
+        let limits = self.providers.limits.clone();
+        let every = self.settings.running_hold / 3;
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                limits.renew_running(&permit).await;
+            }
+        }))
+    }
+
     // === claim ===
 
     /// Takes the lease on `id`; `Err` with how the run ends when there is
@@ -255,7 +279,7 @@ impl Engine {
             lease_until: now + self.settings.lease,
         };
         let limits = &self.providers.limits;
-        let hold = self.settings.lease;
+        let hold = self.settings.running_hold;
         let Ok(t) = plan::plan(&Machine::of(&e), claim, now) else {
             debug!(status = %e.status, "nothing to run");
             // A permit handed to this job while it waited (its execution

@@ -103,6 +103,10 @@ pub struct Settings {
     /// Each account's fair share of starts; past it new executions run at
     /// low priority. `None`: off.
     pub fair_share: Option<crate::domain::Rate>,
+    /// How long a permit of an account's cap of running executions is
+    /// held unless renewed: a run renews it every third of this, so the
+    /// permit of a worker that died lapses within it.
+    pub running_hold: Duration,
     /// Most steps one checkpoint commits: local steps (no effect outside
     /// PostgreSQL) in a row commit together, atomically, up to this many.
     /// 1: every step commits on its own.
@@ -128,6 +132,7 @@ impl Default for Settings {
             owner: format!("flowpilot-{}", uuid::Uuid::new_v4().simple()),
             fair_share: "50/s:500".parse().ok(),
             steps_per_checkpoint: 100,
+            running_hold: Duration::from_secs(30),
             queue_prefix: keys::FLOWPILOT_QUEUE.to_owned(),
         }
     }

@@ -10,9 +10,9 @@
 //! copies expire after a minute regardless.
 //!
 //! An account may also cap its executions running at once: a run takes a
-//! permit before it claims its execution ([`Limiter::take_running`]) and
-//! gives it back when it ends; one over the cap waits in line
-//! ([`crate::queue::RunningSlot`]).
+//! permit before it claims its execution ([`Limiter::take_running`]),
+//! renews it while it runs and gives it back when it ends; one over the
+//! cap waits in line ([`crate::queue::RunningSlot`]).
 //!
 //! Redis or PostgreSQL trouble never stops a call or a run: it then goes
 //! unlimited, and the log says so.
@@ -156,6 +156,19 @@ impl Limiter {
         Some(Permit { slot, cap, hold })
     }
 
+    /// Holds `permit` for another of its hold periods, while its run goes
+    /// on: a run renews it every third of the period, so the permit of a
+    /// worker that died lapses within one.
+    pub async fn renew_running(&self, permit: &Permit) {
+        if let Err(e) = self
+            .queue
+            .take_running(&permit.slot, permit.cap, permit.hold)
+            .await
+        {
+            warn!(error = %e, "permit not renewed; it may lapse");
+        }
+    }
+
     /// Gives `permit` back, handing it to the job waiting longest.
     pub async fn give_running(&self, permit: Permit) {
         if let Err(e) = self
@@ -191,7 +204,7 @@ pub enum Admit {
 }
 
 /// A permit of an account's cap of running executions, held by one job.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Permit {
     slot: RunningSlot,
     cap: u32,
