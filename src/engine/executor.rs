@@ -39,6 +39,7 @@ use super::{Engine, Error, Result, lock};
 use crate::domain::{ErrorClass, Status};
 use crate::provider::{Admit, Permit};
 use crate::store::{self, contact::Contact, execution::Execution};
+use crate::worker::JobContext;
 
 /// Why an execution whose contact was deleted mid-way fails.
 const CONTACT_GONE: &str = "the contact no longer exists";
@@ -105,15 +106,6 @@ impl Run {
     }
 }
 
-/// The job a run comes from: its queue and id.
-#[derive(Debug, Clone, Copy)]
-pub struct RunJob<'a> {
-    /// The queue it was taken from.
-    pub queue: &'a str,
-    /// Its id.
-    pub id: &'a str,
-}
-
 /// Aborts its task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -154,7 +146,7 @@ impl Engine {
     /// `job` is the job this run comes from, which holds a permit of the
     /// account's cap of running executions while it runs.
     #[instrument(skip_all, fields(execution_id = %id), err)]
-    pub async fn run_execution(&self, id: Uuid, job: &RunJob<'_>) -> Result<Run> {
+    pub async fn run_execution(&self, id: Uuid, job: &JobContext) -> Result<Run> {
         let Some(_held) = Held::take(&self.running, id) else {
             debug!("a run of this process holds it");
             return Ok(Run::Skipped);
@@ -184,7 +176,7 @@ impl Engine {
     async fn run_held(
         &self,
         id: Uuid,
-        job: &RunJob<'_>,
+        job: &JobContext,
         permit: &mut Option<Permit>,
     ) -> Result<Run> {
         let mut e = match self.claim(id, job, permit).await? {
@@ -266,7 +258,7 @@ impl Engine {
     async fn claim(
         &self,
         id: Uuid,
-        job: &RunJob<'_>,
+        job: &JobContext,
         permit: &mut Option<Permit>,
     ) -> Result<std::result::Result<Execution, Run>> {
         let Some(mut e) = store::execution::get(&self.pool, id).await? else {
@@ -284,11 +276,13 @@ impl Engine {
             debug!(status = %e.status, "nothing to run");
             // A permit handed to this job while it waited (its execution
             // was cancelled meanwhile) goes on to the next in line.
-            *permit = limits.permit(e.account_id, job.queue, job.id, hold).await;
+            *permit = limits
+                .permit(e.account_id, &job.queue, &job.job_id, hold)
+                .await;
             return Ok(Err(Run::Skipped));
         };
         match limits
-            .take_running(e.account_id, job.queue, job.id, hold)
+            .take_running(e.account_id, &job.queue, &job.job_id, hold)
             .await
         {
             Admit::Run(p) => *permit = p,

@@ -10,7 +10,7 @@ use serde_json::json;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::executor::{Run, RunJob};
+use super::executor::Run;
 use super::operation::RUN_OPERATION;
 use super::{EXECUTE_WORKFLOW, Engine, Error, Priority, RUN_EXECUTION, StartRequest};
 use crate::queue::Value;
@@ -159,11 +159,7 @@ impl Engine {
 
     async fn run_execution_job(&self, ctx: JobContext, args: Args) -> Result<Value, JobError> {
         let id = uuid_arg(&args, RUN_EXECUTION, "execution_id")?;
-        let job = RunJob {
-            queue: &ctx.queue,
-            id: &ctx.job_id,
-        };
-        match self.run_execution(id, &job).await {
+        match self.run_execution(id, &ctx).await {
             // In line for a permit: handed one when a run of the account
             // ends; this deferral is for a hand-over that missed it.
             Ok(Run::Capped) => Err(JobError::Defer {

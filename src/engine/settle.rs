@@ -217,12 +217,7 @@ pub(super) async fn write(
     let change = NetChange::of(changes.chain(&s.change));
     let resolve = t.event() == Event::Retry;
     t.apply_to(e);
-    let written = if logs.is_empty() && change.is_none() {
-        store::checkpoint::save(conn, e).await?
-    } else {
-        store::checkpoint::commit(conn, e, &logs, change.as_ref()).await?
-    };
-    if !written {
+    if !store::checkpoint::commit(conn, e, &logs, change.as_ref()).await? {
         return Ok(false);
     }
     // Only in a transaction (see `Engine::commit`): these go or stay with

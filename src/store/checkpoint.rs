@@ -1,6 +1,6 @@
-//! Checkpoints: the execution row alone ([`save`]), or ([`commit`]) in one
-//! statement with the log rows of the steps it commits and their net
-//! contact change, written together or not at all. One statement is one
+//! Checkpoints ([`commit`]): the execution row, in one statement with the
+//! log rows of the steps it commits and their net contact change, written
+//! together or not at all (the row alone when there is nothing else). One statement is one
 //! round trip and, outside a transaction, its own transaction: a step that
 //! calls a provider costs PostgreSQL one commit, not BEGIN, a statement per
 //! row and COMMIT.
@@ -75,23 +75,12 @@ fn saved(e: &mut Execution, row: Option<(i64, DateTime<Utc>)>) -> bool {
     true
 }
 
-/// Writes every mutable column of `e` if nobody wrote the row since `e`
-/// was read; bumps `e.revision` and `e.updated_at` on success. `false`
-/// means the row changed underneath: re-read and decide again.
-///
-/// # Errors
-/// Database errors.
-pub async fn save(conn: &mut PgConnection, e: &mut Execution) -> Result<bool> {
-    const SAVE: &str = concat!(
-        "UPDATE workflow_executions SET ",
-        save_set!(),
-        " WHERE id = $1 AND revision = $2 RETURNING revision, updated_at"
-    );
-    let row = bind_state(sqlx::query_as(SAVE), e)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(saved(e, row))
-}
+/// The row alone.
+const SAVE: &str = concat!(
+    "UPDATE workflow_executions SET ",
+    save_set!(),
+    " WHERE id = $1 AND revision = $2 RETURNING revision, updated_at"
+);
 
 /// `$1`..`$21` the row ([`bind_state`]), `$22`..`$38` the log rows as
 /// arrays, `$39`..`$48` the contact change.
@@ -117,9 +106,10 @@ const CHECKPOINT: &str = concat!(
      SELECT revision, updated_at FROM saved"
 );
 
-/// Writes `e` (as [`save`] does), `logs` and `change`
-/// to `e`'s contact in one statement; `false` (nothing written) when the
-/// row changed underneath.
+/// Writes every mutable column of `e` if nobody wrote the row since `e`
+/// was read, with `logs` and `change` to `e`'s contact, in one statement;
+/// bumps `e.revision` and `e.updated_at` on success. `false` (nothing
+/// written) means the row changed underneath: re-read and decide again.
 ///
 /// # Errors
 /// Database errors, e.g. no log partition for the month.
@@ -131,6 +121,12 @@ pub async fn commit(
 ) -> Result<bool> {
     fn column<'a, T>(logs: &'a [NewLog<'a>], f: impl Fn(&'a NewLog<'a>) -> T) -> Vec<T> {
         logs.iter().map(f).collect()
+    }
+    if logs.is_empty() && change.is_none() {
+        let row = bind_state(sqlx::query_as(SAVE), e)
+            .fetch_optional(&mut *conn)
+            .await?;
+        return Ok(saved(e, row));
     }
     let none = NetChange::default();
     let c = change.unwrap_or(&none);

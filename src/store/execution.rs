@@ -1,10 +1,11 @@
 //! `workflow_executions`: one row per contact in a workflow, and the log,
 //! dead-letter and lock statements that go with it.
 //!
-//! Every update is optimistic: [`super::checkpoint::save`] writes the row the caller holds
-//! `WHERE revision = <the revision it read>` and bumps the revision, so a
-//! decision taken on a stale read (a cancel racing a checkpoint, a second
-//! worker handed the same job) fails instead of overwriting.
+//! Every update is optimistic: [`super::checkpoint::commit`] writes the
+//! row the caller holds `WHERE revision = <the revision it read>` and
+//! bumps the revision, so a decision taken on a stale read (a cancel
+//! racing a checkpoint, a second worker handed the same job) fails instead
+//! of overwriting.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;

@@ -160,13 +160,19 @@ async fn try_run_job(
                 defer_ms = defer.map(|d| d.as_millis() as u64),
                 "job retry requested"
             );
-            client.finish(queue, id, Finish::Retry { incr_ms }).await?;
+            let a_try = true;
+            client
+                .finish(queue, id, Finish::Retry { incr_ms, a_try })
+                .await?;
             Ok(Outcome::Retried)
         }
         Ok(Ok(Err(JobError::Defer { defer }))) => {
-            let incr_ms = defer.as_millis() as i64 + (now_ms() - score);
+            let incr_ms = Some(defer.as_millis() as i64 + (now_ms() - score));
             debug!(defer_ms = defer.as_millis() as u64, "job deferred");
-            client.finish(queue, id, Finish::Defer { incr_ms }).await?;
+            let a_try = false;
+            client
+                .finish(queue, id, Finish::Retry { incr_ms, a_try })
+                .await?;
             Ok(Outcome::Deferred)
         }
         Ok(Ok(Err(JobError::Failed { class, message }))) => {

@@ -150,16 +150,13 @@ pub enum Finish {
     Retry {
         /// Added to the score: `defer + (now - score)`.
         incr_ms: Option<i64>,
+        /// Whether the run counts as a try (arq's `Retry` does; a job that
+        /// did not run, waiting for its account's cap, does not).
+        a_try: bool,
     },
     /// Cut off by shutdown: only release the in-progress key, so the job
     /// runs again at its old score.
     Release,
-    /// As `Retry`, without counting a try: the job did not run (it waits
-    /// for its account's cap).
-    Defer {
-        /// Added to the score: `defer + (now - score)`.
-        incr_ms: i64,
-    },
 }
 
 /// The current Unix time in ms, as arq's `timestamp_ms()`.

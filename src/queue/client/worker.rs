@@ -1,6 +1,7 @@
 //! The worker side of the protocol: claim due jobs and start them
 //! (payload and try counter) in one round trip, finish them (result,
-//! retry, release), abort requests and the health-check key. `crate::worker` decides when to call these.
+//! retry, release), abort requests and the health-check key.
+//! `crate::worker` decides when to call these.
 
 use std::time::Duration;
 
@@ -110,18 +111,17 @@ impl Client {
                     .arg(keys::job(id))
                     .ignore();
             }
-            Finish::Retry { incr_ms } => {
+            Finish::Retry { incr_ms, a_try } => {
                 if let Some(incr) = incr_ms.filter(|i| *i != 0) {
                     pipe.cmd("ZINCRBY").arg(queue).arg(incr).arg(id).ignore();
+                }
+                if !a_try {
+                    // The claim advanced the try counter; this was none.
+                    pipe.cmd("DECR").arg(keys::retry(id)).ignore();
                 }
                 pipe.cmd("DEL").arg(keys::in_progress(id)).ignore();
             }
             Finish::Release => {
-                pipe.cmd("DEL").arg(keys::in_progress(id)).ignore();
-            }
-            Finish::Defer { incr_ms } => {
-                pipe.cmd("ZINCRBY").arg(queue).arg(incr_ms).arg(id).ignore();
-                pipe.cmd("DECR").arg(keys::retry(id)).ignore();
                 pipe.cmd("DEL").arg(keys::in_progress(id)).ignore();
             }
         }
