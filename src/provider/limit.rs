@@ -160,12 +160,10 @@ impl Limiter {
     /// on: a run renews it every third of the period, so the permit of a
     /// worker that died lapses within one.
     pub async fn renew_running(&self, permit: &Permit) {
-        if let Err(e) = self
-            .queue
-            .take_running(&permit.slot, permit.cap, permit.hold)
-            .await
-        {
-            warn!(error = %e, "permit not renewed; it may lapse");
+        match self.queue.renew_running(&permit.slot, permit.hold).await {
+            Ok(true) => {}
+            Ok(false) => warn!("permit lapsed before its renewal; the run goes on over the cap"),
+            Err(e) => warn!(error = %e, "permit not renewed; it may lapse"),
         }
     }
 

@@ -47,6 +47,24 @@ return 0
     )
 });
 
+/// Holds a job's permit for another `hold` ms: KEYS permits; ARGV member,
+/// hold ms. Returns 0 when the permit had lapsed (it is not taken again:
+/// that is [`TAKE`]'s, with the cap and the line).
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local hold = tonumber(ARGV[2])
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) <= now then return 0 end
+redis.call('ZADD', KEYS[1], now + hold, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], hold)
+return 1
+",
+    )
+});
+
 /// Gives a job's permit back and hands free permits to the jobs waiting
 /// longest: KEYS permits, line; ARGV member, cap, hold ms, settled ms.
 /// Returns how many were handed over.
@@ -111,6 +129,21 @@ impl Client {
             .key(&slot.line)
             .arg(&slot.member)
             .arg(cap)
+            .arg(hold.as_millis().max(1) as u64)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(held == 1)
+    }
+
+    /// Holds `slot`'s permit for another `hold`; `false` when it had
+    /// lapsed.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn renew_running(&self, slot: &RunningSlot, hold: Duration) -> Result<bool> {
+        let held: i64 = RENEW
+            .key(&slot.permits)
+            .arg(&slot.member)
             .arg(hold.as_millis().max(1) as u64)
             .invoke_async(&mut self.conn())
             .await?;
