@@ -101,6 +101,7 @@ impl Runtime {
     /// When a metric cannot be registered.
     pub fn new(pool: PgPool, queue: Client, spec: Spec) -> Result<Runtime, Error> {
         let registry = prometheus::Registry::new();
+        registry.register(Box::new(spec.providers.batch_sizes.clone()))?;
         let alerts = Alerts::new(pool.clone(), &spec.providers, spec.alerts);
         let engine = Engine::new(pool.clone(), queue.clone(), spec.providers, spec.engine)
             .with_metrics(EngineMetrics::register(&registry)?)

@@ -8,6 +8,16 @@
 //!  "headers": {"X-Source": "flowpilot"}, "body": {"email": "{{contact.email}}"}, "timeout": "10s"}
 //! ```
 //!
+//! With `"batch": {"max": 50, "within": "2s"}` a step's call waits up to
+//! `within` for calls of other steps to the same method, URL, headers and
+//! timeout, and goes with up to `max - 1` of them as one request whose
+//! body is `{"batch": [{"idempotency_key": ..., "body": ...}, ...]}`
+//! (POST, PUT or PATCH only). Each step still judges its own answer and
+//! keeps its own log row: when the receiver answers 2xx with
+//! `{"results": [...]}`, one element per item in order, a step's answer is
+//! its element (with the element's `"status"` as its status when it has
+//! one); otherwise every step of the batch gets the whole answer.
+//!
 //! The answer is read up to [`MAX_BODY`]; a step that fails on it keeps
 //! its status, the headers of [`KEPT_HEADERS`] and the first
 //! [`FAILED_BODY_BYTES`] of its body in the attempt's log row.
@@ -52,6 +62,12 @@ const RESERVED_HEADERS: [&str; 6] = [
     "upgrade",
 ];
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+/// Most steps' calls in one batched request.
+pub const MAX_BATCH: usize = 1000;
+/// Longest a step's call may wait for others to batch with.
+pub const MAX_BATCH_WAIT: Duration = Duration::from_secs(60);
+/// How long a call waits for others when a step's `batch` names no `within`.
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_secs(1);
 
 /// Configuration of a `webhook` step.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -71,6 +87,39 @@ pub struct Webhook {
     /// Timeout like `10s`; default 10 s, at most 120 s.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Deliver the call together with other steps' calls.
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
+}
+
+/// A step's `batch`: how many calls may go together and how long one
+/// waits for the others.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most calls in one request, 2 to [`MAX_BATCH`].
+    pub max: usize,
+    /// Longest wait like `2s`, at most [`MAX_BATCH_WAIT`]; default 1 s.
+    #[serde(default)]
+    pub within: Option<String>,
+}
+
+/// How a rendered call is batched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Batch {
+    /// Most calls in one request.
+    pub max: usize,
+    /// Longest wait for the others.
+    pub within: Duration,
+}
+
+/// Where a step's answer came from when its call went in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InBatch {
+    /// Calls in the request.
+    pub size: usize,
+    /// This call's place among them, from 0.
+    pub index: usize,
 }
 
 fn default_method() -> String {
@@ -90,6 +139,8 @@ pub struct Request {
     pub body: Option<Json>,
     /// Timeout.
     pub timeout: Duration,
+    /// Whether and how it goes together with other steps' calls.
+    pub batch: Option<Batch>,
 }
 
 /// What came back.
@@ -105,6 +156,8 @@ pub struct Response {
     pub truncated: bool,
     /// Time taken.
     pub duration_ms: u64,
+    /// Set when the call went in a batch.
+    pub batch: Option<InBatch>,
 }
 
 impl Response {
@@ -129,6 +182,9 @@ impl Response {
         });
         if truncated {
             summary["body_truncated"] = json!(true);
+        }
+        if let Some(b) = self.batch {
+            summary["batch"] = json!({"size": b.size, "index": b.index});
         }
         summary
     }
@@ -189,7 +245,41 @@ impl Webhook {
             template::check(value).map_err(|m| FieldError::new(field(), m))?;
         }
         self.timeout().map_err(|m| FieldError::new("timeout", m))?;
+        self.batch()?;
         Ok(())
+    }
+
+    fn batch(&self) -> Result<Option<Batch>, FieldError> {
+        let Some(b) = &self.batch else {
+            return Ok(None);
+        };
+        if !matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
+            return Err(FieldError::new(
+                "batch",
+                "a batch goes as one JSON body: the method must be POST, PUT or PATCH",
+            ));
+        }
+        if !(2..=MAX_BATCH).contains(&b.max) {
+            return Err(FieldError::new(
+                "batch.max",
+                format!("must be between 2 and {MAX_BATCH}"),
+            ));
+        }
+        let within = match &b.within {
+            None => DEFAULT_BATCH_WAIT,
+            Some(t) => humantime::parse_duration(t)
+                .map_err(|e| FieldError::new("batch.within", e.to_string()))?,
+        };
+        if within > MAX_BATCH_WAIT {
+            return Err(FieldError::new(
+                "batch.within",
+                format!("must be at most {}s", MAX_BATCH_WAIT.as_secs()),
+            ));
+        }
+        Ok(Some(Batch {
+            max: b.max,
+            within,
+        }))
     }
 
     pub(super) fn render(
@@ -216,6 +306,9 @@ impl Webhook {
             headers,
             body,
             timeout: self.timeout().map_err(ActionError::invalid_config)?,
+            batch: self
+                .batch()
+                .map_err(|e| ActionError::invalid_config(e.to_string()))?,
         })
     }
 
@@ -300,6 +393,41 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_checked_field_by_field_and_rendered_with_its_wait() {
+        let field = |cfg: Json| {
+            let w: Webhook = serde_json::from_value(cfg).unwrap();
+            w.validate().err().map(|e| e.field)
+        };
+        let url = "https://x.test";
+        for (batch, method, wrong) in [
+            (json!({"max": 1}), "POST", Some("batch.max")),
+            (json!({"max": 1001}), "POST", Some("batch.max")),
+            (json!({"max": 5, "within": "soon"}), "POST", Some("batch.within")),
+            (json!({"max": 5, "within": "2m"}), "POST", Some("batch.within")),
+            (json!({"max": 5}), "GET", Some("batch")),
+            (json!({"max": 5}), "DELETE", Some("batch")),
+            (json!({"max": 5, "within": "0s"}), "PUT", None),
+        ] {
+            let cfg = json!({"url": url, "method": method, "batch": batch});
+            assert_eq!(field(cfg).as_deref(), wrong, "{batch} {method}");
+        }
+        assert!(
+            serde_json::from_value::<Webhook>(json!({"url": url, "batch": {"max": 2, "size": 1}}))
+                .is_err(),
+            "unknown fields of batch are refused"
+        );
+        let w: Webhook =
+            serde_json::from_value(json!({"url": url, "batch": {"max": 50, "within": "2s"}}))
+                .unwrap();
+        let req = w.render(&json!({}), "k".into()).unwrap();
+        let within = Duration::from_secs(2);
+        assert_eq!(req.batch, Some(Batch { max: 50, within }));
+        let w: Webhook = serde_json::from_value(json!({"url": url, "batch": {"max": 9}})).unwrap();
+        let req = w.render(&json!({}), "k".into()).unwrap();
+        assert_eq!(req.batch.unwrap().within, DEFAULT_BATCH_WAIT);
+    }
+
+    #[test]
     fn a_failed_answer_keeps_its_status_headers_and_first_kib() {
         let w: Webhook = serde_json::from_value(json!({"url": "https://x.test"})).unwrap();
         let resp = Response {
@@ -308,6 +436,7 @@ mod tests {
             body: Json::String("e".repeat(10_000)),
             truncated: false,
             duration_ms: 3,
+            batch: None,
         };
         let err = w.judge(resp, Utc::now()).unwrap_err();
         let kept = err.response.unwrap();
@@ -326,6 +455,7 @@ mod tests {
             body: Json::Null,
             truncated: false,
             duration_ms: 1,
+            batch: None,
         };
         let now = Utc::now();
         assert!(w.judge(resp(204), now).is_ok());
@@ -356,6 +486,7 @@ mod tests {
             body: Json::Null,
             truncated: false,
             duration_ms: 1,
+            batch: None,
         };
         let after = |status, value| w.judge(resp(status, value), now).unwrap_err().retry_after;
         assert_eq!(after(429, "7"), Some(Duration::from_secs(7)));

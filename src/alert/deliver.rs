@@ -185,6 +185,7 @@ impl Dispatcher {
                 headers,
                 body: Some(body.clone()),
                 timeout: CALL_TIMEOUT,
+                batch: None,
             })
             .await?;
         match resp.status {

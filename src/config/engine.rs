@@ -63,6 +63,12 @@ pub struct EngineConfig {
         default_value = "flowpilot@localhost"
     )]
     pub email_from: String,
+    /// Most messages the outbox provider records in one insert: messages
+    /// sent while an insert is in flight go together in the next (no
+    /// added wait). 1 records each alone. Default 100.
+    #[arg(long, env = "FLOWPILOT_OUTBOX_BATCH", default_value_t = 100,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub outbox_batch: u16,
     /// SMS provider. Default `outbox`.
     #[arg(long, env = "FLOWPILOT_SMS_PROVIDER", value_enum, default_value_t = SmsProviderKind::Outbox)]
     pub sms_provider: SmsProviderKind,

@@ -4,16 +4,19 @@
 //! queue for `arq` steps. [`Providers`] implements [`action::Effects`] with
 //! them; which ones run is configuration ([`Providers::from_config`]).
 
+pub mod batch;
 pub mod breaker;
 pub mod http_sms;
 pub mod limit;
 pub mod outbox;
 pub mod smtp;
 pub mod webhook;
+pub mod webhook_batch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::{HistogramOpts, HistogramVec};
 use serde_json::Value as Json;
 use sqlx::PgPool;
 
@@ -87,6 +90,10 @@ pub struct Providers {
     pub breakers: Breakers,
     /// Per-account rate limits.
     pub limits: Limiter,
+    /// Webhook calls of steps that batch them.
+    pub webhook_batches: webhook_batch::Batches,
+    /// Items per batched call by provider, for the process's registry.
+    pub batch_sizes: HistogramVec,
 }
 
 impl Effects for Providers {
@@ -112,6 +119,14 @@ impl Effects for Providers {
         &self,
         req: &action::webhook::Request,
     ) -> Result<action::webhook::Response, ActionError> {
+        if let Some((key, rule, item)) = webhook_batch::part(req) {
+            // The batch's call goes through the breaker, once.
+            return self
+                .webhook_batches
+                .submit(key, rule, item)
+                .await
+                .unwrap_or_else(|| Err(ActionError::transient("the batched call was lost")));
+        }
         let key = webhook::breaker_key(&req.url);
         // A 408 or a 5xx is the provider's trouble; a 429 is it coping.
         let troubled = |r: &action::webhook::Response| r.status == 408 || r.status >= 500;
@@ -170,6 +185,46 @@ impl Effects for Providers {
 }
 
 impl Providers {
+    /// Providers over these services; webhook batches go through
+    /// `webhook` behind `breakers`.
+    pub fn new(
+        queue: queue::Client,
+        email: Arc<dyn EmailProvider>,
+        sms: Arc<dyn SmsProvider>,
+        webhook: webhook::Client,
+        breakers: Breakers,
+        limits: Limiter,
+    ) -> Providers {
+        let parts = (queue, email, sms, webhook, breakers, limits);
+        Providers::assemble(parts, batch_sizes())
+    }
+
+    /// [`Providers::new`], observing batches in `batch_sizes`.
+    fn assemble(
+        (queue, email, sms, webhook, breakers, limits): (
+            queue::Client,
+            Arc<dyn EmailProvider>,
+            Arc<dyn SmsProvider>,
+            webhook::Client,
+            Breakers,
+            Limiter,
+        ),
+        batch_sizes: HistogramVec,
+    ) -> Providers {
+        let webhook_batches = webhook_batch::batches(webhook.clone(), breakers.clone())
+            .with_metrics(batch_sizes.with_label_values(&["webhook"]));
+        Providers {
+            queue,
+            email,
+            sms,
+            webhook,
+            breakers,
+            limits,
+            webhook_batches,
+            batch_sizes,
+        }
+    }
+
     /// The providers `config` names: the outbox in `pool`'s database unless
     /// SMTP or an HTTP SMS API is configured; `queue` for `arq` steps.
     ///
@@ -185,7 +240,12 @@ impl Providers {
         // Before the first TLS client (SMTP, the SMS API's HTTP client).
         crate::tls::install_crypto_provider();
         let missing = |flag: &str| Error::Config(format!("{flag} is required"));
-        let outbox = Arc::new(Outbox::new(pool.clone()));
+        let sizes = batch_sizes();
+        let outbox = Arc::new(Outbox::batched(
+            pool.clone(),
+            usize::from(config.outbox_batch),
+            Some(sizes.with_label_values(&["outbox"])),
+        ));
         let email: Arc<dyn EmailProvider> = match config.email_provider {
             EmailProviderKind::Outbox => outbox.clone(),
             EmailProviderKind::Smtp => {
@@ -213,15 +273,25 @@ impl Providers {
             Switch::On => Breakers::new(queue.clone(), queue_prefix, breaker_policy(config)),
             Switch::Off => Breakers::off(queue.clone()),
         };
-        Ok(Providers {
-            queue: queue.clone(),
-            email,
-            sms,
-            webhook: webhook::Client::new(webhook::Guard::new(config.webhook_allow.clone()))?,
-            breakers,
-            limits: Limiter::new(queue, pool, queue_prefix, config.default_limits()),
-        })
+        let webhook = webhook::Client::new(webhook::Guard::new(config.webhook_allow.clone()))?;
+        let limits = Limiter::new(queue.clone(), pool, queue_prefix, config.default_limits());
+        let parts = (queue, email, sms, webhook, breakers, limits);
+        Ok(Providers::assemble(parts, sizes))
     }
+}
+
+/// `flowpilot_provider_batch_size`, not yet registered.
+fn batch_sizes() -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(
+            "flowpilot_provider_batch_size",
+            "Items per batched provider call by provider (outbox inserts, webhook batches); \
+             its count is the calls made",
+        )
+        .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]),
+        &["provider"],
+    )
+    .expect("a valid histogram")
 }
 
 /// The breaker thresholds `config` names.

@@ -212,6 +212,14 @@ impl Client {
     /// Invalid config when the guard refuses or the request cannot be
     /// built; timeout or transient on connection errors.
     pub async fn call(&self, req: &Request) -> Result<Response, ActionError> {
+        self.call_reading(req, MAX_BODY).await
+    }
+
+    /// [`Client::call`], reading at most `most` bytes of the answer's body.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub async fn call_reading(&self, req: &Request, most: usize) -> Result<Response, ActionError> {
         self.check(&req.url).await?;
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| ActionError::invalid_config(format!("invalid method {}", req.method)))?;
@@ -247,7 +255,7 @@ impl Client {
             .await
             .map_err(|e| super::http_failure("webhook body", &e))?
         {
-            let room = MAX_BODY - bytes.len();
+            let room = most - bytes.len();
             bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if chunk.len() > room {
                 truncated = true;
@@ -264,6 +272,7 @@ impl Client {
             body,
             truncated,
             duration_ms: started.elapsed().as_millis() as u64,
+            batch: None,
         })
     }
 }

@@ -52,3 +52,62 @@ pub async fn record(pool: &PgPool, m: &NewMessage<'_>) -> Result<(Uuid, bool)> {
         .await?;
     Ok((id, false))
 }
+
+/// Records `messages` in one statement, each once per idempotency key;
+/// returns each one's id and whether this call recorded it, in order.
+///
+/// # Errors
+/// Database errors.
+pub async fn record_many(pool: &PgPool, messages: &[NewMessage<'_>]) -> Result<Vec<(Uuid, bool)>> {
+    fn column<'a, T>(m: &'a [NewMessage<'a>], f: impl Fn(&'a NewMessage<'a>) -> T) -> Vec<T> {
+        m.iter().map(f).collect()
+    }
+    let keys = column(messages, |m| m.idempotency_key);
+    // The outer SELECT sees the table as the statement began: it finds the
+    // keys recorded before, the CTE those it records now.
+    let rows: Vec<(Uuid, String, bool)> = sqlx::query_as(
+        "WITH new AS ( \
+           INSERT INTO outbox (account_id, execution_id, channel, recipient, subject, body, idempotency_key) \
+           SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+           ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key) \
+         SELECT id, idempotency_key, true FROM new \
+         UNION ALL \
+         SELECT id, idempotency_key, false FROM outbox WHERE idempotency_key = ANY($7)",
+    )
+    .bind(column(messages, |m| m.account_id))
+    .bind(column(messages, |m| m.execution_id))
+    .bind(column(messages, |m| m.channel))
+    .bind(column(messages, |m| m.recipient))
+    .bind(column(messages, |m| m.subject))
+    .bind(column(messages, |m| m.body))
+    .bind(&keys)
+    .fetch_all(pool)
+    .await?;
+    let mut found: std::collections::HashMap<String, (Uuid, bool)> = rows
+        .into_iter()
+        .map(|(id, key, recorded)| (key, (id, recorded)))
+        .collect();
+    // A key another transaction was recording as this one began: neither
+    // half saw it; it is there now.
+    let unseen: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !found.contains_key(*k))
+        .collect();
+    if !unseen.is_empty() {
+        let late: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT id, idempotency_key FROM outbox WHERE idempotency_key = ANY($1)")
+                .bind(&unseen)
+                .fetch_all(pool)
+                .await?;
+        found.extend(late.into_iter().map(|(id, key)| (key, (id, false))));
+    }
+    keys.iter()
+        .map(|k| {
+            found
+                .get(*k)
+                .copied()
+                .ok_or(super::Error::Database(sqlx::Error::RowNotFound))
+        })
+        .collect()
+}

@@ -93,22 +93,22 @@ pub fn runtime(
     worker: flowpilot::worker::Settings,
 ) -> anyhow::Result<Runtime> {
     flowpilot::tls::install_crypto_provider();
-    let providers = Providers {
-        queue: queue.clone(),
-        email: Arc::new(Outbox::new(pool.clone())),
-        sms: Arc::new(Outbox::new(pool.clone())),
+    let providers = Providers::new(
+        queue.clone(),
+        Arc::new(Outbox::batched(pool.clone(), 100, None)),
+        Arc::new(Outbox::batched(pool.clone(), 100, None)),
         // Benchmarks call webhooks on servers of their own.
-        webhook: webhook::Client::new(webhook::Guard::new(vec![
+        webhook::Client::new(webhook::Guard::new(vec![
             "127.0.0.1".parse().map_err(anyhow::Error::msg)?,
         ]))?,
-        breakers: Breakers::off(queue.clone()),
-        limits: Limiter::new(
+        Breakers::off(queue.clone()),
+        Limiter::new(
             queue.clone(),
             pool.clone(),
             &engine.queue_prefix,
             Default::default(),
         ),
-    };
+    );
     let alerts = flowpilot::alert::Settings::for_prefix(&engine.queue_prefix);
     Ok(Runtime::new(
         pool.clone(),

@@ -245,15 +245,14 @@ impl Flow {
         let prefix = prefix.to_owned();
         let client = super::client_at(redis_url, Serializer::Pickle).await;
         let (receiver, base) = Receiver::start().await;
-        let providers = Providers {
-            queue: client.clone(),
-            email: Arc::new(Outbox::new(pool.clone())),
-            sms: Arc::new(Outbox::new(pool.clone())),
-            webhook: webhook::Client::new(webhook::Guard::new(vec!["127.0.0.1".parse().unwrap()]))
-                .unwrap(),
-            breakers: Breakers::off(client.clone()),
-            limits: Limiter::new(client.clone(), pool.clone(), &prefix, Default::default()),
-        };
+        let providers = Providers::new(
+            client.clone(),
+            Arc::new(Outbox::batched(pool.clone(), 100, None)),
+            Arc::new(Outbox::new(pool.clone())),
+            webhook::Client::new(webhook::Guard::new(vec!["127.0.0.1".parse().unwrap()])).unwrap(),
+            Breakers::off(client.clone()),
+            Limiter::new(client.clone(), pool.clone(), &prefix, Default::default()),
+        );
         let worker = flowpilot::worker::Settings {
             queues: keys::priority_queues(&prefix),
             max_jobs: 20,
