@@ -53,6 +53,12 @@ async fn smtp_delivers_to_a_real_server_and_classifies_a_rejected_recipient_as_p
     let receipt = smtp.send(&msg, "exec:0:1").await.unwrap();
     assert_eq!(receipt["provider"], json!("smtp"));
     assert_eq!(receipt["to"], json!("a***@example.com"));
+    // Connections for many messages: lettre's pool keeps them open (a
+    // connection goes back to the pool just after its send, so messages
+    // sent back to back alternate between two).
+    for i in 0..4 {
+        smtp.send(&msg, &format!("more:0:{i}")).await.unwrap();
+    }
 
     let bounced = email::Message {
         to: "nobody@bounce.test".into(),
@@ -67,7 +73,16 @@ async fn smtp_delivers_to_a_real_server_and_classifies_a_rejected_recipient_as_p
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(received.len(), 1);
+    assert_eq!(received.len(), 5);
+    let connections: std::collections::HashSet<String> =
+        received.iter().map(|r| r["peer"].to_string()).collect();
+    let peers: Vec<String> = received.iter().map(|r| r["peer"].to_string()).collect();
+    // Unpooled, each message opens its own connection (five).
+    assert!(
+        connections.len() <= 3,
+        "five messages, {} connections: {peers:?}",
+        connections.len()
+    );
     assert_eq!(received[0]["from"], json!("team@flowpilot.test"));
     assert_eq!(received[0]["to"], json!(["ada@example.com"]));
     let data = received[0]["data"].as_str().unwrap();

@@ -36,7 +36,7 @@ use uuid::Uuid;
 use super::plan::{self, Command, Machine};
 use super::settle::{Earlier, Settle};
 use super::{Engine, Error, Result, lock};
-use crate::domain::{ErrorClass, Status};
+use crate::domain::{ErrorClass, Priority, Status};
 use crate::provider::{Admit, Permit};
 use crate::store::{self, contact::Contact, execution::Execution};
 use crate::worker::JobContext;
@@ -291,9 +291,14 @@ impl Engine {
                 return Ok(Err(Run::Capped));
             }
         }
+        // Its first run: a start at its asked priority counted as waiting.
+        let first = e.started_at.is_none() && e.priority != Priority::Low;
         if !self.commit_bare(&mut e, t).await? {
             debug!("claimed by another worker");
             return Ok(Err(Run::Skipped));
+        }
+        if first {
+            self.fair_started(e.account_id).await;
         }
         Ok(Ok(e))
     }

@@ -27,10 +27,12 @@ impl Engine {
     }
 
     /// The priority a new execution of `account` runs at: the one asked
-    /// while the account starts executions within its fair share, low past
+    /// while the account starts executions within its fair share (its
+    /// rate, and at most its burst of them waiting for a worker), low past
     /// it. Low-priority work still runs at once on free workers; it only
     /// waits behind other accounts' work, so one account flooding starts
-    /// cannot hold back the others. Redis trouble keeps the asked priority.
+    /// cannot hold back the others, even when the flood lands while no
+    /// worker runs. Redis trouble keeps the asked priority.
     pub(super) async fn fair_priority(&self, account: Uuid, asked: Priority) -> Priority {
         let Some(rate) = self.settings.fair_share else {
             return asked;
@@ -38,12 +40,18 @@ impl Engine {
         if asked == Priority::Low {
             return asked;
         }
+        let prefix = &self.settings.queue_prefix;
         let bucket = Bucket {
-            key: keys::limit(&self.settings.queue_prefix, &account.to_string(), "starts"),
+            key: keys::limit(prefix, &account.to_string(), "starts"),
             interval: rate.interval(),
             burst: rate.burst(),
         };
-        match self.queue.conform(&bucket).await {
+        let waiting = keys::limit(prefix, &account.to_string(), "starts:waiting");
+        match self
+            .queue
+            .fair_start(&bucket, &waiting, rate.burst())
+            .await
+        {
             Ok(true) => asked,
             Ok(false) => {
                 debug!(%account, "past its fair share of starts: low priority");
@@ -56,6 +64,22 @@ impl Engine {
                 warn!(%account, error = %e, "fair share unreadable; priority as asked");
                 asked
             }
+        }
+    }
+
+    /// An execution of `account` that ran at its asked priority began: one
+    /// fewer of its fair starts waits for a worker.
+    pub(super) async fn fair_started(&self, account: Uuid) {
+        if self.settings.fair_share.is_none() {
+            return;
+        }
+        let waiting = keys::limit(
+            &self.settings.queue_prefix,
+            &account.to_string(),
+            "starts:waiting",
+        );
+        if let Err(e) = self.queue.fair_started(&waiting).await {
+            warn!(%account, error = %e, "could not count a fair start as begun");
         }
     }
 }

@@ -2,10 +2,11 @@
 //! together go out in one call, and each caller gets its own answer.
 //!
 //! A batch opens with its first item and goes when it holds `max` items
-//! or `within` has passed since its first came; one call per key is in
-//! flight at a time, and what comes during a call waits for it (so a
-//! `within` of zero batches whatever piles up behind a call in flight and
-//! adds no wait when nothing does, the way group commit works).
+//! or `within` has passed since its first came, whatever calls are in
+//! flight. With a `within` of zero, one call per key is in flight at a
+//! time and what comes during it goes in the next: whatever piles up
+//! behind a call goes together and nothing waits when nothing is in
+//! flight, the way group commit works.
 //!
 //! The call runs in a task of its own: a caller that gives up (its job
 //! aborted) does not take the others' call with it. A call that panics
@@ -127,8 +128,8 @@ where
         rx.await.ok()
     }
 
-    /// Delivers the batches of `key` one call at a time until none is
-    /// left, then drops the key.
+    /// Delivers the batches of `key` (one call at a time when its rule has
+    /// no wait) until none is left, then drops the key.
     async fn flush(self, key: K) {
         loop {
             let Some((rule, full, since, ready)) = self.look(&key) else {
@@ -157,10 +158,17 @@ where
                 sizes.observe(items.len() as f64);
             }
             let call = (self.deliver)(key.clone(), items);
-            if let Ok(outs) = std::panic::AssertUnwindSafe(call).catch_unwind().await {
-                for (answer, out) in answers.into_iter().zip(outs) {
-                    let _ = answer.send(out);
+            let call = async move {
+                if let Ok(outs) = std::panic::AssertUnwindSafe(call).catch_unwind().await {
+                    for (answer, out) in answers.into_iter().zip(outs) {
+                        let _ = answer.send(out);
+                    }
                 }
+            };
+            if rule.within.is_zero() {
+                call.await;
+            } else {
+                tokio::spawn(call);
             }
             let mut slots = self.slots.lock().expect("batch slots");
             if slots.get(&key).is_some_and(|s| s.waiting.is_empty()) {

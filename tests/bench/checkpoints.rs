@@ -13,7 +13,9 @@
 //! with one step per checkpoint (as before local steps were committed
 //! together) and with the default. Then pgbench in the same run: the raw
 //! ceiling of one step's writes (a log row and the execution row) per
-//! transaction, with as many clients as the worker runs jobs.
+//! transaction, with as many clients as the worker runs jobs; and the
+//! ceiling of group commit: ten executions' steps per transaction from two
+//! clients (one per core), each step still a statement pair of its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,11 +86,20 @@ async fn main() -> anyhow::Result<()> {
             many / one
         );
     }
-    match pgbench_ceiling(concurrency).await {
+    match pgbench_ceiling(concurrency, 1).await {
         Ok(tps) => println!(
             "pgbench, one step's writes per transaction, {concurrency} clients: {tps:.0} steps/s"
         ),
         Err(e) => println!("pgbench ceiling not measured: {e}"),
+    }
+    // Group commit's ceiling: the steps of ten executions per transaction,
+    // from a committer connection per core.
+    match pgbench_ceiling(2, 10).await {
+        Ok(tps) => println!(
+            "pgbench, ten executions' steps per transaction (group commit), 2 clients: {:.0} steps/s",
+            tps * 10.0
+        ),
+        Err(e) => println!("pgbench group ceiling not measured: {e}"),
     }
     Ok(())
 }
@@ -216,9 +227,10 @@ async fn counters(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
     .await?)
 }
 
-/// pgbench's transactions per second for one step's writes (a log row and
-/// an update of the execution row) per transaction, in a scratch database.
-async fn pgbench_ceiling(clients: usize) -> anyhow::Result<f64> {
+/// pgbench's transactions per second for `per_tx` steps' writes (each a
+/// log row and an update of an execution row; with several, of different
+/// executions, each client its own) per transaction, in a scratch database.
+async fn pgbench_ceiling(clients: usize, per_tx: usize) -> anyhow::Result<f64> {
     let db = scratch::Scratch::create(2).await?;
     let account = store::account::create(&db.pool, "bench").await?.id;
     scratch::ten_workflows(&db.pool, account).await?;
@@ -238,18 +250,30 @@ async fn pgbench_ceiling(clients: usize) -> anyhow::Result<f64> {
         sqlx::query(sql).execute(&db.pool).await?;
     }
     let script = std::env::temp_dir().join(format!("{}.sql", db.name));
+    let step = |i: usize| {
+        // One client, one range of rows: transactions of two clients never
+        // wait for each other's row locks.
+        let set = if per_tx == 1 {
+            "\\set n random(0, 999)\n".to_owned()
+        } else {
+            format!("\\set n{i} (:client_id % 10) * 100 + random(0, 99)\n")
+        };
+        let n = if per_tx == 1 { "n".to_owned() } else { format!("n{i}") };
+        let sql = format!(
+            "INSERT INTO execution_logs (execution_id, account_id, step_index, step_id, action_type, attempt, status, \
+               config, response, started_at, completed_at, duration_ms, workflow_id, workflow_version) \
+             SELECT id, account_id, current_step_index, 's', 'add_tag', 1, 'SUCCEEDED', '{{}}', '{{}}', now(), now(), 0, \
+               workflow_id, 1 FROM workflow_executions WHERE id = (SELECT id FROM bench_ids WHERE n = :{n});\n\
+             UPDATE workflow_executions SET current_step_index = current_step_index + 1, revision = revision + 1, \
+               context = context || '{{\"s\": {{}}}}', updated_at = now() \
+             WHERE id = (SELECT id FROM bench_ids WHERE n = :{n});\n"
+        );
+        (set, sql)
+    };
+    let (sets, sqls): (Vec<String>, Vec<String>) = (0..per_tx).map(step).unzip();
     std::fs::write(
         &script,
-        "\\set n random(0, 999)\n\
-         BEGIN;\n\
-         INSERT INTO execution_logs (execution_id, account_id, step_index, step_id, action_type, attempt, status, \
-           config, response, started_at, completed_at, duration_ms, workflow_id, workflow_version) \
-         SELECT id, account_id, current_step_index, 's', 'add_tag', 1, 'SUCCEEDED', '{}', '{}', now(), now(), 0, \
-           workflow_id, 1 FROM workflow_executions WHERE id = (SELECT id FROM bench_ids WHERE n = :n);\n\
-         UPDATE workflow_executions SET current_step_index = current_step_index + 1, revision = revision + 1, \
-           context = context || '{\"s\": {}}', updated_at = now() \
-         WHERE id = (SELECT id FROM bench_ids WHERE n = :n);\n\
-         COMMIT;\n",
+        format!("{}BEGIN;\n{}COMMIT;\n", sets.concat(), sqls.concat()),
     )?;
     let url = url::Url::parse(&std::env::var("DATABASE_URL")?)?;
     let out = tokio::process::Command::new("pgbench")

@@ -92,11 +92,23 @@ pub fn runtime(
     engine: Settings,
     worker: flowpilot::worker::Settings,
 ) -> anyhow::Result<Runtime> {
+    let outbox = Arc::new(Outbox::batched(pool.clone(), 100, None));
+    runtime_with(pool, queue, engine, worker, outbox)
+}
+
+/// [`runtime`] with `outbox` for email and SMS.
+pub fn runtime_with(
+    pool: &PgPool,
+    queue: &Client,
+    engine: Settings,
+    worker: flowpilot::worker::Settings,
+    outbox: Arc<Outbox>,
+) -> anyhow::Result<Runtime> {
     flowpilot::tls::install_crypto_provider();
     let providers = Providers::new(
         queue.clone(),
-        Arc::new(Outbox::batched(pool.clone(), 100, None)),
-        Arc::new(Outbox::batched(pool.clone(), 100, None)),
+        outbox.clone(),
+        outbox,
         // Benchmarks call webhooks on servers of their own.
         webhook::Client::new(webhook::Guard::new(vec![
             "127.0.0.1".parse().map_err(anyhow::Error::msg)?,

@@ -33,7 +33,7 @@ pub struct Hook {
 /// to the first `n` requests of each idempotency-key prefix, `/limited/<n>`
 /// 429 with `Retry-After: 1` likewise, `/gone` 404,
 /// `/refuse` 400 with a JSON reason and an `X-Request-Id`, `/nul` 200 with
-/// a NUL character in its JSON.
+/// a NUL character in its JSON, `/batch` one result per item of a batch.
 #[derive(Clone, Default)]
 pub struct Receiver {
     pub hooks: Arc<Mutex<Vec<Hook>>>,
@@ -44,6 +44,7 @@ impl Receiver {
         let receiver = Receiver::default();
         let app = Router::new()
             .route("/hook", post(record))
+            .route("/batch", post(batch))
             .route("/flaky/{n}", post(flaky))
             .route("/limited/{n}", post(limited))
             .route("/gone", post(gone))
@@ -91,6 +92,26 @@ async fn record(
 ) -> AxumJson<Json> {
     r.push("/hook", &headers, body);
     AxumJson(json!({"ok": true}))
+}
+
+/// A batch receiver: one result per item, `{"status": 422}` for an item
+/// whose body's `email` starts with `bad`.
+async fn batch(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> AxumJson<Json> {
+    let hooks = r.push("/batch", &headers, body);
+    let items = hooks.last().unwrap().body["batch"].as_array().cloned();
+    let results = items
+        .unwrap_or_default()
+        .iter()
+        .map(|i| match i["body"]["email"].as_str() {
+            Some(e) if e.starts_with("bad") => json!({"status": 422, "error": "refused"}),
+            _ => json!({"accepted": i["idempotency_key"]}),
+        })
+        .collect::<Vec<_>>();
+    AxumJson(json!({ "results": results }))
 }
 
 /// How many of `hooks` came from the execution of the last one (by the

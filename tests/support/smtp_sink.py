@@ -1,5 +1,6 @@
 """A real SMTP server (aiosmtpd) for the provider tests: accepts mail on
-127.0.0.1:<port> and appends each message as a JSON line to <file>.
+127.0.0.1:<port> and appends each message as a JSON line to <file>, with
+the client's address and port (its connection).
 
   python smtp_sink.py <port> <file>
 """
@@ -21,6 +22,7 @@ class Sink:
                 'from': envelope.mail_from,
                 'to': envelope.rcpt_tos,
                 'data': envelope.content.decode('utf8', errors='replace'),
+                'peer': list(session.peer),
             }) + '\n')
         return '250 Message accepted for delivery'
 

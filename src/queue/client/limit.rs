@@ -54,12 +54,15 @@ return math.floor(at - now)
     )
 });
 
-/// Take a call's place in one bucket if it fits now; leave the bucket
-/// alone if not (the call is not refused, it is treated differently).
-static CONFORM: LazyLock<Script> = LazyLock::new(|| {
+/// A start within its account's fair share takes its place in the rate
+/// bucket (GCRA, as [`RESERVE`]) and one of the account's places for
+/// starts waiting for a worker; a start past either leaves both alone
+/// (it is not refused, it runs at low priority).
+static FAIR_START: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: bucket   ARGV: interval µs, burst
+-- KEYS: bucket, waiting   ARGV: interval µs, burst, most waiting, waiting's expiry ms
+if tonumber(redis.call('GET', KEYS[2]) or 0) >= tonumber(ARGV[3]) then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -68,25 +71,57 @@ if tat < now then tat = now end
 if tat + interval - now > interval * tonumber(ARGV[2]) then return 0 end
 tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 ",
     )
 });
 
+/// A start that [`FAIR_START`] let through has begun: its place is free.
+static STARTED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: waiting
+if tonumber(redis.call('GET', KEYS[1]) or 0) > 0 then redis.call('DECR', KEYS[1]) end
+",
+    )
+});
+
+/// How long an account's count of waiting starts outlives its last
+/// counted start: what a count left too high (an execution cancelled
+/// before it began) costs at most.
+const WAITING_EXPIRY: Duration = Duration::from_secs(600);
+
 impl Client {
-    /// Whether one more call fits `bucket` now; one that fits takes its
-    /// place, one that does not leaves the bucket as it was.
+    /// Whether one more start fits its account's fair share: `bucket`, its
+    /// rate, and at most `most` of its fair starts waiting for a worker
+    /// (counted in `waiting`, given back by [`Client::fair_started`]). One
+    /// that fits takes its place in both; one that does not leaves them.
     ///
     /// # Errors
     /// Redis errors.
-    pub async fn conform(&self, bucket: &Bucket) -> Result<bool> {
-        let fits: i64 = CONFORM
+    pub async fn fair_start(&self, bucket: &Bucket, waiting: &str, most: u32) -> Result<bool> {
+        let fits: i64 = FAIR_START
             .key(&bucket.key)
+            .key(waiting)
             .arg(bucket.interval.as_micros() as u64)
             .arg(bucket.burst.max(1))
+            .arg(most.max(1))
+            .arg(WAITING_EXPIRY.as_millis() as u64)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(fits == 1)
+    }
+
+    /// A start [`Client::fair_start`] let through has begun: frees its
+    /// place in `waiting`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn fair_started(&self, waiting: &str) -> Result<()> {
+        let () = STARTED.key(waiting).invoke_async(&mut self.conn()).await?;
+        Ok(())
     }
 
     /// Takes a slot in every one of `buckets` at the earliest time all

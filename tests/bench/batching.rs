@@ -1,0 +1,239 @@
+//! `cargo bench --bench batching`: provider calls with and without
+//! batching. N executions of a two-step workflow (a webhook to a local
+//! receiver that takes `FLOWPILOT_BENCH_PROVIDER_MS` per request, then an
+//! email to the outbox) run through the real worker, Redis queue and
+//! engine, each case in a scratch database: once with one call per step
+//! (no `batch`, the outbox inserting each message alone) and once batched
+//! (`batch: {max: 10, within: "100ms"}`, the outbox's default batching).
+//! Prints per case the steps per second, the receiver's requests, the
+//! outbox's inserts, provider calls per step and PostgreSQL write
+//! transactions per execution; then the ratios of the two.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use flowpilot::engine::{Settings, StartRequest};
+use flowpilot::provider::Outbox;
+use flowpilot::queue::{Client, Serializer, keys};
+use flowpilot::store;
+use serde_json::{Value as Json, json};
+use tokio_util::sync::CancellationToken;
+
+mod scratch;
+
+/// What the receiver saw.
+#[derive(Default)]
+struct Seen {
+    requests: AtomicU64,
+    items: AtomicU64,
+}
+
+struct Figures {
+    steps_per_s: f64,
+    requests: u64,
+    inserts: u64,
+    xacts_per_execution: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let redis = scratch::redis_url()?;
+    let executions: usize = scratch::env("FLOWPILOT_BENCH_EXECUTIONS", 2000);
+    let concurrency: usize = scratch::env("FLOWPILOT_BENCH_CONCURRENCY", 20);
+    let latency = Duration::from_millis(scratch::env("FLOWPILOT_BENCH_PROVIDER_MS", 20));
+    println!(
+        "batching: {executions} executions x 2 steps (webhook, email), {concurrency} concurrent jobs, \
+         receiver takes {} ms per request\n\
+         | mode | steps/s | webhook requests | outbox inserts | provider calls per step | write transactions per execution | execution p50 / p95 / p99 ms |\n\
+         | --- | --- | --- | --- | --- | --- | --- |",
+        latency.as_millis()
+    );
+    let mut figures = Vec::new();
+    for batched in [false, true] {
+        let f = run(&redis, executions, concurrency, latency, batched).await?;
+        let calls = (f.requests + f.inserts) as f64 / (2 * executions) as f64;
+        println!(
+            "| {} | {:.0} | {} | {} | {calls:.3} | {:.2} | {:.1} / {:.1} / {:.1} |",
+            if batched { "batched" } else { "one call per step" },
+            f.steps_per_s,
+            f.requests,
+            f.inserts,
+            f.xacts_per_execution,
+            f.p50,
+            f.p95,
+            f.p99
+        );
+        figures.push(f);
+    }
+    let (one, many) = (&figures[0], &figures[1]);
+    let calls = |f: &Figures| (f.requests + f.inserts) as f64;
+    println!(
+        "batched: {:.0}% fewer provider calls, {:.2}x the steps/s",
+        100.0 * (1.0 - calls(many) / calls(one)),
+        many.steps_per_s / one.steps_per_s
+    );
+    Ok(())
+}
+
+async fn run(
+    redis: &str,
+    executions: usize,
+    concurrency: usize,
+    latency: Duration,
+    batched: bool,
+) -> anyhow::Result<Figures> {
+    let seen = Arc::new(Seen::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook = format!("http://{}/hook", listener.local_addr()?);
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state((seen.clone(), latency));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let db = scratch::Scratch::create((concurrency + 5) as u32).await?;
+    let pool = db.pool.clone();
+    let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let queue = Client::connect(redis, Serializer::Pickle).await?;
+    let sizes = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("s", "s"))?;
+    let outbox = Outbox::batched(pool.clone(), if batched { 100 } else { 1 }, Some(sizes.clone()));
+    let runtime = scratch::runtime_with(
+        &pool,
+        &queue,
+        Settings {
+            queue_prefix: prefix.clone(),
+            run_budget: Duration::from_secs(60),
+            ..Settings::default()
+        },
+        flowpilot::worker::Settings {
+            queues: keys::priority_queues(&prefix),
+            max_jobs: concurrency,
+            ..flowpilot::worker::Settings::default()
+        },
+        Arc::new(outbox),
+    )?;
+    let engine = Arc::clone(&runtime.engine);
+    let account = store::account::create(&pool, "bench").await?.id;
+    let mut webhook = json!({"id": "sync", "type": "webhook", "url": hook,
+                             "body": {"email": "{{contact.email}}"}});
+    if batched {
+        webhook["batch"] = json!({"max": 10, "within": "100ms"});
+    }
+    let definition = json!({"steps": [
+        webhook,
+        {"id": "welcome", "type": "send_email", "subject": "Hi", "body": "Welcome."}
+    ]});
+    let workflow = engine
+        .create_workflow(account, "bench", None, true, &definition)
+        .await?
+        .id;
+    let mut contacts = Vec::with_capacity(executions);
+    for i in 0..executions {
+        let c = store::contact::NewContact {
+            email: Some(format!("c{i}@example.com")),
+            ..Default::default()
+        };
+        contacts.push(store::contact::insert(&pool, account, &c).await?.id);
+    }
+
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(runtime.worker()?.run(stop.clone()));
+    let xid = || async {
+        sqlx::query_scalar::<_, i64>("SELECT pg_current_xact_id()::text::bigint")
+            .fetch_one(&pool)
+            .await
+    };
+    let before = xid().await?;
+    let began = Instant::now();
+    let mut starts = tokio::task::JoinSet::new();
+    for chunk in contacts.chunks(contacts.len().div_ceil(8).max(1)) {
+        let (engine, chunk) = (Arc::clone(&engine), chunk.to_vec());
+        starts.spawn(async move {
+            for contact in chunk {
+                engine
+                    .start(StartRequest {
+                        account_id: account,
+                        workflow_id: workflow,
+                        contact_id: contact,
+                        priority: Default::default(),
+                        idempotency_key: None,
+                        metadata: json!({}),
+                        source: "api",
+                    })
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(started) = starts.join_next().await {
+        started??;
+    }
+    scratch::wait_all_final(&pool).await?;
+    let took = began.elapsed();
+    let after = xid().await?;
+    let (p50, p95, p99) = scratch::execution_times(&pool).await?;
+    let (sent, completed): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM outbox), \
+                (SELECT count(*) FROM workflow_executions WHERE status = 'COMPLETED')",
+    )
+    .fetch_one(&pool)
+    .await?;
+    anyhow::ensure!(
+        sent == executions as i64 && completed == executions as i64,
+        "{completed} of {executions} completed, {sent} emails"
+    );
+    anyhow::ensure!(seen.items.load(Ordering::SeqCst) == executions as u64);
+    stop.cancel();
+    running.await??;
+    server.abort();
+    db.finish().await?;
+    let mut r = redis::Client::open(redis)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = redis::cmd("DEL")
+        .arg(keys::priority_queues(&prefix))
+        .arg(keys::dead_queue(&prefix))
+        .query_async(&mut r)
+        .await?;
+    Ok(Figures {
+        steps_per_s: (2 * executions) as f64 / took.as_secs_f64(),
+        requests: seen.requests.load(Ordering::SeqCst),
+        // Unbatched, each message is its own insert (no duplicates here).
+        inserts: if batched {
+            sizes.get_sample_count()
+        } else {
+            sent as u64
+        },
+        xacts_per_execution: (after - before) as f64 / executions as f64,
+        p50,
+        p95,
+        p99,
+    })
+}
+
+/// Counts a request and its items, takes the provider's time, answers one
+/// result per item of a batch.
+async fn receive(
+    State((seen, latency)): State<(Arc<Seen>, Duration)>,
+    body: axum::Json<Json>,
+) -> axum::Json<Json> {
+    seen.requests.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(latency).await;
+    match body["batch"].as_array() {
+        Some(items) => {
+            seen.items.fetch_add(items.len() as u64, Ordering::SeqCst);
+            let results: Vec<Json> = items.iter().map(|_| json!({"ok": true})).collect();
+            axum::Json(json!({ "results": results }))
+        }
+        None => {
+            seen.items.fetch_add(1, Ordering::SeqCst);
+            axum::Json(json!({"ok": true}))
+        }
+    }
+}
