@@ -18,9 +18,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 #[sqlx::test]
-async fn batched_webhook_steps_share_calls_and_keep_their_own_log_rows_and_outcomes(
-    pool: PgPool,
-) {
+async fn batched_webhook_steps_share_calls_and_keep_their_own_log_rows_and_outcomes(pool: PgPool) {
     let flow = Flow::start(pool.clone()).await;
     let workflow = flow
         .workflow(json!({"steps": [
@@ -31,7 +29,11 @@ async fn batched_webhook_steps_share_calls_and_keep_their_own_log_rows_and_outco
         .await;
     let mut ids = Vec::new();
     for i in 0..30 {
-        let email = if i == 7 { "bad@example.com".to_owned() } else { format!("c{i}@example.com") };
+        let email = if i == 7 {
+            "bad@example.com".to_owned()
+        } else {
+            format!("c{i}@example.com")
+        };
         let contact = flow.contact(&email, false).await;
         ids.push(flow.start_execution(workflow, contact).await);
     }
@@ -45,7 +47,11 @@ async fn batched_webhook_steps_share_calls_and_keep_their_own_log_rows_and_outco
         .map(|h| h.body["batch"].as_array().unwrap().len())
         .collect();
     eprintln!("30 steps in {} calls: {sizes:?}", calls.len());
-    assert!(calls.len() <= 10, "30 steps in {} calls: {sizes:?}", calls.len());
+    assert!(
+        calls.len() <= 10,
+        "30 steps in {} calls: {sizes:?}",
+        calls.len()
+    );
     assert!(sizes.iter().all(|&n| (1..=10).contains(&n)), "{sizes:?}");
     let keys: Vec<String> = calls
         .iter()
@@ -56,7 +62,9 @@ async fn batched_webhook_steps_share_calls_and_keep_their_own_log_rows_and_outco
     assert_eq!(keys.len(), 30, "each step went once");
     assert_eq!(keys.iter().cloned().collect::<HashSet<_>>(), expected);
     assert!(
-        calls.iter().all(|h| h.idempotency_key.starts_with("batch:")),
+        calls
+            .iter()
+            .all(|h| h.idempotency_key.starts_with("batch:")),
         "a batch has a key of its own"
     );
 
@@ -76,7 +84,10 @@ async fn batched_webhook_steps_share_calls_and_keep_their_own_log_rows_and_outco
             assert_eq!(status, "SUCCEEDED", "{response}");
             assert_eq!(response["body"]["accepted"], format!("{id}:0:1"));
             let n = response["batch"]["size"].as_u64().unwrap();
-            assert!(response["batch"]["index"].as_u64().unwrap() < n, "{response}");
+            assert!(
+                response["batch"]["index"].as_u64().unwrap() < n,
+                "{response}"
+            );
         }
     }
     assert_eq!(flow.status(ids[7]).await, "FAILED");
@@ -97,7 +108,10 @@ async fn batched_webhook_steps_share_calls_and_keep_their_own_log_rows_and_outco
 
 #[sqlx::test]
 async fn the_outbox_records_many_messages_in_one_insert_each_once_per_key(pool: PgPool) {
-    let account = flowpilot::store::account::create(&pool, "batch").await.unwrap().id;
+    let account = flowpilot::store::account::create(&pool, "batch")
+        .await
+        .unwrap()
+        .id;
     let sizes = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("s", "s")).unwrap();
     let outbox = Arc::new(Outbox::batched(pool.clone(), 100, Some(sizes.clone())));
     let send = |i: usize| {
@@ -119,10 +133,16 @@ async fn the_outbox_records_many_messages_in_one_insert_each_once_per_key(pool: 
     };
     let first = futures::future::join_all((0..200).map(send)).await;
     let inserts = sizes.get_sample_count();
-    assert!(inserts < 200 && inserts >= 2, "200 messages in {inserts} inserts");
+    assert!(
+        inserts < 200 && inserts >= 2,
+        "200 messages in {inserts} inserts"
+    );
     assert_eq!(sizes.get_sample_sum(), 200.0);
     assert!(first.iter().all(|r| r["duplicate"] == false));
-    let ids: HashSet<&str> = first.iter().map(|r| r["outbox_id"].as_str().unwrap()).collect();
+    let ids: HashSet<&str> = first
+        .iter()
+        .map(|r| r["outbox_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 200);
 
     // Sent again (a re-run of the same attempts, with 50 new ones among

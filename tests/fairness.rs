@@ -189,7 +189,11 @@ async fn a_flooding_account_does_not_hold_back_a_quiet_one(pool: PgPool) {
     // One after the other, so the two runs do not share the machine.
     for outage in [false, true] {
         let (alone, flooded, left, flood) = measure(pool.clone(), true, outage).await;
-        let landed = if outage { "landed during an outage" } else { "landing" };
+        let landed = if outage {
+            "landed during an outage"
+        } else {
+            "landing"
+        };
         eprintln!(
             "fair share on: quiet p95 start latency {alone:.1} ms alone, {flooded:.1} ms while another account's flood of {flood} starts ({landed}) runs"
         );

@@ -276,10 +276,7 @@ impl Webhook {
                 format!("must be at most {}s", MAX_BATCH_WAIT.as_secs()),
             ));
         }
-        Ok(Some(Batch {
-            max: b.max,
-            within,
-        }))
+        Ok(Some(Batch { max: b.max, within }))
     }
 
     pub(super) fn render(
@@ -402,8 +399,16 @@ mod tests {
         for (batch, method, wrong) in [
             (json!({"max": 1}), "POST", Some("batch.max")),
             (json!({"max": 1001}), "POST", Some("batch.max")),
-            (json!({"max": 5, "within": "soon"}), "POST", Some("batch.within")),
-            (json!({"max": 5, "within": "2m"}), "POST", Some("batch.within")),
+            (
+                json!({"max": 5, "within": "soon"}),
+                "POST",
+                Some("batch.within"),
+            ),
+            (
+                json!({"max": 5, "within": "2m"}),
+                "POST",
+                Some("batch.within"),
+            ),
             (json!({"max": 5}), "GET", Some("batch")),
             (json!({"max": 5}), "DELETE", Some("batch")),
             (json!({"max": 5, "within": "0s"}), "PUT", None),

@@ -47,11 +47,7 @@ impl Engine {
             burst: rate.burst(),
         };
         let waiting = keys::limit(prefix, &account.to_string(), "starts:waiting");
-        match self
-            .queue
-            .fair_start(&bucket, &waiting, rate.burst())
-            .await
-        {
+        match self.queue.fair_start(&bucket, &waiting, rate.burst()).await {
             Ok(true) => asked,
             Ok(false) => {
                 debug!(%account, "past its fair share of starts: low priority");

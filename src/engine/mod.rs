@@ -111,6 +111,10 @@ pub struct Settings {
     /// PostgreSQL) in a row commit together, atomically, up to this many.
     /// 1: every step commits on its own.
     pub steps_per_checkpoint: usize,
+    /// Transactions of checkpoints group-committed at once
+    /// ([`store::group`]): checkpoints of concurrent executions share
+    /// them. 0: each checkpoint commits alone.
+    pub commit_lanes: usize,
     /// Prefix of the priority queues: `<prefix>:high`, `<prefix>`,
     /// `<prefix>:low`, and of the dead set `<prefix>:dead`.
     pub queue_prefix: String,
@@ -132,6 +136,7 @@ impl Default for Settings {
             owner: format!("flowpilot-{}", uuid::Uuid::new_v4().simple()),
             fair_share: "50/s:500".parse().ok(),
             steps_per_checkpoint: 100,
+            commit_lanes: 2,
             running_hold: Duration::from_secs(30),
             queue_prefix: keys::FLOWPILOT_QUEUE.to_owned(),
         }
@@ -199,6 +204,8 @@ const WORKFLOW_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 /// The workflow engine.
 pub struct Engine {
     pool: PgPool,
+    /// Commits checkpoints of concurrent executions together.
+    group: store::group::Group,
     queue: queue::Client,
     providers: Providers,
     settings: Settings,
@@ -227,6 +234,7 @@ impl Engine {
         settings: Settings,
     ) -> Self {
         Engine {
+            group: store::group::Group::new(pool.clone(), settings.commit_lanes),
             pool,
             queue,
             providers,

@@ -124,14 +124,16 @@ impl Engine {
     }
 
     /// Commits `t` into `e` with the log row, contact change and dead
-    /// letter of `s`: one transaction when there is more than the row to
-    /// write. `false` (nothing written) when the row changed underneath.
+    /// letter of `s`: one statement, group-committed with other
+    /// executions' checkpoints, unless there is a dead letter to write or
+    /// settle (then a transaction of its own). `false` (nothing written)
+    /// when the row changed underneath.
     async fn commit(&self, e: &mut Execution, t: Transition, s: &Writes<'_>) -> Result<bool> {
         // A retry settles the dead letters of the failure it retries.
         if s.dead.is_none() && t.event() != Event::Retry {
-            // One statement: its own transaction.
-            let mut conn = self.pool.acquire().await.map_err(store::Error::from)?;
-            return write(&mut conn, e, t, s).await;
+            // One statement, committed with other executions' checkpoints.
+            let (logs, change) = rows(e, t, s);
+            return Ok(store::checkpoint::commit_in(&self.group, e, &logs, change.as_ref()).await?);
         }
         let mut tx = self.pool.begin().await.map_err(store::Error::from)?;
         if !write(&mut tx, e, t, s).await? {
@@ -196,6 +198,29 @@ pub(super) async fn write(
     t: Transition,
     s: &Writes<'_>,
 ) -> Result<bool> {
+    let resolve = t.event() == Event::Retry;
+    let (logs, change) = rows(e, t, s);
+    if !store::checkpoint::commit(conn, e, &logs, change.as_ref()).await? {
+        return Ok(false);
+    }
+    // Only in a transaction (see `Engine::commit`): these go or stay with
+    // the row.
+    if let Some(kind) = s.dead {
+        let error = e.error.as_deref().unwrap_or("");
+        store::log::insert_dead_letter(conn, e, kind, error).await?;
+    }
+    if resolve {
+        store::failure::resolve_dead_letters(conn, e.id).await?;
+    }
+    Ok(true)
+}
+
+/// The log rows and net contact change of `s`, with `t` applied to `e`.
+fn rows<'a>(
+    e: &mut Execution,
+    t: Transition,
+    s: &'a Writes<'_>,
+) -> (Vec<NewLog<'a>>, Option<NetChange>) {
     let earlier = s.earlier.iter().filter_map(|x| {
         Some(log_row(
             e,
@@ -215,21 +240,8 @@ pub(super) async fn write(
     let logs: Vec<NewLog> = earlier.chain(current).collect();
     let changes = s.earlier.iter().filter_map(|x| x.change.as_ref());
     let change = NetChange::of(changes.chain(&s.change));
-    let resolve = t.event() == Event::Retry;
     t.apply_to(e);
-    if !store::checkpoint::commit(conn, e, &logs, change.as_ref()).await? {
-        return Ok(false);
-    }
-    // Only in a transaction (see `Engine::commit`): these go or stay with
-    // the row.
-    if let Some(kind) = s.dead {
-        let error = e.error.as_deref().unwrap_or("");
-        store::log::insert_dead_letter(conn, e, kind, error).await?;
-    }
-    if resolve {
-        store::failure::resolve_dead_letters(conn, e.id).await?;
-    }
-    Ok(true)
+    (logs, change)
 }
 
 /// The log row of the step `r` of `e`, which ran at `step_index` in

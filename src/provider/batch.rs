@@ -116,7 +116,14 @@ where
                     };
                     let full = Arc::new(Notify::new());
                     let waiting = vec![waiting];
-                    slots.insert(key.clone(), Slot { rule, waiting, full });
+                    slots.insert(
+                        key.clone(),
+                        Slot {
+                            rule,
+                            waiting,
+                            full,
+                        },
+                    );
                     true
                 }
             }
@@ -253,7 +260,11 @@ mod tests {
         let rest = futures::future::join_all((2..=20).map(|i| b.submit("k", rule, i))).await;
         assert_eq!(first.await.unwrap(), Some(10));
         assert!(rest.iter().all(Option::is_some));
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "one alone, then 19 together");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "one alone, then 19 together"
+        );
     }
 
     #[tokio::test]

@@ -288,7 +288,9 @@ fn batch_sizes() -> HistogramVec {
             "Items per batched provider call by provider (outbox inserts, webhook batches); \
              its count is the calls made",
         )
-        .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]),
+        .buckets(vec![
+            1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+        ]),
         &["provider"],
     )
     .expect("a valid histogram")

@@ -109,7 +109,11 @@ async fn deliver(
     let troubled = |r: &Response| r.status == 408 || r.status >= 500;
     let most = MAX_BODY.saturating_mul(n).min(MAX_BATCH_BODY);
     match breakers
-        .guard_judged(breaker.as_deref(), client.call_reading(&req, most), troubled)
+        .guard_judged(
+            breaker.as_deref(),
+            client.call_reading(&req, most),
+            troubled,
+        )
         .await
     {
         Ok(resp) => split(&resp, n).into_iter().map(Ok).collect(),
@@ -175,7 +179,8 @@ mod tests {
 
     #[test]
     fn each_item_gets_its_result_or_the_whole_answer() {
-        let results = json!({"results": [{"id": 1}, {"status": 422, "error": "bad"}, {"status": 99}]});
+        let results =
+            json!({"results": [{"id": 1}, {"status": 422, "error": "bad"}, {"status": 99}]});
         let got = split(&answer(200, results), 3);
         assert_eq!(got[0].status, 200);
         assert_eq!(got[0].body, json!({"id": 1}));
@@ -188,7 +193,10 @@ mod tests {
             answer(503, json!({"results": [1, 2, 3]})),
         ] {
             let got = split(&whole, 3);
-            assert!(got.iter().all(|r| r.body == whole.body && r.status == whole.status));
+            assert!(
+                got.iter()
+                    .all(|r| r.body == whole.body && r.status == whole.status)
+            );
         }
     }
 

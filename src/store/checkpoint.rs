@@ -12,14 +12,14 @@
 //! the row was (they read the `saved` CTE): a checkpoint that lost a race
 //! writes nothing.
 
-use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::types::Json as SqlJson;
+use sqlx::{Execute, PgConnection};
 
 use super::Result;
 use super::execution::Execution;
+use super::group::{Group, Row};
 use super::log::NewLog;
 use crate::domain::ErrorClass;
 use crate::domain::contact::NetChange;
@@ -66,7 +66,7 @@ fn bind_state<'q, O>(
 
 /// Takes the revision and time a save wrote into `e`; `false` when it
 /// wrote nothing (the row changed underneath).
-fn saved(e: &mut Execution, row: Option<(i64, DateTime<Utc>)>) -> bool {
+fn saved(e: &mut Execution, row: Option<Row>) -> bool {
     let Some((revision, updated_at)) = row else {
         return false;
     };
@@ -119,18 +119,50 @@ pub async fn commit(
     logs: &[NewLog<'_>],
     change: Option<&NetChange>,
 ) -> Result<bool> {
+    let (sql, args) = statement(e, logs, change)?;
+    let row = sqlx::query_as_with(sql, args)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(saved(e, row))
+}
+
+/// [`commit`] in a transaction shared with the checkpoints of other
+/// executions that `group` commits meanwhile; returns once it committed.
+///
+/// # Errors
+/// As [`commit`].
+pub async fn commit_in(
+    group: &Group,
+    e: &mut Execution,
+    logs: &[NewLog<'_>],
+    change: Option<&NetChange>,
+) -> Result<bool> {
+    let (sql, args) = statement(e, logs, change)?;
+    let row = group.run(sql, args).await?;
+    Ok(saved(e, row))
+}
+
+/// The statement of a checkpoint and its arguments, owned (they may be
+/// run by another task).
+fn statement(
+    e: &Execution,
+    logs: &[NewLog<'_>],
+    change: Option<&NetChange>,
+) -> Result<(&'static str, PgArguments)> {
     fn column<'a, T>(logs: &'a [NewLog<'a>], f: impl Fn(&'a NewLog<'a>) -> T) -> Vec<T> {
         logs.iter().map(f).collect()
     }
+    let arguments = |mut q: QueryAs<'_, sqlx::Postgres, Row, PgArguments>| {
+        q.take_arguments()
+            .map_err(|e| sqlx::Error::Encode(e))?
+            .ok_or_else(|| sqlx::Error::Protocol("a checkpoint without arguments".into()))
+    };
     if logs.is_empty() && change.is_none() {
-        let row = bind_state(sqlx::query_as(SAVE), e)
-            .fetch_optional(&mut *conn)
-            .await?;
-        return Ok(saved(e, row));
+        return Ok((SAVE, arguments(bind_state(sqlx::query_as(SAVE), e))?));
     }
     let none = NetChange::default();
     let c = change.unwrap_or(&none);
-    let row: Option<(i64, DateTime<Utc>)> = bind_state(sqlx::query_as(CHECKPOINT), e)
+    let q = bind_state(sqlx::query_as(CHECKPOINT), e)
         .bind(column(logs, |l| l.execution_id))
         .bind(column(logs, |l| l.account_id))
         .bind(column(logs, |l| l.step_index))
@@ -159,8 +191,6 @@ pub async fn commit(
         .bind(SqlJson(&c.set))
         .bind(&c.unset)
         .bind(&c.add)
-        .bind(&c.remove)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(saved(e, row))
+        .bind(&c.remove);
+    Ok((CHECKPOINT, arguments(q)?))
 }

@@ -5,7 +5,8 @@
 //!   [`execution`], [`log`] (step attempts and dead letters), [`outbox`],
 //!   [`api_key`];
 //! - [`checkpoint`]: a step's checkpoint in one statement (the execution
-//!   row, its log rows, the contact change);
+//!   row, its log rows, the contact change), alone or in a [`group`]
+//!   commit with other executions' checkpoints;
 //! - [`alert`]: alert rules, alerts and their deliveries (an outbox);
 //! - [`audit`]: the append-only audit trail;
 //! - [`operation`]: bulk operations and their progress; [`bulk`]: the
@@ -32,6 +33,7 @@ pub mod contact;
 pub mod due;
 pub mod execution;
 pub mod failure;
+pub mod group;
 pub mod lock;
 pub mod log;
 pub mod operation;

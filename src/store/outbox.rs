@@ -95,11 +95,12 @@ pub async fn record_many(pool: &PgPool, messages: &[NewMessage<'_>]) -> Result<V
         .filter(|k| !found.contains_key(*k))
         .collect();
     if !unseen.is_empty() {
-        let late: Vec<(Uuid, String)> =
-            sqlx::query_as("SELECT id, idempotency_key FROM outbox WHERE idempotency_key = ANY($1)")
-                .bind(&unseen)
-                .fetch_all(pool)
-                .await?;
+        let late: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, idempotency_key FROM outbox WHERE idempotency_key = ANY($1)",
+        )
+        .bind(&unseen)
+        .fetch_all(pool)
+        .await?;
         found.extend(late.into_iter().map(|(id, key)| (key, (id, false))));
     }
     keys.iter()

@@ -258,7 +258,11 @@ async fn pgbench_ceiling(clients: usize, per_tx: usize) -> anyhow::Result<f64> {
         } else {
             format!("\\set n{i} (:client_id % 10) * 100 + random(0, 99)\n")
         };
-        let n = if per_tx == 1 { "n".to_owned() } else { format!("n{i}") };
+        let n = if per_tx == 1 {
+            "n".to_owned()
+        } else {
+            format!("n{i}")
+        };
         let sql = format!(
             "INSERT INTO execution_logs (execution_id, account_id, step_index, step_id, action_type, attempt, status, \
                config, response, started_at, completed_at, duration_ms, workflow_id, workflow_version) \
