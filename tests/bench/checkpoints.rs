@@ -10,8 +10,9 @@
 //! whose steps only touch PostgreSQL (tags, attributes, conditions), and
 //! `mixed`, where every fifth step calls a webhook on a local server (a
 //! side effect: its checkpoint must commit before the next step). Each runs
-//! with one step per checkpoint (as before local steps were committed
-//! together) and with the default. Then pgbench in the same run: the raw
+//! with one step per checkpoint and each checkpoint its own transaction
+//! (as before group commit and local steps committed together), with group
+//! commit, and with the defaults (group commit, local steps together). Then pgbench in the same run: the raw
 //! ceiling of one step's writes (a log row and the execution row) per
 //! transaction, with as many clients as the worker runs jobs; and the
 //! ceiling of group commit: ten executions' steps per transaction from two
@@ -56,34 +57,35 @@ async fn main() -> anyhow::Result<()> {
 
     println!(
         "checkpoints: {executions} executions x {steps} steps, {concurrency} concurrent jobs\n\
-         | workflow | steps per checkpoint | steps/s | execution p50 / p95 / p99 ms | write transactions per step | WAL bytes per step |\n\
-         | --- | --- | --- | --- | --- | --- |"
+         | workflow | steps per checkpoint | group commit | steps/s | execution p50 / p95 / p99 ms | write transactions per step | WAL bytes per step |\n\
+         | --- | --- | --- | --- | --- | --- | --- |"
     );
-    let mut local = Vec::new();
+    let lanes = Settings::default().commit_lanes;
+    let many = Settings::default().steps_per_checkpoint;
     for (shape, webhook) in [("local", None), ("mixed", Some(hook.as_str()))] {
-        for per_checkpoint in [1, Settings::default().steps_per_checkpoint] {
+        let mut rates = Vec::new();
+        for (per_checkpoint, commit_lanes) in [(1, 0), (1, lanes), (many, lanes)] {
             let case = Case {
                 redis: &redis,
                 executions,
                 steps,
                 concurrency,
                 per_checkpoint,
+                commit_lanes,
                 webhook,
             };
             let f = case.run().await?;
+            let group = if commit_lanes == 0 { "off" } else { "on" };
             println!(
-                "| {shape} | {per_checkpoint} | {:.0} | {:.1} / {:.1} / {:.1} | {:.2} | {:.0} |",
+                "| {shape} | {per_checkpoint} | {group} | {:.0} | {:.1} / {:.1} / {:.1} | {:.2} | {:.0} |",
                 f.steps_per_s, f.p50, f.p95, f.p99, f.xacts_per_step, f.wal_per_step
             );
-            if webhook.is_none() {
-                local.push(f.steps_per_s);
-            }
+            rates.push(f.steps_per_s);
         }
-    }
-    if let [one, many] = local[..] {
         println!(
-            "local steps: {:.1}x with steps committed together",
-            many / one
+            "{shape}: {:.2}x with group commit, {:.2}x with local steps committed together too",
+            rates[1] / rates[0],
+            rates[2] / rates[0]
         );
     }
     match pgbench_ceiling(concurrency, 1).await {
@@ -111,6 +113,8 @@ struct Case<'a> {
     steps: usize,
     concurrency: usize,
     per_checkpoint: usize,
+    /// Group commit's lanes (0: off).
+    commit_lanes: usize,
     /// Every fifth step calls this webhook.
     webhook: Option<&'a str>,
 }
@@ -137,10 +141,11 @@ impl Case<'_> {
                 queue_prefix: prefix.clone(),
                 run_budget: Duration::from_secs(60),
                 steps_per_checkpoint: self.per_checkpoint,
+                commit_lanes: self.commit_lanes,
                 ..Settings::default()
             },
             flowpilot::worker::Settings {
-                queues: vec![prefix.clone()],
+                queues: keys::priority_queues(&prefix),
                 max_jobs: self.concurrency,
                 ..flowpilot::worker::Settings::default()
             },
@@ -199,7 +204,7 @@ impl Case<'_> {
             .get_multiplexed_async_connection()
             .await?;
         let _: () = redis::cmd("DEL")
-            .arg(&prefix)
+            .arg(keys::priority_queues(&prefix))
             .arg(keys::dead_queue(&prefix))
             .query_async(&mut r)
             .await?;
