@@ -2,11 +2,10 @@
 //! together go out in one call, and each caller gets its own answer.
 //!
 //! A batch opens with its first item and goes when it holds `max` items
-//! or `within` has passed since its first came, whatever calls are in
-//! flight. With a `within` of zero, one call per key is in flight at a
-//! time and what comes during it goes in the next: whatever piles up
-//! behind a call goes together and nothing waits when nothing is in
-//! flight, the way group commit works.
+//! or `within` has passed since its first came, and fewer than `calls`
+//! calls of its key are in flight. With a `within` of zero, what piles up
+//! while every call is in flight goes together in the next, and nothing
+//! waits when a call is free, the way group commit works.
 //!
 //! The call runs in a task of its own: a caller that gives up (its job
 //! aborted) does not take the others' call with it. A call that panics
@@ -21,7 +20,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use prometheus::Histogram;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::Instant;
 
 /// When a batch goes.
@@ -31,6 +30,8 @@ pub struct Rule {
     pub max: usize,
     /// Longest an item waits for others after the first of its batch came.
     pub within: Duration,
+    /// Most calls of a key in flight at once (at least 1).
+    pub calls: usize,
 }
 
 /// Makes one call for a batch: one answer per item, in their order.
@@ -60,6 +61,8 @@ struct Slot<I, O> {
     waiting: Vec<Waiting<I, O>>,
     /// Rung when `waiting` reaches `rule.max`.
     full: Arc<Notify>,
+    /// Calls that may still go while others are in flight.
+    free: Arc<Semaphore>,
 }
 
 struct Waiting<I, O> {
@@ -112,18 +115,16 @@ where
                 None => {
                     let rule = Rule {
                         max: rule.max.max(1),
+                        calls: rule.calls.max(1),
                         ..rule
                     };
-                    let full = Arc::new(Notify::new());
-                    let waiting = vec![waiting];
-                    slots.insert(
-                        key.clone(),
-                        Slot {
-                            rule,
-                            waiting,
-                            full,
-                        },
-                    );
+                    let slot = Slot {
+                        rule,
+                        waiting: vec![waiting],
+                        full: Arc::new(Notify::new()),
+                        free: Arc::new(Semaphore::new(rule.calls)),
+                    };
+                    slots.insert(key.clone(), slot);
                     true
                 }
             }
@@ -135,13 +136,14 @@ where
         rx.await.ok()
     }
 
-    /// Delivers the batches of `key` (one call at a time when its rule has
-    /// no wait) until none is left, then drops the key.
+    /// Delivers the batches of `key` until none is left, then drops the
+    /// key.
     async fn flush(self, key: K) {
         loop {
             let Some((rule, full, since, ready)) = self.look(&key) else {
                 return;
             };
+            let free = self.slots.lock().expect("batch slots")[&key].free.clone();
             if !ready {
                 let deadline = since + rule.within;
                 tokio::select! {
@@ -153,6 +155,8 @@ where
                     continue;
                 }
             }
+            // Items keep coming while every call is in flight.
+            let call_slot = free.acquire_owned().await.expect("never closed");
             let batch = {
                 let mut slots = self.slots.lock().expect("batch slots");
                 let slot = slots.get_mut(&key).expect("a flushed key keeps its slot");
@@ -165,18 +169,14 @@ where
                 sizes.observe(items.len() as f64);
             }
             let call = (self.deliver)(key.clone(), items);
-            let call = async move {
+            tokio::spawn(async move {
                 if let Ok(outs) = std::panic::AssertUnwindSafe(call).catch_unwind().await {
                     for (answer, out) in answers.into_iter().zip(outs) {
                         let _ = answer.send(out);
                     }
                 }
-            };
-            if rule.within.is_zero() {
-                call.await;
-            } else {
-                tokio::spawn(call);
-            }
+                drop(call_slot);
+            });
             let mut slots = self.slots.lock().expect("batch slots");
             if slots.get(&key).is_some_and(|s| s.waiting.is_empty()) {
                 slots.remove(&key);
@@ -225,6 +225,7 @@ mod tests {
         let rule = Rule {
             max: 3,
             within: Duration::from_secs(2),
+            calls: 4,
         };
         let started = Instant::now();
         // Three fill a batch at once; the fourth and fifth wait their 2 s.
@@ -251,6 +252,7 @@ mod tests {
         let rule = Rule {
             max: 100,
             within: Duration::ZERO,
+            calls: 1,
         };
         let first = tokio::spawn({
             let b = b.clone();
@@ -279,6 +281,7 @@ mod tests {
         let rule = Rule {
             max: 1,
             within: Duration::ZERO,
+            calls: 1,
         };
         assert_eq!(b.submit(1, rule, 0).await, None);
         assert_eq!(b.submit(1, rule, 5).await, Some(5));

@@ -17,6 +17,9 @@ use super::{EmailProvider, SmsProvider};
 use crate::action::{self, ActionError, Delivery, email, sms};
 use crate::store::{self, outbox::NewMessage};
 
+/// Inserts of batches in flight at once (one per core of a small database).
+const INSERTS: usize = 2;
+
 /// The default email and SMS provider: records each message once per
 /// idempotency key in the `outbox` table, for a relay (or the CRM) to
 /// deliver.
@@ -88,6 +91,7 @@ impl Outbox {
         let rule = Rule {
             max,
             within: Duration::ZERO,
+            calls: INSERTS,
         };
         Outbox {
             pool,

@@ -15,6 +15,8 @@ use super::{Breakers, webhook};
 use crate::action::ActionError;
 use crate::action::webhook::{InBatch, MAX_BODY, Request, Response};
 
+/// Batched calls to one receiver (per batch key) in flight at once.
+const CALLS: usize = 4;
 /// Most bytes of a batch's answer read: its items' answers together.
 const MAX_BATCH_BODY: usize = 4 * 1024 * 1024;
 
@@ -68,6 +70,7 @@ pub fn part(req: &Request) -> Option<(Key, Rule, Item)> {
     let rule = Rule {
         max: batch.max,
         within: batch.within,
+        calls: CALLS,
     };
     let key = Key {
         method: req.method.clone(),

@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
          | workflow | steps per checkpoint | group commit | steps/s | execution p50 / p95 / p99 ms | write transactions per step | WAL bytes per step |\n\
          | --- | --- | --- | --- | --- | --- | --- |"
     );
-    let lanes = Settings::default().commit_lanes;
+    let lanes = scratch::env("FLOWPILOT_BENCH_LANES", Settings::default().commit_lanes);
     let many = Settings::default().steps_per_checkpoint;
     for (shape, webhook) in [("local", None), ("mixed", Some(hook.as_str()))] {
         let mut rates = Vec::new();
