@@ -63,6 +63,10 @@ struct Slot<I, O> {
     full: Arc<Notify>,
     /// Calls that may still go while others are in flight.
     free: Arc<Semaphore>,
+    /// Calls in flight: the slot (and its `free`) outlives them.
+    in_flight: usize,
+    /// Whether a flusher runs for it.
+    flushing: bool,
 }
 
 struct Waiting<I, O> {
@@ -102,55 +106,49 @@ where
             answer,
             came: Instant::now(),
         };
-        let first = {
+        let start = {
             let mut slots = self.slots.lock().expect("batch slots");
-            match slots.get_mut(&key) {
-                Some(slot) => {
-                    slot.waiting.push(waiting);
-                    if slot.waiting.len() >= slot.rule.max {
-                        slot.full.notify_one();
-                    }
-                    false
-                }
-                None => {
-                    let rule = Rule {
+            let slot = slots.entry(key.clone()).or_insert_with(|| {
+                let calls = rule.calls.max(1);
+                Slot {
+                    rule: Rule {
                         max: rule.max.max(1),
-                        calls: rule.calls.max(1),
+                        calls,
                         ..rule
-                    };
-                    let slot = Slot {
-                        rule,
-                        waiting: vec![waiting],
-                        full: Arc::new(Notify::new()),
-                        free: Arc::new(Semaphore::new(rule.calls)),
-                    };
-                    slots.insert(key.clone(), slot);
-                    true
+                    },
+                    waiting: Vec::new(),
+                    full: Arc::new(Notify::new()),
+                    free: Arc::new(Semaphore::new(calls)),
+                    in_flight: 0,
+                    flushing: false,
                 }
+            });
+            slot.waiting.push(waiting);
+            if slot.waiting.len() >= slot.rule.max {
+                slot.full.notify_one();
             }
+            !std::mem::replace(&mut slot.flushing, true)
         };
-        if first {
+        if start {
             // The key's flusher: it lives while the key has items.
             tokio::spawn(self.clone().flush(key));
         }
         rx.await.ok()
     }
 
-    /// Delivers the batches of `key` until none is left, then drops the
-    /// key.
+    /// Delivers the batches of `key` until none is left.
     async fn flush(self, key: K) {
         loop {
-            let Some((rule, full, since, ready)) = self.look(&key) else {
+            let Some((rule, full, free, since, ready)) = self.look(&key) else {
                 return;
             };
-            let free = self.slots.lock().expect("batch slots")[&key].free.clone();
             if !ready {
                 let deadline = since + rule.within;
                 tokio::select! {
                     () = tokio::time::sleep_until(deadline) => {}
                     () = full.notified() => {}
                 }
-                if Instant::now() < deadline && !self.look(&key).is_some_and(|l| l.3) {
+                if Instant::now() < deadline && !self.look(&key).is_some_and(|l| l.4) {
                     // A stale wake-up: wait on.
                     continue;
                 }
@@ -161,6 +159,7 @@ where
                 let mut slots = self.slots.lock().expect("batch slots");
                 let slot = slots.get_mut(&key).expect("a flushed key keeps its slot");
                 let n = slot.waiting.len().min(rule.max);
+                slot.in_flight += 1;
                 slot.waiting.drain(..n).collect::<Vec<_>>()
             };
             let (items, answers): (Vec<I>, Vec<oneshot::Sender<O>>) =
@@ -169,6 +168,7 @@ where
                 sizes.observe(items.len() as f64);
             }
             let call = (self.deliver)(key.clone(), items);
+            let (this, key) = (self.clone(), key.clone());
             tokio::spawn(async move {
                 if let Ok(outs) = std::panic::AssertUnwindSafe(call).catch_unwind().await {
                     for (answer, out) in answers.into_iter().zip(outs) {
@@ -176,29 +176,41 @@ where
                     }
                 }
                 drop(call_slot);
+                let mut slots = this.slots.lock().expect("batch slots");
+                let slot = slots.get_mut(&key).expect("a call's key keeps its slot");
+                slot.in_flight -= 1;
+                if slot.in_flight == 0 && !slot.flushing {
+                    slots.remove(&key);
+                }
             });
-            let mut slots = self.slots.lock().expect("batch slots");
-            if slots.get(&key).is_some_and(|s| s.waiting.is_empty()) {
-                slots.remove(&key);
-                return;
-            }
         }
     }
 
-    /// The rule of `key`, its bell, when its oldest item came and whether
-    /// the batch should go now (full, or its time is up); `None` when the
-    /// key has nothing waiting (its slot is then dropped).
-    fn look(&self, key: &K) -> Option<(Rule, Arc<Notify>, Instant, bool)> {
+    /// The rule of `key`, its bell and calls, when its oldest item came and
+    /// whether the batch should go now (full, or its time is up); `None`
+    /// when the key has nothing waiting: its flusher ends (and the slot
+    /// goes, unless calls are still in flight).
+    #[allow(clippy::type_complexity)]
+    fn look(&self, key: &K) -> Option<(Rule, Arc<Notify>, Arc<Semaphore>, Instant, bool)> {
         let mut slots = self.slots.lock().expect("batch slots");
-        let slot = slots.get(key)?;
+        let slot = slots.get_mut(key)?;
         let Some(first) = slot.waiting.first() else {
-            slots.remove(key);
+            slot.flushing = false;
+            if slot.in_flight == 0 {
+                slots.remove(key);
+            }
             return None;
         };
         let since = first.came;
         let ready =
             slot.waiting.len() >= slot.rule.max || Instant::now() >= since + slot.rule.within;
-        Some((slot.rule, slot.full.clone(), since, ready))
+        Some((
+            slot.rule,
+            slot.full.clone(),
+            slot.free.clone(),
+            since,
+            ready,
+        ))
     }
 }
 
@@ -267,6 +279,31 @@ mod tests {
             2,
             "one alone, then 19 together"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn items_coming_one_by_one_wait_for_a_free_call_and_go_together() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let b = counting(calls.clone(), Duration::from_millis(10));
+        let rule = Rule {
+            max: 100,
+            within: Duration::ZERO,
+            calls: 1,
+        };
+        // One every millisecond for 20 ms, each call taking 10 ms: the first
+        // goes alone, the rest in the calls that follow as each frees.
+        let items = (0..20).map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i)).await;
+                b.submit("k", rule, i as u32).await
+            })
+        });
+        for item in futures::future::join_all(items).await {
+            assert!(item.unwrap().is_some());
+        }
+        let n = calls.load(Ordering::SeqCst);
+        assert!((2..=4).contains(&n), "20 items in {n} calls");
     }
 
     #[tokio::test]

@@ -1,11 +1,15 @@
 //! `cargo bench --bench batching`: provider calls with and without
 //! batching. N executions of a two-step workflow (a webhook to a local
-//! receiver that takes `FLOWPILOT_BENCH_PROVIDER_MS` per request, then an
-//! email to the outbox) run through the real worker, Redis queue and
+//! receiver that takes `FLOWPILOT_BENCH_PROVIDER_MS` (20) per request, then
+//! an email to the outbox) run through the real worker, Redis queue and
 //! engine, each case in a scratch database: once with one call per step
 //! (no `batch`, the outbox inserting each message alone) and twice batched
 //! (the outbox's default batching, and the webhook step with `batch:
 //! {max: 50, within: "0s"}`, then `{max: 10, within: "100ms"}`).
+//! Two receivers: one serving every request at once, one serving
+//! `FLOWPILOT_BENCH_PROVIDER_AT_ONCE` (4) at a time, as a provider does
+//! that limits connections or calls. The executions are started before the worker runs, so the figures are
+//! those of the steps (starts coming as they go would bound the run).
 //! Prints per case the steps per second, the receiver's requests, the
 //! outbox's inserts, provider calls per step and PostgreSQL write
 //! transactions per execution; then each batched case against the first.
@@ -49,16 +53,37 @@ async fn main() -> anyhow::Result<()> {
     let executions: usize = scratch::env("FLOWPILOT_BENCH_EXECUTIONS", 2000);
     let concurrency: usize = scratch::env("FLOWPILOT_BENCH_CONCURRENCY", 20);
     let latency = Duration::from_millis(scratch::env("FLOWPILOT_BENCH_PROVIDER_MS", 20));
+    // A provider that takes all the calls they send, and one that serves
+    // four at a time (connections or a per-call rate limit), the rest queueing.
+    for at_once in [0, scratch::env("FLOWPILOT_BENCH_PROVIDER_AT_ONCE", 4)] {
+        compare(&redis, executions, concurrency, latency, at_once).await?;
+    }
+    Ok(())
+}
+
+/// One table: the three modes against one provider.
+async fn compare(
+    redis: &str,
+    executions: usize,
+    concurrency: usize,
+    latency: Duration,
+    at_once: usize,
+) -> anyhow::Result<()> {
+    let serves = if at_once == 0 {
+        "every request at once".to_owned()
+    } else {
+        format!("{at_once} requests at a time")
+    };
     println!(
-        "batching: {executions} executions x 2 steps (webhook, email), {concurrency} concurrent jobs, \
-         receiver takes {} ms per request\n\
-         | mode | steps/s | webhook requests | outbox inserts | provider calls per step | write transactions per execution | execution p50 / p95 / p99 ms |\n\
+        "\nbatching: {executions} executions x 2 steps (webhook, email), {concurrency} concurrent jobs, \
+         receiver takes {} ms per request and serves {serves}\n\
+         | mode | steps/s | webhook requests | outbox inserts | provider calls per step | write transactions per execution | execution p50 / p95 / p99 ms (from its start, before the worker ran) |\n\
          | --- | --- | --- | --- | --- | --- | --- |",
         latency.as_millis()
     );
     let mut figures = Vec::new();
     for mode in [None, Some(NO_WAIT), Some(WINDOW)] {
-        let f = run(&redis, executions, concurrency, latency, mode).await?;
+        let f = run(redis, executions, concurrency, (latency, at_once), mode).await?;
         let calls = (f.requests + f.inserts) as f64 / (2 * executions) as f64;
         println!(
             "| {} | {:.0} | {} | {} | {calls:.3} | {:.2} | {:.1} / {:.1} / {:.1} |",
@@ -97,7 +122,7 @@ async fn run(
     redis: &str,
     executions: usize,
     concurrency: usize,
-    latency: Duration,
+    (latency, at_once): (Duration, usize),
     batch: Option<&str>,
 ) -> anyhow::Result<Figures> {
     let batched = batch.is_some();
@@ -106,7 +131,11 @@ async fn run(
     let hook = format!("http://{}/hook", listener.local_addr()?);
     let app = Router::new()
         .route("/hook", post(receive))
-        .with_state((seen.clone(), latency));
+        .with_state(Provider {
+            seen: seen.clone(),
+            latency,
+            at_once: (at_once > 0).then(|| Arc::new(tokio::sync::Semaphore::new(at_once))),
+        });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let db = scratch::Scratch::create((concurrency + 5) as u32).await?;
@@ -125,6 +154,7 @@ async fn run(
         Settings {
             queue_prefix: prefix.clone(),
             run_budget: Duration::from_secs(60),
+            commit_lanes: scratch::env("FLOWPILOT_BENCH_LANES", Settings::default().commit_lanes),
             ..Settings::default()
         },
         flowpilot::worker::Settings {
@@ -158,15 +188,13 @@ async fn run(
         contacts.push(store::contact::insert(&pool, account, &c).await?.id);
     }
 
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(runtime.worker()?.run(stop.clone()));
     let xid = || async {
         sqlx::query_scalar::<_, i64>("SELECT pg_current_xact_id()::text::bigint")
             .fetch_one(&pool)
             .await
     };
-    let before = xid().await?;
-    let began = Instant::now();
+    // Started before the worker runs: the run measures the steps, not
+    // the rate of starts (which bounds a run that starts as it goes).
     let mut starts = tokio::task::JoinSet::new();
     for chunk in contacts.chunks(contacts.len().div_ceil(8).max(1)) {
         let (engine, chunk) = (Arc::clone(&engine), chunk.to_vec());
@@ -190,6 +218,10 @@ async fn run(
     while let Some(started) = starts.join_next().await {
         started??;
     }
+    let before = xid().await?;
+    let began = Instant::now();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(runtime.worker()?.run(stop.clone()));
     scratch::wait_all_final(&pool).await?;
     let took = began.elapsed();
     let after = xid().await?;
@@ -233,14 +265,26 @@ async fn run(
     })
 }
 
+/// The local provider.
+#[derive(Clone)]
+struct Provider {
+    seen: Arc<Seen>,
+    /// Time per request.
+    latency: Duration,
+    /// Requests served at once, the rest waiting; `None`: all.
+    at_once: Option<Arc<tokio::sync::Semaphore>>,
+}
+
 /// Counts a request and its items, takes the provider's time, answers one
 /// result per item of a batch.
-async fn receive(
-    State((seen, latency)): State<(Arc<Seen>, Duration)>,
-    body: axum::Json<Json>,
-) -> axum::Json<Json> {
+async fn receive(State(p): State<Provider>, body: axum::Json<Json>) -> axum::Json<Json> {
+    let seen = &p.seen;
     seen.requests.fetch_add(1, Ordering::SeqCst);
-    tokio::time::sleep(latency).await;
+    let _serving = match &p.at_once {
+        Some(s) => Some(s.acquire().await.expect("never closed")),
+        None => None,
+    };
+    tokio::time::sleep(p.latency).await;
     match body["batch"].as_array() {
         Some(items) => {
             seen.items.fetch_add(items.len() as u64, Ordering::SeqCst);
