@@ -177,6 +177,13 @@ pub struct EngineConfig {
     /// every execution at the priority asked. Default `50/s:500`.
     #[arg(long, env = "FLOWPILOT_FAIR_SHARE", default_value = "50/s:500")]
     pub fair_share: FairShare,
+    /// Group commit: checkpoints of concurrent executions share
+    /// transactions, this many at once (0, the default: each commits
+    /// alone). Fewer commits for PostgreSQL; worth it where a commit's
+    /// WAL flush is slow (network storage).
+    #[arg(long, env = "FLOWPILOT_COMMIT_LANES", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub commit_lanes: u8,
     /// Default rate limit of every outbound call (email, SMS, webhook) of
     /// each account: `RATE/s`, `RATE/m` or `RATE/h`, optionally `:BURST`
     /// (`100/s:200`). An account's own limits (`PUT /api/v1/limits`) take

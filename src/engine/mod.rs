@@ -113,7 +113,7 @@ pub struct Settings {
     pub steps_per_checkpoint: usize,
     /// Transactions of checkpoints group-committed at once
     /// ([`store::group`]): checkpoints of concurrent executions share
-    /// them. 0: each checkpoint commits alone.
+    /// them. 0 (the default): each checkpoint commits alone.
     pub commit_lanes: usize,
     /// Prefix of the priority queues: `<prefix>:high`, `<prefix>`,
     /// `<prefix>:low`, and of the dead set `<prefix>:dead`.
@@ -136,7 +136,7 @@ impl Default for Settings {
             owner: format!("flowpilot-{}", uuid::Uuid::new_v4().simple()),
             fair_share: "50/s:500".parse().ok(),
             steps_per_checkpoint: 100,
-            commit_lanes: 2,
+            commit_lanes: 0,
             running_hold: Duration::from_secs(30),
             queue_prefix: keys::FLOWPILOT_QUEUE.to_owned(),
         }
@@ -180,6 +180,7 @@ impl Settings {
             enroll_rate: config.enroll_rate,
             operation_lease: config.operation_lease,
             fair_share: config.fair_share.0,
+            commit_lanes: usize::from(config.commit_lanes),
             queue_prefix: queue_prefix.to_owned(),
             ..Settings::default()
         }

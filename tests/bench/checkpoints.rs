@@ -10,9 +10,10 @@
 //! whose steps only touch PostgreSQL (tags, attributes, conditions), and
 //! `mixed`, where every fifth step calls a webhook on a local server (a
 //! side effect: its checkpoint must commit before the next step). Each runs
-//! with one step per checkpoint and each checkpoint its own transaction
-//! (as before group commit and local steps committed together), with group
-//! commit, and with the defaults (group commit, local steps together). Then pgbench in the same run: the raw
+//! with one step per checkpoint and each checkpoint its own transaction,
+//! with group commit (`FLOWPILOT_BENCH_LANES`, 2), with the defaults (local
+//! steps committed together, group commit off), and with both. Then
+//! pgbench in the same run: the raw
 //! ceiling of one step's writes (a log row and the execution row) per
 //! transaction, with as many clients as the worker runs jobs; and the
 //! ceiling of group commit: ten executions' steps per transaction from two
@@ -60,11 +61,19 @@ async fn main() -> anyhow::Result<()> {
          | workflow | steps per checkpoint | group commit | steps/s | execution p50 / p95 / p99 ms | write transactions per step | WAL bytes per step |\n\
          | --- | --- | --- | --- | --- | --- | --- |"
     );
-    let lanes = scratch::env("FLOWPILOT_BENCH_LANES", Settings::default().commit_lanes);
-    let many = Settings::default().steps_per_checkpoint;
+    // Group commit's lanes where it is on.
+    let lanes = scratch::env("FLOWPILOT_BENCH_LANES", 2);
+    let defaults = Settings::default();
+    let many = defaults.steps_per_checkpoint;
     for (shape, webhook) in [("local", None), ("mixed", Some(hook.as_str()))] {
         let mut rates = Vec::new();
-        for (per_checkpoint, commit_lanes) in [(1, 0), (1, lanes), (many, lanes)] {
+        let cases = [
+            (1, 0),
+            (1, lanes),
+            (many, defaults.commit_lanes),
+            (many, lanes),
+        ];
+        for (per_checkpoint, commit_lanes) in cases {
             let case = Case {
                 redis: &redis,
                 executions,
@@ -75,7 +84,10 @@ async fn main() -> anyhow::Result<()> {
                 webhook,
             };
             let f = case.run().await?;
-            let group = if commit_lanes == 0 { "off" } else { "on" };
+            let group = match commit_lanes {
+                0 => "off".to_owned(),
+                n => format!("{n} lanes"),
+            };
             println!(
                 "| {shape} | {per_checkpoint} | {group} | {:.0} | {:.1} / {:.1} / {:.1} | {:.2} | {:.0} |",
                 f.steps_per_s, f.p50, f.p95, f.p99, f.xacts_per_step, f.wal_per_step
@@ -83,9 +95,10 @@ async fn main() -> anyhow::Result<()> {
             rates.push(f.steps_per_s);
         }
         println!(
-            "{shape}: {:.2}x with group commit, {:.2}x with local steps committed together too",
+            "{shape}: {:.2}x with group commit, {:.2}x with local steps committed together, {:.2}x with both",
             rates[1] / rates[0],
-            rates[2] / rates[0]
+            rates[2] / rates[0],
+            rates[3] / rates[0]
         );
     }
     match pgbench_ceiling(concurrency, 1).await {

@@ -230,6 +230,9 @@ pub fn engine_settings(prefix: &str) -> Settings {
         due_grace: Duration::from_secs(1),
         stale_queued_after: Duration::from_secs(5),
         queue_prefix: prefix.to_owned(),
+        // Off by default; the in-process engines of the tests run with it
+        // (the `flowpilot` processes they start run with the default).
+        commit_lanes: 2,
         ..Settings::default()
     }
 }
