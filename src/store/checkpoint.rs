@@ -154,7 +154,7 @@ fn statement(
     }
     let arguments = |mut q: QueryAs<'_, sqlx::Postgres, Row, PgArguments>| {
         q.take_arguments()
-            .map_err(|e| sqlx::Error::Encode(e))?
+            .map_err(sqlx::Error::Encode)?
             .ok_or_else(|| sqlx::Error::Protocol("a checkpoint without arguments".into()))
     };
     if logs.is_empty() && change.is_none() {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
-use flowpilot::engine::{Settings, StartRequest};
+use flowpilot::engine::Settings;
 use flowpilot::provider::Outbox;
 use flowpilot::queue::{Client, Serializer, keys};
 use flowpilot::store;
@@ -195,29 +195,7 @@ async fn run(
     };
     // Started before the worker runs: the run measures the steps, not
     // the rate of starts (which bounds a run that starts as it goes).
-    let mut starts = tokio::task::JoinSet::new();
-    for chunk in contacts.chunks(contacts.len().div_ceil(8).max(1)) {
-        let (engine, chunk) = (Arc::clone(&engine), chunk.to_vec());
-        starts.spawn(async move {
-            for contact in chunk {
-                engine
-                    .start(StartRequest {
-                        account_id: account,
-                        workflow_id: workflow,
-                        contact_id: contact,
-                        priority: Default::default(),
-                        idempotency_key: None,
-                        metadata: json!({}),
-                        source: "api",
-                    })
-                    .await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(started) = starts.join_next().await {
-        started??;
-    }
+    scratch::start_all(&engine, account, workflow, &contacts).await?;
     let before = xid().await?;
     let began = Instant::now();
     let stop = CancellationToken::new();

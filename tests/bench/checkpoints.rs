@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use flowpilot::engine::{Settings, StartRequest};
+use flowpilot::engine::Settings;
 use flowpilot::queue::{Client, Serializer, keys};
 use flowpilot::store;
 use serde_json::{Value as Json, json};
@@ -183,29 +183,7 @@ impl Case<'_> {
         let before = counters(&pool).await?;
         let began = Instant::now();
         // Starts come in concurrently, as API calls do.
-        let mut starts = tokio::task::JoinSet::new();
-        for chunk in contacts.chunks(contacts.len().div_ceil(8).max(1)) {
-            let (engine, chunk) = (Arc::clone(&engine), chunk.to_vec());
-            starts.spawn(async move {
-                for contact in chunk {
-                    engine
-                        .start(StartRequest {
-                            account_id: account,
-                            workflow_id: workflow,
-                            contact_id: contact,
-                            priority: Default::default(),
-                            idempotency_key: None,
-                            metadata: json!({}),
-                            source: "api",
-                        })
-                        .await?;
-                }
-                anyhow::Ok(())
-            });
-        }
-        while let Some(started) = starts.join_next().await {
-            started??;
-        }
+        scratch::start_all(&engine, account, workflow, &contacts).await?;
         scratch::wait_all_final(&pool).await?;
         let took = began.elapsed();
         let after = counters(&pool).await?;

@@ -188,3 +188,37 @@ pub async fn execution_times(pool: &PgPool) -> anyhow::Result<(f64, f64, f64)> {
     .fetch_one(pool)
     .await?)
 }
+
+/// Starts an execution of `workflow` for each of `contacts` of `account`,
+/// from eight concurrent callers, as API calls come.
+pub async fn start_all(
+    engine: &Arc<flowpilot::engine::Engine>,
+    account: uuid::Uuid,
+    workflow: uuid::Uuid,
+    contacts: &[uuid::Uuid],
+) -> anyhow::Result<()> {
+    let mut starts = tokio::task::JoinSet::new();
+    for chunk in contacts.chunks(contacts.len().div_ceil(8).max(1)) {
+        let (engine, chunk) = (Arc::clone(engine), chunk.to_vec());
+        starts.spawn(async move {
+            for contact in chunk {
+                engine
+                    .start(flowpilot::engine::StartRequest {
+                        account_id: account,
+                        workflow_id: workflow,
+                        contact_id: contact,
+                        priority: Default::default(),
+                        idempotency_key: None,
+                        metadata: serde_json::json!({}),
+                        source: "api",
+                    })
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(started) = starts.join_next().await {
+        started??;
+    }
+    Ok(())
+}
