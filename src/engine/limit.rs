@@ -46,7 +46,7 @@ impl Engine {
             interval: rate.interval(),
             burst: rate.burst(),
         };
-        let waiting = keys::limit(prefix, &account.to_string(), "starts:waiting");
+        let waiting = self.fair_waiting(account);
         match self.queue.fair_start(&bucket, &waiting, rate.burst()).await {
             Ok(true) => asked,
             Ok(false) => {
@@ -69,13 +69,17 @@ impl Engine {
         if self.settings.fair_share.is_none() {
             return;
         }
-        let waiting = keys::limit(
+        if let Err(e) = self.queue.fair_started(&self.fair_waiting(account)).await {
+            warn!(%account, error = %e, "could not count a fair start as begun");
+        }
+    }
+
+    /// The key counting `account`'s fair starts waiting for a worker.
+    fn fair_waiting(&self, account: Uuid) -> String {
+        keys::limit(
             &self.settings.queue_prefix,
             &account.to_string(),
             "starts:waiting",
-        );
-        if let Err(e) = self.queue.fair_started(&waiting).await {
-            warn!(%account, error = %e, "could not count a fair start as begun");
-        }
+        )
     }
 }

@@ -124,14 +124,14 @@ impl Engine {
     }
 
     /// Commits `t` into `e` with the log row, contact change and dead
-    /// letter of `s`: one statement, group-committed with other
-    /// executions' checkpoints, unless there is a dead letter to write or
-    /// settle (then a transaction of its own). `false` (nothing written)
-    /// when the row changed underneath.
+    /// letter of `s`: one statement (group-committed with other
+    /// executions' checkpoints when `commit_lanes` is set), unless there
+    /// is a dead letter to write or settle (then a transaction of its
+    /// own). `false` (nothing written) when the row changed underneath.
     async fn commit(&self, e: &mut Execution, t: Transition, s: &Writes<'_>) -> Result<bool> {
         // A retry settles the dead letters of the failure it retries.
         if s.dead.is_none() && t.event() != Event::Retry {
-            // One statement, committed with other executions' checkpoints.
+            // One statement, alone or in a group.
             let (logs, change) = rows(e, t, s);
             return Ok(store::checkpoint::commit_in(&self.group, e, &logs, change.as_ref()).await?);
         }
