@@ -21,6 +21,7 @@ dev: services
 
 ## test: format and lint checks, then every test against real PostgreSQL, Redis and Python arq
 test: services
+	@tests/support/services.sh tools
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	@source "$(STATE)/env"; \

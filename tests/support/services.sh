@@ -6,6 +6,8 @@
 #                       (installing them with apt-get when missing), then
 #                       write the URLs to $STATE/env
 #   services.sh stop    stop the local instances this script started
+#   services.sh tools   install what `make test` checks with beside the
+#                       services: promtool (Debian's prometheus package)
 #   services.sh restart-postgres
 #                       restart the local PostgreSQL (fast: sessions are cut),
 #                       for tests that check what survives it
@@ -204,6 +206,10 @@ stop() {
   rm -f "$STATE/env"
 }
 
+tools() {
+  command -v promtool >/dev/null || apt_install prometheus
+}
+
 restart_postgres() {
   local data
   data=$(pg_data)
@@ -216,6 +222,7 @@ restart_postgres() {
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
+  tools) tools ;;
   restart-postgres) restart_postgres ;;
-  *) die "usage: $0 start|stop|restart-postgres" ;;
+  *) die "usage: $0 start|stop|tools|restart-postgres" ;;
 esac

@@ -1,0 +1,69 @@
+//! `/metrics` as Prometheus's own linter reads it: once a workflow has run
+//! through the API, the queue and the worker (so the labelled families
+//! have series), `promtool check metrics` (Debian's `prometheus` package,
+//! installed by `make test`) finds nothing to report.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::api::Api;
+use serde_json::json;
+use sqlx::PgPool;
+
+#[sqlx::test]
+async fn promtool_finds_nothing_to_report_in_metrics_after_a_workflow_ran(pool: PgPool) {
+    let api = Api::start(pool.clone()).await;
+    let flow = &api.flow;
+    let id = flow
+        .enter(json!({"steps": [
+            {"id": "welcome", "type": "send_email", "subject": "Hi", "body": "Welcome."},
+            {"id": "notify", "type": "webhook", "url": format!("{}/hook", flow.base)},
+            {"id": "tag", "type": "add_tag", "tag": "onboarded"}
+        ]}))
+        .await;
+    flow.wait_status(id, "COMPLETED", Duration::from_secs(30))
+        .await;
+    let (status, _) = api.get(&format!("/api/v1/executions/{id}")).await;
+    assert_eq!(status, 200);
+    let (status, text) = api.get("/metrics").await;
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap().to_owned();
+    for family in [
+        "flowpilot_api_requests_total",
+        "flowpilot_engine_steps_total",
+        "flowpilot_engine_step_seconds",
+        "flowpilot_worker_jobs_total",
+        "flowpilot_queue_jobs",
+        "flowpilot_provider_batch_size",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "no {family} in /metrics"
+        );
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; `make test` installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    api.finish().await;
+}
