@@ -30,6 +30,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::Utc;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
@@ -103,15 +104,6 @@ impl Run {
             Status::Queued => Some(Run::Yielded),
             Status::Cancelled => Some(Run::Interrupted),
         }
-    }
-}
-
-/// Aborts its task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -239,10 +231,10 @@ impl Engine {
 
     /// Renews `permit` every third of its hold until the guard it returns
     /// is dropped.
-    fn renew_while_running(&self, permit: Permit) -> AbortOnDrop {
+    fn renew_while_running(&self, permit: Permit) -> AbortOnDropHandle<()> {
         let limits = self.providers.limits.clone();
         let every = self.settings.running_hold / 3;
-        AbortOnDrop(tokio::spawn(async move {
+        AbortOnDropHandle::new(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 limits.renew_running(&permit).await;

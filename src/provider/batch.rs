@@ -61,12 +61,20 @@ struct Slot<I, O> {
     waiting: Vec<Waiting<I, O>>,
     /// Rung when `waiting` reaches `rule.max`.
     full: Arc<Notify>,
-    /// Calls that may still go while others are in flight.
+    /// Calls that may still go while others are in flight; the slot (and
+    /// so this cap) outlives the calls in flight.
     free: Arc<Semaphore>,
-    /// Calls in flight: the slot (and its `free`) outlives them.
-    in_flight: usize,
     /// Whether a flusher runs for it.
     flushing: bool,
+}
+
+impl<I, O> Slot<I, O> {
+    /// Whether it can go: nothing waits, no flusher, no call in flight.
+    fn idle(&self) -> bool {
+        self.waiting.is_empty()
+            && !self.flushing
+            && self.free.available_permits() == self.rule.calls
+    }
 }
 
 struct Waiting<I, O> {
@@ -119,7 +127,6 @@ where
                     waiting: Vec::new(),
                     full: Arc::new(Notify::new()),
                     free: Arc::new(Semaphore::new(calls)),
-                    in_flight: 0,
                     flushing: false,
                 }
             });
@@ -136,10 +143,16 @@ where
         rx.await.ok()
     }
 
-    /// Delivers the batches of `key` until none is left.
+    /// Delivers the batches of `key` until none is left. The slot stays
+    /// while its flusher runs, and with it its rule, bell and calls.
     async fn flush(self, key: K) {
+        let (rule, full, free) = {
+            let slots = self.slots.lock().expect("batch slots");
+            let slot = &slots[&key];
+            (slot.rule, slot.full.clone(), slot.free.clone())
+        };
         loop {
-            let Some((rule, full, free, since, ready)) = self.look(&key) else {
+            let Some((since, ready)) = self.look(&key) else {
                 return;
             };
             if !ready {
@@ -148,18 +161,17 @@ where
                     () = tokio::time::sleep_until(deadline) => {}
                     () = full.notified() => {}
                 }
-                if Instant::now() < deadline && !self.look(&key).is_some_and(|l| l.4) {
+                if Instant::now() < deadline && !self.look(&key).is_some_and(|(_, ready)| ready) {
                     // A stale wake-up: wait on.
                     continue;
                 }
             }
             // Items keep coming while every call is in flight.
-            let call_slot = free.acquire_owned().await.expect("never closed");
+            let call_slot = free.clone().acquire_owned().await.expect("never closed");
             let batch = {
                 let mut slots = self.slots.lock().expect("batch slots");
                 let slot = slots.get_mut(&key).expect("a flushed key keeps its slot");
                 let n = slot.waiting.len().min(rule.max);
-                slot.in_flight += 1;
                 slot.waiting.drain(..n).collect::<Vec<_>>()
             };
             let (items, answers): (Vec<I>, Vec<oneshot::Sender<O>>) =
@@ -175,28 +187,24 @@ where
                         let _ = answer.send(out);
                     }
                 }
-                drop(call_slot);
                 let mut slots = this.slots.lock().expect("batch slots");
-                let slot = slots.get_mut(&key).expect("a call's key keeps its slot");
-                slot.in_flight -= 1;
-                if slot.in_flight == 0 && !slot.flushing {
+                drop(call_slot);
+                if slots.get(&key).is_some_and(Slot::idle) {
                     slots.remove(&key);
                 }
             });
         }
     }
 
-    /// The rule of `key`, its bell and calls, when its oldest item came and
-    /// whether the batch should go now (full, or its time is up); `None`
-    /// when the key has nothing waiting: its flusher ends (and the slot
-    /// goes, unless calls are still in flight).
-    #[allow(clippy::type_complexity)]
-    fn look(&self, key: &K) -> Option<(Rule, Arc<Notify>, Arc<Semaphore>, Instant, bool)> {
+    /// When the oldest item of `key` came and whether its batch should go
+    /// now (full, or its time is up); `None` when nothing waits: its
+    /// flusher ends (and the slot goes, unless calls are in flight).
+    fn look(&self, key: &K) -> Option<(Instant, bool)> {
         let mut slots = self.slots.lock().expect("batch slots");
         let slot = slots.get_mut(key)?;
         let Some(first) = slot.waiting.first() else {
             slot.flushing = false;
-            if slot.in_flight == 0 {
+            if slot.idle() {
                 slots.remove(key);
             }
             return None;
@@ -204,13 +212,7 @@ where
         let since = first.came;
         let ready =
             slot.waiting.len() >= slot.rule.max || Instant::now() >= since + slot.rule.within;
-        Some((
-            slot.rule,
-            slot.full.clone(),
-            slot.free.clone(),
-            since,
-            ready,
-        ))
+        Some((since, ready))
     }
 }
 

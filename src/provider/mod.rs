@@ -127,12 +127,8 @@ impl Effects for Providers {
                 .await
                 .unwrap_or_else(|| Err(ActionError::transient("the batched call was lost")));
         }
-        let key = webhook::breaker_key(&req.url);
-        // A 408 or a 5xx is the provider's trouble; a 429 is it coping.
-        let troubled = |r: &action::webhook::Response| r.status == 408 || r.status >= 500;
-        self.breakers
-            .guard_judged(key.as_deref(), self.webhook.call(req), troubled)
-            .await
+        let most = action::webhook::MAX_BODY;
+        webhook::call_guarded(&self.webhook, &self.breakers, req, most).await
     }
 
     async fn enqueue(&self, job: &arq::Enqueue) -> Result<(), ActionError> {
@@ -186,7 +182,8 @@ impl Effects for Providers {
 
 impl Providers {
     /// Providers over these services; webhook batches go through
-    /// `webhook` behind `breakers`.
+    /// `webhook` behind `breakers`, their sizes observed in `batch_sizes`
+    /// ([`batch_sizes`], where the outbox observes its own too).
     pub fn new(
         queue: queue::Client,
         email: Arc<dyn EmailProvider>,
@@ -194,21 +191,6 @@ impl Providers {
         webhook: webhook::Client,
         breakers: Breakers,
         limits: Limiter,
-    ) -> Providers {
-        let parts = (queue, email, sms, webhook, breakers, limits);
-        Providers::assemble(parts, batch_sizes())
-    }
-
-    /// [`Providers::new`], observing batches in `batch_sizes`.
-    fn assemble(
-        (queue, email, sms, webhook, breakers, limits): (
-            queue::Client,
-            Arc<dyn EmailProvider>,
-            Arc<dyn SmsProvider>,
-            webhook::Client,
-            Breakers,
-            Limiter,
-        ),
         batch_sizes: HistogramVec,
     ) -> Providers {
         let webhook_batches = webhook_batch::batches(webhook.clone(), breakers.clone())
@@ -275,13 +257,15 @@ impl Providers {
         };
         let webhook = webhook::Client::new(webhook::Guard::new(config.webhook_allow.clone()))?;
         let limits = Limiter::new(queue.clone(), pool, queue_prefix, config.default_limits());
-        let parts = (queue, email, sms, webhook, breakers, limits);
-        Ok(Providers::assemble(parts, sizes))
+        Ok(Providers::new(
+            queue, email, sms, webhook, breakers, limits, sizes,
+        ))
     }
 }
 
-/// `flowpilot_provider_batch_size`, not yet registered.
-fn batch_sizes() -> HistogramVec {
+/// `flowpilot_provider_batch_size`, not yet registered (the runtime
+/// registers the one its providers hold).
+pub fn batch_sizes() -> HistogramVec {
     HistogramVec::new(
         HistogramOpts::new(
             "flowpilot_provider_batch_size",

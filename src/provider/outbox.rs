@@ -108,37 +108,24 @@ impl Outbox {
         body: &str,
     ) -> Result<Json, ActionError> {
         let failed = |e: String| ActionError::transient(format!("outbox: {e}"));
+        let m = Message {
+            account_id: d.account_id,
+            execution_id: d.execution_id,
+            channel,
+            recipient: recipient.to_owned(),
+            subject: subject.map(str::to_owned),
+            body: body.to_owned(),
+            idempotency_key: d.idempotency_key.clone(),
+        };
         let (id, recorded) = match &self.batches {
-            Some((batcher, rule)) => {
-                let m = Message {
-                    account_id: d.account_id,
-                    execution_id: d.execution_id,
-                    channel,
-                    recipient: recipient.to_owned(),
-                    subject: subject.map(str::to_owned),
-                    body: body.to_owned(),
-                    idempotency_key: d.idempotency_key.clone(),
-                };
-                batcher
-                    .submit((), *rule, m)
-                    .await
-                    .unwrap_or_else(|| Err("the batched insert was lost".into()))
-                    .map_err(failed)?
-            }
-            None => store::outbox::record(
-                &self.pool,
-                &NewMessage {
-                    account_id: d.account_id,
-                    execution_id: d.execution_id,
-                    channel,
-                    recipient,
-                    subject,
-                    body,
-                    idempotency_key: &d.idempotency_key,
-                },
-            )
-            .await
-            .map_err(|e| failed(e.to_string()))?,
+            Some((batcher, rule)) => batcher
+                .submit((), *rule, m)
+                .await
+                .unwrap_or_else(|| Err("the batched insert was lost".into()))
+                .map_err(failed)?,
+            None => store::outbox::record(&self.pool, &m.row())
+                .await
+                .map_err(|e| failed(e.to_string()))?,
         };
         Ok(json!({
             "provider": "outbox",

@@ -139,6 +139,25 @@ impl Resolve for GuardResolver {
     }
 }
 
+/// Calls `req` with `client` behind the breaker of its host, reading at
+/// most `most` bytes of the answer: a 408 or a 5xx counts as the
+/// provider's trouble; a 429 is it coping.
+///
+/// # Errors
+/// As [`Client::call`], and an open breaker's refusal.
+pub async fn call_guarded(
+    client: &Client,
+    breakers: &super::Breakers,
+    req: &Request,
+    most: usize,
+) -> Result<Response, ActionError> {
+    let key = breaker_key(&req.url);
+    let troubled = |r: &Response| r.status == 408 || r.status >= 500;
+    breakers
+        .guard_judged(key.as_deref(), client.call_reading(req, most), troubled)
+        .await
+}
+
 /// The key of the circuit breaker of the host `url` calls:
 /// `webhook:<host>:<port>`; `None` for a URL that does not parse (the call
 /// fails on it anyway).

@@ -108,17 +108,8 @@ async fn deliver(
         timeout: key.timeout,
         batch: None,
     };
-    let breaker = webhook::breaker_key(&req.url);
-    let troubled = |r: &Response| r.status == 408 || r.status >= 500;
     let most = MAX_BODY.saturating_mul(n).min(MAX_BATCH_BODY);
-    match breakers
-        .guard_judged(
-            breaker.as_deref(),
-            client.call_reading(&req, most),
-            troubled,
-        )
-        .await
-    {
+    match webhook::call_guarded(client, breakers, &req, most).await {
         Ok(resp) => split(&resp, n).into_iter().map(Ok).collect(),
         Err(e) => vec![Err(e); n],
     }

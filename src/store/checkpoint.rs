@@ -17,10 +17,10 @@ use sqlx::query::QueryAs;
 use sqlx::types::Json as SqlJson;
 use sqlx::{Execute, PgConnection};
 
-use super::Result;
 use super::execution::Execution;
 use super::group::{Group, Row};
 use super::log::NewLog;
+use super::{Result, column};
 use crate::domain::ErrorClass;
 use crate::domain::contact::NetChange;
 
@@ -149,9 +149,6 @@ fn statement(
     logs: &[NewLog<'_>],
     change: Option<&NetChange>,
 ) -> Result<(&'static str, PgArguments)> {
-    fn column<'a, T>(logs: &'a [NewLog<'a>], f: impl Fn(&'a NewLog<'a>) -> T) -> Vec<T> {
-        logs.iter().map(f).collect()
-    }
     let arguments = |mut q: QueryAs<'_, sqlx::Postgres, Row, PgArguments>| {
         q.take_arguments()
             .map_err(sqlx::Error::Encode)?

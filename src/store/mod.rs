@@ -85,6 +85,12 @@ impl Error {
 
 pub use reader::Reader;
 
+/// One field of every row of `rows`: a column to bind as an array (and
+/// `UNNEST` in the statement), for statements that write many rows at once.
+fn column<'a, R, T>(rows: &'a [R], f: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
+
 /// Local result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

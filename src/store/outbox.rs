@@ -3,7 +3,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::Result;
+use super::{Result, column};
 
 /// A message to record.
 #[derive(Debug, Clone)]
@@ -59,9 +59,6 @@ pub async fn record(pool: &PgPool, m: &NewMessage<'_>) -> Result<(Uuid, bool)> {
 /// # Errors
 /// Database errors.
 pub async fn record_many(pool: &PgPool, messages: &[NewMessage<'_>]) -> Result<Vec<(Uuid, bool)>> {
-    fn column<'a, T>(m: &'a [NewMessage<'a>], f: impl Fn(&'a NewMessage<'a>) -> T) -> Vec<T> {
-        m.iter().map(f).collect()
-    }
     let keys = column(messages, |m| m.idempotency_key);
     // The outer SELECT sees the table as the statement began: it finds the
     // keys recorded before, the CTE those it records now.

@@ -21,8 +21,6 @@ struct Record {
     serializer: Serializer,
 }
 
-/// Runs one claimed job to its end; never fails: Redis errors are logged and
-/// leave the job to be re-claimed when its in-progress key expires.
 /// A job this worker claimed, started by its claim.
 pub(super) struct Claimed {
     pub(super) id: String,
@@ -30,6 +28,8 @@ pub(super) struct Claimed {
     pub(super) started: Started,
 }
 
+/// Runs one claimed job to its end; never fails: Redis errors are logged and
+/// leave the job to be re-claimed when its in-progress key expires.
 pub(super) async fn run_job(
     shared: &Shared,
     queue: &str,

@@ -179,30 +179,18 @@ async fn run(
         .create_workflow(account, "bench", None, true, &definition)
         .await?
         .id;
-    let mut contacts = Vec::with_capacity(executions);
-    for i in 0..executions {
-        let c = store::contact::NewContact {
-            email: Some(format!("c{i}@example.com")),
-            ..Default::default()
-        };
-        contacts.push(store::contact::insert(&pool, account, &c).await?.id);
-    }
+    let contacts = scratch::contacts(&pool, account, executions).await?;
 
-    let xid = || async {
-        sqlx::query_scalar::<_, i64>("SELECT pg_current_xact_id()::text::bigint")
-            .fetch_one(&pool)
-            .await
-    };
     // Started before the worker runs: the run measures the steps, not
     // the rate of starts (which bounds a run that starts as it goes).
     scratch::start_all(&engine, account, workflow, &contacts).await?;
-    let before = xid().await?;
+    let (before, _) = scratch::counters(&pool).await?;
     let began = Instant::now();
     let stop = CancellationToken::new();
     let running = tokio::spawn(runtime.worker()?.run(stop.clone()));
     scratch::wait_all_final(&pool).await?;
     let took = began.elapsed();
-    let after = xid().await?;
+    let (after, _) = scratch::counters(&pool).await?;
     let (p50, p95, p99) = scratch::execution_times(&pool).await?;
     let (sent, completed): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM outbox), \
@@ -219,14 +207,7 @@ async fn run(
     running.await??;
     server.abort();
     db.finish().await?;
-    let mut r = redis::Client::open(redis)?
-        .get_multiplexed_async_connection()
-        .await?;
-    let _: () = redis::cmd("DEL")
-        .arg(keys::priority_queues(&prefix))
-        .arg(keys::dead_queue(&prefix))
-        .query_async(&mut r)
-        .await?;
+    scratch::forget_queues(redis, &prefix).await?;
     Ok(Figures {
         steps_per_s: (2 * executions) as f64 / took.as_secs_f64(),
         requests: seen.requests.load(Ordering::SeqCst),

@@ -28,7 +28,6 @@ use flowpilot::engine::Settings;
 use flowpilot::queue::{Client, Serializer, keys};
 use flowpilot::store;
 use serde_json::{Value as Json, json};
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 mod scratch;
@@ -169,36 +168,22 @@ impl Case<'_> {
             .create_workflow(account, "bench", None, true, &self.definition())
             .await?
             .id;
-        let mut contacts = Vec::with_capacity(self.executions);
-        for i in 0..self.executions {
-            let c = store::contact::NewContact {
-                email: Some(format!("c{i}@example.com")),
-                ..Default::default()
-            };
-            contacts.push(store::contact::insert(&pool, account, &c).await?.id);
-        }
+        let contacts = scratch::contacts(&pool, account, self.executions).await?;
 
         let stop = CancellationToken::new();
         let running = tokio::spawn(runtime.worker()?.run(stop.clone()));
-        let before = counters(&pool).await?;
+        let before = scratch::counters(&pool).await?;
         let began = Instant::now();
         // Starts come in concurrently, as API calls do.
         scratch::start_all(&engine, account, workflow, &contacts).await?;
         scratch::wait_all_final(&pool).await?;
         let took = began.elapsed();
-        let after = counters(&pool).await?;
+        let after = scratch::counters(&pool).await?;
         let (p50, p95, p99) = scratch::execution_times(&pool).await?;
         stop.cancel();
         running.await??;
         db.finish().await?;
-        let mut r = redis::Client::open(self.redis)?
-            .get_multiplexed_async_connection()
-            .await?;
-        let _: () = redis::cmd("DEL")
-            .arg(keys::priority_queues(&prefix))
-            .arg(keys::dead_queue(&prefix))
-            .query_async(&mut r)
-            .await?;
+        scratch::forget_queues(self.redis, &prefix).await?;
         let total = (self.executions * self.steps) as f64;
         Ok(Figures {
             steps_per_s: total / took.as_secs_f64(),
@@ -209,18 +194,6 @@ impl Case<'_> {
             wal_per_step: (after.1 - before.1) as f64 / total,
         })
     }
-}
-
-/// Transaction ids assigned and WAL written so far, cluster-wide (nothing
-/// else should run meanwhile): only a transaction that writes takes an id,
-/// so the first counts write transactions exactly, where the statistics
-/// views lag by up to their flush interval.
-async fn counters(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
-    Ok(sqlx::query_as(
-        "SELECT pg_current_xact_id()::text::bigint, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
-    )
-    .fetch_one(pool)
-    .await?)
 }
 
 /// pgbench's transactions per second for `per_tx` steps' writes (each a

@@ -133,13 +133,7 @@ async fn main() -> anyhow::Result<()> {
         slow.row(&format!("{pace}/s")),
     );
     db.finish().await?;
-    let mut r = redis::Client::open(redis.as_str())?
-        .get_multiplexed_async_connection()
-        .await?;
-    let _: () = redis::cmd("DEL")
-        .arg(flowpilot::queue::keys::priority_queues(&prefix))
-        .query_async(&mut r)
-        .await?;
+    scratch::forget_queues(&redis, &prefix).await?;
     Ok(())
 }
 

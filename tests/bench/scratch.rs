@@ -120,6 +120,7 @@ pub fn runtime_with(
             &engine.queue_prefix,
             Default::default(),
         ),
+        flowpilot::provider::batch_sizes(),
     );
     let alerts = flowpilot::alert::Settings::for_prefix(&engine.queue_prefix);
     Ok(Runtime::new(
@@ -220,5 +221,52 @@ pub async fn start_all(
     while let Some(started) = starts.join_next().await {
         started??;
     }
+    Ok(())
+}
+
+/// `n` contacts of `account` (`c<i>@example.com`), inserted one by one
+/// as the API does.
+pub async fn contacts(
+    pool: &PgPool,
+    account: uuid::Uuid,
+    n: usize,
+) -> anyhow::Result<Vec<uuid::Uuid>> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = flowpilot::store::contact::NewContact {
+            email: Some(format!("c{i}@example.com")),
+            ..Default::default()
+        };
+        ids.push(
+            flowpilot::store::contact::insert(pool, account, &c)
+                .await?
+                .id,
+        );
+    }
+    Ok(ids)
+}
+
+/// Transaction ids assigned and WAL written so far, cluster-wide (nothing
+/// else should run meanwhile): only a transaction that writes takes an id,
+/// so the first counts write transactions exactly, where the statistics
+/// views lag by up to their flush interval.
+pub async fn counters(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT pg_current_xact_id()::text::bigint, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Drops the priority queues and the dead set under `prefix` from `redis`.
+pub async fn forget_queues(redis: &str, prefix: &str) -> anyhow::Result<()> {
+    let mut r = redis::Client::open(redis)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = redis::cmd("DEL")
+        .arg(flowpilot::queue::keys::priority_queues(prefix))
+        .arg(flowpilot::queue::keys::dead_queue(prefix))
+        .query_async(&mut r)
+        .await?;
     Ok(())
 }

@@ -276,6 +276,7 @@ impl Flow {
             webhook::Client::new(webhook::Guard::new(vec!["127.0.0.1".parse().unwrap()])).unwrap(),
             Breakers::off(client.clone()),
             Limiter::new(client.clone(), pool.clone(), &prefix, Default::default()),
+            flowpilot::provider::batch_sizes(),
         );
         let worker = flowpilot::worker::Settings {
             queues: keys::priority_queues(&prefix),
