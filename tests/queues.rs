@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use common::api::Api;
-use flowpilot::queue::{Defer, EnqueueOptions, Serializer, keys, now_ms};
+use flowpilot::queue::{Defer, EnqueueOptions, Rest, Serializer, keys, now_ms};
 use sqlx::PgPool;
 
 async fn enqueue(client: &flowpilot::queue::Client, queue: &str, id: &str, defer: Defer) {
@@ -59,13 +59,23 @@ async fn health_counts_ready_held_and_deferred_jobs_the_oldest_wait_and_the_minu
         .await;
     }
     // A worker holds the two oldest.
-    let ids = [format!("{queue}-0"), format!("{queue}-1")];
     let claimed = client
-        .claim_many(&queue, &ids, now_ms(), Duration::from_secs(60))
+        .claim(
+            &[(&queue, 2)],
+            100,
+            now_ms(),
+            Duration::from_secs(60),
+            false,
+        )
         .await
         .unwrap();
-    let claimed: Vec<bool> = claimed.iter().map(Option::is_some).collect();
-    assert_eq!(claimed, vec![true, true]);
+    let ids: Vec<&str> = claimed.claims[0]
+        .jobs
+        .iter()
+        .map(|j| j.id.as_str())
+        .collect();
+    assert_eq!(ids, [format!("{queue}-0"), format!("{queue}-1")]);
+    assert_eq!(claimed.claims[0].rest, Rest::Wanted);
 
     let now = now_ms();
     let h = client.health(&queue, now).await.unwrap();

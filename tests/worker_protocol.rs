@@ -396,6 +396,44 @@ async fn retries_timeouts_tries_aborts_and_panics_end_as_arq_ends_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_every_slot_taken_still_cancels_an_aborted_job() {
+    // Abort requests are read with the claims; a worker with no free slot
+    // claims nothing, yet must still see them.
+    let queue = common::unique("abort-full");
+    let client = common::client(Serializer::Pickle).await;
+    let slow = common::unique("slow");
+    client
+        .enqueue("slow", vec![], vec![], opts(&queue, &slow))
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = common::RunningWorker::start(
+        scripted(),
+        Settings {
+            max_jobs: 1,
+            poll_delay: Duration::from_millis(50),
+            ..common::settings(&queue)
+        },
+        Serializer::Pickle,
+    )
+    .await;
+    common::eventually(Duration::from_secs(10), "slow to start", || {
+        let client = client.clone();
+        let (q, id) = (queue.clone(), slow.clone());
+        async move { (client.status(&q, &id).await.unwrap() == JobStatus::InProgress).then_some(()) }
+    })
+    .await;
+    client.abort(&queue, &slow).await.unwrap();
+    let r = wait_result(&client, &queue, &slow).await;
+    assert!(
+        matches!(r.result, Value::Object { ref class, .. } if class == "asyncio.exceptions.CancelledError"),
+        "{:?}",
+        r.result
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_looks_past_jobs_another_worker_holds() {
     // Worker A holds the oldest job for seconds; worker B, with one free
     // slot, must still find the newer job behind it.

@@ -17,10 +17,10 @@ pub const FLOWPILOT_QUEUE: &str = "flowpilot:queue";
 /// Sorted set of job ids whose abort was requested, scored by request time.
 pub const ABORT_SET: &str = "arq:abort";
 
-const JOB_PREFIX: &str = "arq:job:";
-const IN_PROGRESS_PREFIX: &str = "arq:in-progress:";
+pub(crate) const JOB_PREFIX: &str = "arq:job:";
+pub(crate) const IN_PROGRESS_PREFIX: &str = "arq:in-progress:";
 const RESULT_PREFIX: &str = "arq:result:";
-const RETRY_PREFIX: &str = "arq:retry:";
+pub(crate) const RETRY_PREFIX: &str = "arq:retry:";
 const HEALTH_CHECK_SUFFIX: &str = ":health-check";
 
 /// `<prefix>:high`: real-time triggers (`flowpilot:queue:high` by default).

@@ -18,8 +18,9 @@ pub mod pickle;
 pub mod value;
 
 pub use client::{
-    Admission, BreakerPolicy, BreakerState, Bucket, Client, Defer, EnqueueOptions, Error, Finish,
-    Health, JobInfo, JobStatus, Presence, Result, RunningSlot, Started, now_ms,
+    Admission, BreakerPolicy, BreakerState, Bucket, Claimed, Claims, Client, Defer, EnqueueOptions,
+    Error, Finish, Health, JobInfo, JobStatus, Presence, Rest, Result, Round, RunningSlot, Started,
+    now_ms,
 };
 pub use codec::{Job, JobResult, Serializer};
 pub use value::Value;

@@ -2,9 +2,9 @@
 //! their outcome exactly as Python arq does.
 //!
 //! ```text
-//!  poll ──> ready ids per queue ──> share_slots ──> claim (in-progress key)
-//!                                                      │
-//!     finish: result / Retry / release  <── run ◄── start (GET job, INCR try)
+//!  poll ──> due counts per queue ──> share_slots ──> claim + start (one script per queue:
+//!                                                       │   in-progress key, GET job, INCR try)
+//!     finish: result / Retry / release  <── run ◄───────┘
 //! ```
 //!
 //! - Several queues, highest priority first, lower ones never starved
@@ -14,8 +14,12 @@
 //!   them, and within milliseconds of an announcement on `<queue>:wake`
 //!   (flowpilot's enqueue publishes one for a job due now); `poll_delay`
 //!   only paces polling for jobs nobody announces (Python producers,
-//!   deferred jobs coming due). Claims of one poll go in one round trip.
-//! - At most `max_jobs` run at once (a semaphore); each under its timeout.
+//!   deferred jobs coming due). A poll of one queue is one round trip
+//!   (the claim script reads the queue, claims and starts the jobs, and
+//!   abort requests come with it); several queues cost one more, to count
+//!   their due jobs.
+//! - At most `max_jobs` functions run at once, each under its timeout; a
+//!   slot frees when the function returns, while its result is written.
 //! - Shutdown (the token) stops claiming; running jobs get `drain_timeout`
 //!   to finish, then are cut off and released exactly as arq leaves a
 //!   cancelled job: only the in-progress key is deleted, so the job runs
@@ -45,7 +49,7 @@ use tracing::{Instrument, info, info_span, warn};
 pub use function::{Args, Function, JobContext, JobError, Registry};
 
 use crate::config::WorkerConfig;
-use crate::queue::{self, Client, now_ms};
+use crate::queue::{self, Client, Rest, now_ms};
 
 /// Extra life of the in-progress key beyond the longest timeout (arq: 10 s),
 /// so a live worker always finishes before its claim lapses.
@@ -166,8 +170,8 @@ struct Shared {
     registry: Registry,
     settings: Settings,
     counters: Counters,
-    /// Abort tokens of running jobs, by id.
-    running: Mutex<HashMap<String, CancellationToken>>,
+    /// Running jobs, by id.
+    running: Mutex<HashMap<String, Running>>,
     /// Cancelled when the drain deadline passes: running jobs are released.
     cut_off: CancellationToken,
     /// Wakes the poll loop: a job announced on a wake channel, or a slot
@@ -177,6 +181,14 @@ struct Shared {
     starved: AtomicBool,
     /// Prometheus metrics, when the process exports them.
     metrics: Option<Arc<crate::metrics::WorkerMetrics>>,
+}
+
+/// A job this worker runs.
+struct Running {
+    /// Its queue's index in the settings.
+    queue: usize,
+    /// Cancelled when its abort is requested.
+    abort: CancellationToken,
 }
 
 /// A worker over one Redis database.
@@ -305,10 +317,12 @@ impl Worker {
         }
     }
 
-    /// One poll: read ready ids, share the free slots, claim (one round
-    /// trip per queue) and spawn. Says whether to poll again at once (it
-    /// claimed every slot it had and more may be ready), and, when slots
-    /// are left, when the next deferred job comes due.
+    /// One poll: share the free slots between the queues by priority,
+    /// claim (one round trip for every queue; with several queues, one
+    /// more first to count their due jobs) and spawn. Says whether to poll
+    /// again at once (it claimed jobs, slots are free, and more may be due
+    /// behind jobs others hold), and, when slots are left, when the next
+    /// deferred job comes due.
     async fn poll(
         &self,
         slots: &Arc<Semaphore>,
@@ -317,81 +331,78 @@ impl Worker {
         in_progress_ttl: Duration,
     ) -> queue::Result<(bool, Option<i64>)> {
         let shared = &self.shared;
-        if shared.settings.allow_abort {
-            self.cancel_aborted().await?;
-        }
         let free = slots.available_permits();
-        if free == 0 {
-            shared.starved.store(true, Ordering::Relaxed);
-            return Ok((false, None));
-        }
-        let now = now_ms();
-        // Jobs a worker holds stay in the queue until they finish, so read
-        // well past the free slots (arq's queue_read_limit), skipping our own.
-        // One read per queue past the due jobs: the first one not due yet
-        // says when to look again.
-        let read_limit = (5 * shared.settings.max_jobs).max(MIN_READ);
-        let mut ready = Vec::with_capacity(shared.settings.queues.len());
-        let mut full = false;
-        let mut next_due: Option<i64> = None;
-        for q in &shared.settings.queues {
-            let mut ids = shared.client.head(q, read_limit + 1).await?;
-            let due = ids.partition_point(|(_, score)| *score <= now);
-            if let Some((_, at)) = ids.get(due) {
-                next_due = Some(next_due.map_or(*at, |n| n.min(*at)));
-            }
-            ids.truncate(due.min(read_limit));
-            full |= ids.len() >= read_limit;
-            let running = lock(&shared.running);
-            ids.retain(|(id, _)| !running.contains_key(id));
-            ready.push(ids);
-        }
-        let counts: Vec<usize> = ready.iter().map(Vec::len).collect();
-        let reserve = priority::reserve(shared.settings.max_jobs, counts.len());
-        let take = priority::share_slots(free, &counts, tick, reserve);
-        let (candidates, held_back) = priority::order(ready, &take, reserve);
         let queues = &shared.settings.queues;
-        let mut candidates = candidates
-            .into_iter()
-            .map(|(q, (id, score))| (&queues[q], id, score))
-            .peekable();
-        let mut claimed_any = false;
-        while candidates.peek().is_some() {
+        // Jobs a worker holds stay in the queue until they finish, so a
+        // claim looks well past the free slots (arq's queue_read_limit).
+        let scan = (5 * shared.settings.max_jobs).max(MIN_READ);
+        // Ready jobs per queue: one queue takes what is free and the claim
+        // finds out; several are counted first (due jobs but our own
+        // running ones) so that priority shares the slots.
+        let ready: Vec<usize> = if free == 0 {
+            vec![0; queues.len()]
+        } else if queues.len() == 1 {
+            vec![free]
+        } else {
+            let mut due = shared.client.due(queues, now_ms()).await?;
+            for job in lock(&shared.running).values() {
+                due[job.queue] = due[job.queue].saturating_sub(1);
+            }
+            due
+        };
+        let lowest = queues.len() - 1;
+        let reserve = priority::reserve(shared.settings.max_jobs, queues.len());
+        let mut wanted = priority::share_slots(free, &ready, tick, reserve);
+        // Low jobs left for the reserve's sake: a freed slot polls again.
+        let held_back = reserve > 0 && ready[lowest] > wanted[lowest];
+        let mut open: Vec<bool> = ready.iter().map(|n| *n > 0).collect();
+        let (mut claimed_any, mut full, mut next_due) = (false, false, None::<i64>);
+        // Abort requests are read with the first claims, slots free or not.
+        let mut aborts = shared.settings.allow_abort;
+        loop {
+            let asks: Vec<usize> = (0..queues.len()).filter(|&q| wanted[q] > 0).collect();
+            if asks.is_empty() && !aborts {
+                break;
+            }
+            let request: Vec<(&str, usize)> = asks
+                .iter()
+                .map(|&q| (queues[q].as_str(), wanted[q]))
+                .collect();
+            let round = shared
+                .client
+                .claim(&request, scan, now_ms(), in_progress_ttl, aborts)
+                .await?;
+            if aborts {
+                self.cancel_aborted(round.aborts).await?;
+                aborts = false;
+            }
+            for (&q, claims) in asks.iter().zip(round.claims) {
+                claimed_any |= !claims.jobs.is_empty();
+                full |= claims.rest == Rest::Held;
+                open[q] &= claims.rest == Rest::Wanted;
+                if let Some(at) = claims.next_due {
+                    next_due = Some(next_due.map_or(at, |n: i64| n.min(at)));
+                }
+                for job in claims.jobs {
+                    self.spawn_job(slots, tasks, q, job);
+                }
+            }
             let room = slots.available_permits();
             if room == 0 {
-                // Out of slots with jobs still ready: a freed slot polls again.
+                // Out of slots with jobs maybe ready: a freed slot polls again.
                 shared.starved.store(true, Ordering::Relaxed);
                 return Ok((false, None));
             }
-            let chunk: Vec<(&String, String, i64)> = candidates.by_ref().take(room).collect();
-            let mut by_queue: Vec<(&String, Vec<(String, i64)>)> = Vec::new();
-            for (queue, id, score) in chunk {
-                match by_queue.iter_mut().find(|(q, _)| *q == queue) {
-                    Some((_, ids)) => ids.push((id, score)),
-                    None => by_queue.push((queue, vec![(id, score)])),
-                }
-            }
-            for (queue, jobs) in by_queue {
-                let ids: Vec<String> = jobs.iter().map(|(id, _)| id.clone()).collect();
-                let claimed = shared
-                    .client
-                    .claim_many(queue, &ids, now_ms(), in_progress_ttl)
-                    .await?;
-                for ((id, score), started) in jobs.into_iter().zip(claimed) {
-                    if let Some(started) = started {
-                        claimed_any = true;
-                        let job = run::Claimed { id, score, started };
-                        self.spawn_job(slots, tasks, queue, job);
-                    }
-                }
+            // Slots left where claims found jobs held elsewhere go to the
+            // highest queue that may have more (the lowest not while it
+            // keeps a reserve).
+            wanted.fill(0);
+            match (0..queues.len()).find(|&q| open[q] && !(q == lowest && reserve > 0)) {
+                Some(q) => wanted[q] = room,
+                None => break,
             }
         }
-        // Low jobs left for the reserve's sake: a freed slot polls again.
         shared.starved.store(held_back, Ordering::Relaxed);
-        // Every candidate tried: read again at once if the reads were full
-        // (more may be ready behind them), slots are free, and this poll
-        // made progress (ids all held by other workers would otherwise
-        // spin).
         let again = full && claimed_any && slots.available_permits() > 0;
         Ok((again, next_due))
     }
@@ -401,8 +412,8 @@ impl Worker {
         &self,
         slots: &Arc<Semaphore>,
         tasks: &TaskTracker,
-        queue: &str,
-        job: run::Claimed,
+        queue: usize,
+        job: queue::Claimed,
     ) {
         let id = job.id.clone();
         // Only the poll loop takes slots, and it claimed no more than were
@@ -413,15 +424,22 @@ impl Worker {
         };
         let shared = &self.shared;
         let abort = CancellationToken::new();
-        lock(&shared.running).insert(id.clone(), abort.clone());
+        lock(&shared.running).insert(
+            id.clone(),
+            Running {
+                queue,
+                abort: abort.clone(),
+            },
+        );
         shared.counters.ongoing.fetch_add(1, Ordering::Relaxed);
-        let span = info_span!("job", job_id = %id, queue = %queue);
+        let span = info_span!("job", job_id = %id, queue = %shared.settings.queues[queue]);
         let shared = Arc::clone(shared);
-        let queue = queue.to_owned();
+        let queue = shared.settings.queues[queue].clone();
+        let slot = run::Slot::new(permit, Arc::clone(&shared));
         tasks.spawn(
             async move {
                 let began = tokio::time::Instant::now();
-                let outcome = run::run_job(&shared, &queue, job, &abort).await;
+                let outcome = run::run_job(&shared, &queue, job, &abort, slot).await;
                 if let Some(m) = &shared.metrics {
                     m.observe(&queue, outcome.as_str(), began.elapsed());
                 }
@@ -433,18 +451,13 @@ impl Worker {
                     Outcome::Retried | Outcome::Deferred => &shared.counters.retried,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                drop(permit);
-                if shared.starved.swap(false, Ordering::Relaxed) {
-                    shared.wake.notify_one();
-                }
             }
             .instrument(span),
         );
     }
 
-    /// Cancels running jobs whose abort was requested.
-    async fn cancel_aborted(&self) -> queue::Result<()> {
-        let requested = self.shared.client.abort_requests().await?;
+    /// Cancels the running jobs among `requested`, whose abort was requested.
+    async fn cancel_aborted(&self, requested: Vec<String>) -> queue::Result<()> {
         if requested.is_empty() {
             return Ok(());
         }
@@ -452,8 +465,8 @@ impl Worker {
         {
             let running = lock(&self.shared.running);
             for id in requested {
-                if let Some(token) = running.get(&id) {
-                    token.cancel();
+                if let Some(job) = running.get(&id) {
+                    job.abort.cancel();
                     handled.push(id);
                 }
             }

@@ -1,14 +1,17 @@
 //! One claimed job, run to its end: read its payload, call its function
 //! under its timeout and abort token, write the result arq expects.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::function::{self, Args, JobContext, JobError};
 use super::{Outcome, Shared};
-use crate::queue::{self, Finish, Job, JobResult, Serializer, Started, Value, now_ms};
+use crate::queue::{self, Claimed, Finish, Job, JobResult, Serializer, Started, Value, now_ms};
 
 /// What a run is recorded as when the result is written.
 struct Record {
@@ -21,11 +24,32 @@ struct Record {
     serializer: Serializer,
 }
 
-/// A job this worker claimed, started by its claim.
-pub(super) struct Claimed {
-    pub(super) id: String,
-    pub(super) score: i64,
-    pub(super) started: Started,
+/// One of the worker's `max_jobs` slots, held while a job's function
+/// runs. The job's result is written after it is given back, so the next
+/// claim need not wait for that round trip. Giving it back wakes the poll
+/// loop when the last poll left ready jobs for want of a slot.
+pub(super) struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    shared: Arc<Shared>,
+}
+
+impl Slot {
+    pub(super) fn new(permit: OwnedSemaphorePermit, shared: Arc<Shared>) -> Slot {
+        Slot {
+            permit: Some(permit),
+            shared,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Freed before the wake-up, so that the poll it wakes finds it.
+        drop(self.permit.take());
+        if self.shared.starved.swap(false, Ordering::Relaxed) {
+            self.shared.wake.notify_one();
+        }
+    }
 }
 
 /// Runs one claimed job to its end; never fails: Redis errors are logged and
@@ -35,9 +59,10 @@ pub(super) async fn run_job(
     queue: &str,
     job: Claimed,
     abort: &CancellationToken,
+    slot: Slot,
 ) -> Outcome {
     let Claimed { id, score, started } = job;
-    match try_run_job(shared, queue, &id, score, started, abort).await {
+    match try_run_job(shared, queue, &id, score, started, abort, slot).await {
         Ok(outcome) => outcome,
         Err(e) => {
             warn!(error = %e, "job bookkeeping failed; it will be re-claimed");
@@ -53,6 +78,7 @@ async fn try_run_job(
     score: i64,
     started: Started,
     abort: &CancellationToken,
+    slot: Slot,
 ) -> queue::Result<Outcome> {
     let client = &shared.client;
     let settings = &shared.settings;
@@ -148,6 +174,7 @@ async fn try_run_job(
             return Ok(Outcome::Retried);
         }
     };
+    drop(slot);
     match ran {
         Ok(Ok(Ok(value))) => {
             debug!("job complete");

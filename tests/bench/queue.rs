@@ -11,7 +11,10 @@
 //! its defaults on 5,000 of the same jobs, in the same run; (4) where
 //! Node.js and npm are installed, BullMQ (pinned in
 //! `tests/bench/bullmq/package.json`, installed into `.local/bench-bullmq`)
-//! on N no-op jobs with concurrency 50, in the same run.
+//! on N no-op jobs with concurrency 50, in the same run. (1) and (4) run
+//! in turns, `FLOWPILOT_BENCH_ROUNDS` times (3), and the ratio of each
+//! round's pair is printed with their median: this machine's speed swings
+//! between minutes, so only runs next to each other compare.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,17 +47,11 @@ fn pct(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let redis = scratch::redis_url()?;
-    let jobs: usize = scratch::env("FLOWPILOT_BENCH_JOBS", 30_000);
-    let queue = format!("bench-queue-{}", uuid::Uuid::new_v4().simple());
-    let client = Client::connect(&redis, Serializer::Pickle).await?;
-
-    // Each run records when it started, against its enqueue time.
-    let delays: Arc<Mutex<Vec<i64>>> = Arc::default();
+/// A worker with the default settings but `queues`, recording for each
+/// run of `noop` its delay from enqueue to start.
+fn worker(client: &Client, queue: &str, delays: &Arc<Mutex<Vec<i64>>>) -> Worker {
     let mut registry = Registry::new();
-    let seen = Arc::clone(&delays);
+    let seen = Arc::clone(delays);
     registry.register(
         "noop",
         Function::new(move |ctx, _| {
@@ -67,35 +64,76 @@ async fn main() -> anyhow::Result<()> {
         .keep_result(Some(Duration::ZERO)),
     );
     let settings = Settings {
-        queues: vec![queue.clone()],
+        queues: vec![queue.to_owned()],
         ..Settings::default()
     };
+    Worker::new(client.clone(), registry, settings)
+}
 
-    // (1) Throughput on a full queue.
-    fill(&client, &queue, jobs).await?;
-    let stop = CancellationToken::new();
-    let worker = Worker::new(client.clone(), registry, settings);
-    let began = Instant::now();
-    let running = tokio::spawn(worker.run(stop.clone()));
-    while delays.lock().unwrap().len() < jobs {
+async fn wait_for(delays: &Arc<Mutex<Vec<i64>>>, n: usize) {
+    while delays.lock().unwrap().len() < n {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// (1) `jobs` no-op jobs enqueued, then a worker started: jobs per second
+/// until the last one finished.
+async fn throughput(client: &Client, queue: &str, jobs: usize) -> anyhow::Result<f64> {
+    let delays: Arc<Mutex<Vec<i64>>> = Arc::default();
+    fill(client, queue, jobs).await?;
+    let stop = CancellationToken::new();
+    let began = Instant::now();
+    let running = tokio::spawn(worker(client, queue, &delays).run(stop.clone()));
+    wait_for(&delays, jobs).await;
     let took = began.elapsed().as_secs_f64();
+    stop.cancel();
+    running.await??;
     println!(
         "queue: {jobs} no-op jobs, defaults (10 at once, poll_delay 500 ms): {took:.2} s, {:.0} jobs/s, RSS {:.0} MB",
         jobs as f64 / took,
         scratch::rss_mb()
     );
+    Ok(jobs as f64 / took)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let redis = scratch::redis_url()?;
+    let jobs: usize = scratch::env("FLOWPILOT_BENCH_JOBS", 30_000);
+    let rounds: usize = scratch::env("FLOWPILOT_BENCH_ROUNDS", 3);
+    let queue = format!("bench-queue-{}", uuid::Uuid::new_v4().simple());
+    let client = Client::connect(&redis, Serializer::Pickle).await?;
+
+    // (1) and (4) in turns, so that the machine's ups and downs fall on
+    // both: each round's ratio is of runs next to each other.
+    let peer = bullmq_installed().await?;
+    let mut ratios = Vec::new();
+    for _ in 0..rounds {
+        let ours = throughput(&client, &queue, jobs).await?;
+        if let Some(dir) = &peer {
+            let theirs = bullmq(dir, &redis, &queue, jobs).await?;
+            ratios.push(ours / theirs);
+        }
+    }
+    if !ratios.is_empty() {
+        ratios.sort_by(f64::total_cmp);
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "queue: flowpilot / BullMQ, round by round: {} (median {:.2})",
+            shown.join(", "),
+            ratios[ratios.len() / 2]
+        );
+    }
 
     // (2) Enqueue-to-start delay of an idle worker.
-    delays.lock().unwrap().clear();
+    let delays: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(worker(&client, &queue, &delays).run(stop.clone()));
     for _ in 0..200 {
         fill(&client, &queue, 1).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    while delays.lock().unwrap().len() < 200 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for(&delays, 200).await;
     let mut d = delays.lock().unwrap().clone();
     d.sort_unstable();
     println!(
@@ -141,13 +179,12 @@ asyncio.run(main())
             arq_jobs as f64 / secs
         );
     }
-    bullmq(&redis, &queue, jobs).await?;
     Ok(())
 }
 
-/// (4) BullMQ with concurrency 50 on `jobs` no-op jobs, when Node.js and
-/// npm are there (skipped with a line saying so otherwise).
-async fn bullmq(redis: &str, queue: &str, jobs: usize) -> anyhow::Result<()> {
+/// Where BullMQ is installed for the bench (`.local/bench-bullmq`), when
+/// Node.js and npm are there (`None`, with a line saying so, otherwise).
+async fn bullmq_installed() -> anyhow::Result<Option<String>> {
     use tokio::process::Command;
     let root = env!("CARGO_MANIFEST_DIR");
     let dir = format!("{root}/.local/bench-bullmq");
@@ -160,7 +197,7 @@ async fn bullmq(redis: &str, queue: &str, jobs: usize) -> anyhow::Result<()> {
     };
     if !(has("node").await && has("npm").await) {
         println!("queue: BullMQ skipped: node and npm are not installed");
-        return Ok(());
+        return Ok(None);
     }
     std::fs::create_dir_all(&dir)?;
     for file in ["package.json", "bench.js"] {
@@ -175,7 +212,13 @@ async fn bullmq(redis: &str, queue: &str, jobs: usize) -> anyhow::Result<()> {
         .status()
         .await?;
     anyhow::ensure!(install.success(), "npm install of BullMQ failed in {dir}");
-    let out = Command::new("node")
+    Ok(Some(dir))
+}
+
+/// (4) BullMQ, installed in `dir`, with concurrency 50 on `jobs` no-op
+/// jobs: jobs per second.
+async fn bullmq(dir: &str, redis: &str, queue: &str, jobs: usize) -> anyhow::Result<f64> {
+    let out = tokio::process::Command::new("node")
         .args([
             "bench.js",
             redis,
@@ -183,7 +226,7 @@ async fn bullmq(redis: &str, queue: &str, jobs: usize) -> anyhow::Result<()> {
             &jobs.to_string(),
             "50",
         ])
-        .current_dir(&dir)
+        .current_dir(dir)
         .output()
         .await?;
     anyhow::ensure!(
@@ -199,5 +242,5 @@ async fn bullmq(redis: &str, queue: &str, jobs: usize) -> anyhow::Result<()> {
         "queue: BullMQ 6.7.0, concurrency 50, {jobs} no-op jobs: {secs:.2} s, {:.0} jobs/s, RSS {rss:.0} MB",
         jobs as f64 / secs
     );
-    Ok(())
+    Ok(jobs as f64 / secs)
 }

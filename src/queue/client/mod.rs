@@ -19,6 +19,7 @@ pub use breaker::{Admission, BreakerPolicy, BreakerState};
 pub use health::Health;
 pub use limit::Bucket;
 pub use running::RunningSlot;
+pub use worker::{Claimed, Claims, Rest, Round};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -26,32 +26,68 @@ return 1
     )
 });
 
-/// Claim as arq 0.27+ does: skip when in progress, gone from the queue,
-/// scored 0, or not yet due. A claim is counted in the queue's stats
-/// bucket, and starts the job in the same step (arq's start: read the
-/// payload, advance the try counter, consume a pending abort), so a
-/// claimed job costs no round trip of its own before it runs.
-/// Returns `{1, payload (false: expired), try, aborted}`, or `{0, false,
-/// 0, 0}` when it skipped the job.
+/// Claim as arq 0.27+ does, reading the queue in the same step: walk the
+/// due jobs oldest first (score 0 never runs), skip those in progress, and
+/// take up to `wanted` of them. Each claim starts its job too (arq's start:
+/// read the payload, advance the try counter, consume a pending abort), so
+/// a poll of one queue is one script call, however many jobs it claims.
+/// The claims are counted in the queue's stats bucket.
+///
+/// A job's own keys are named here from their prefixes, as BullMQ's
+/// scripts do: which jobs are due is known only inside. (arq's key layout
+/// is one Redis, not a cluster, so the server needs no declared list.)
+///
+/// Returns `{rest, next due score or false, id, score, payload or false,
+/// try, aborted, ...}`: `rest` 2 when it claimed all it wanted (more may be
+/// due), 1 when it looked at `scan` due jobs without that (others hold
+/// them; more may be behind), 0 when no due job is left; the next due
+/// score only when it claimed fewer than wanted.
 pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: in-progress, queue, stats bucket, job, retry counter, abort set
--- ARGV: id, now ms, in-progress ttl ms, stats ttl ms, retry counter ttl s
-local skip = {0, false, 0, 0}
-if redis.call('EXISTS', KEYS[1]) == 1 then return skip end
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score then return skip end
-score = tonumber(score)
-if score == 0 or score > tonumber(ARGV[2]) then return skip end
-redis.call('PSETEX', KEYS[1], ARGV[3], '1')
-redis.call('HINCRBY', KEYS[3], 'dequeued', 1)
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-local payload = redis.call('GET', KEYS[4])
-local try = redis.call('INCR', KEYS[5])
-redis.call('EXPIRE', KEYS[5], ARGV[5])
-local aborted = redis.call('ZREM', KEYS[6], ARGV[1])
-return {1, payload, try, aborted}
+-- KEYS: queue, stats bucket, abort set
+-- ARGV: now ms, jobs wanted, due jobs to look at, in-progress ttl ms, stats ttl ms,
+--       retry counter ttl s, in-progress key prefix, job key prefix, retry key prefix
+local now, wanted, scan = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {0, false}
+local claimed, seen, rest = 0, 0, 0
+while claimed < wanted and seen < scan do
+  local count = math.min(scan - seen, wanted - claimed + 16)
+  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '(0', now, 'WITHSCORES', 'LIMIT', seen, count)
+  for i = 1, #page, 2 do
+    local id = page[i]
+    local held = ARGV[7] .. id
+    if claimed < wanted and redis.call('EXISTS', held) == 0 then
+      redis.call('PSETEX', held, ARGV[4], '1')
+      local retry = ARGV[9] .. id
+      local try = redis.call('INCR', retry)
+      redis.call('EXPIRE', retry, ARGV[6])
+      local payload = redis.call('GET', ARGV[8] .. id)
+      local aborted = redis.call('ZREM', KEYS[3], id)
+      out[#out + 1] = id
+      out[#out + 1] = page[i + 1]
+      out[#out + 1] = payload
+      out[#out + 1] = try
+      out[#out + 1] = aborted
+      claimed = claimed + 1
+    end
+  end
+  seen = seen + #page / 2
+  if #page / 2 < count then break end
+  if seen >= scan then rest = 1 end
+end
+if claimed == wanted then
+  rest = 2
+else
+  local next = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #next > 0 then out[2] = next[2] end
+end
+out[1] = rest
+if claimed > 0 then
+  redis.call('HINCRBY', KEYS[2], 'dequeued', claimed)
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+return out
 ",
     )
 });
