@@ -15,8 +15,6 @@ use super::{Breakers, webhook};
 use crate::action::ActionError;
 use crate::action::webhook::{InBatch, MAX_BODY, Request, Response};
 
-/// Batched calls to one receiver (per batch key) in flight at once.
-const CALLS: usize = 4;
 /// Most bytes of a batch's answer read: its items' answers together.
 const MAX_BATCH_BODY: usize = 4 * 1024 * 1024;
 
@@ -70,7 +68,7 @@ pub fn part(req: &Request) -> Option<(Key, Rule, Item)> {
     let rule = Rule {
         max: batch.max,
         within: batch.within,
-        calls: CALLS,
+        calls: batch.calls,
     };
     let key = Key {
         method: req.method.clone(),
@@ -208,6 +206,7 @@ mod tests {
             batch: Some(crate::action::webhook::Batch {
                 max: 5,
                 within: Duration::from_secs(1),
+                calls: 4,
             }),
         };
         let (a, _, ia) = part(&req("e1:s:1", "t")).unwrap();
