@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// HTTP API request metrics.
@@ -60,6 +61,11 @@ impl ApiMetrics {
 pub struct WorkerMetrics {
     jobs: IntCounterVec,
     seconds: HistogramVec,
+    /// The worker's slots (`max_jobs`): set while it runs, so that the
+    /// series is there exactly while a worker is (the `worker absent` alert).
+    pub slots: IntGauge,
+    /// Slots whose job's function runs.
+    pub busy: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -79,9 +85,24 @@ impl WorkerMetrics {
             HistogramOpts::new("flowpilot_worker_job_seconds", "ARQ job run time by queue"),
             &["queue"],
         )?;
+        let slots = IntGauge::new(
+            "flowpilot_worker_slots",
+            "Jobs this worker runs at once at most (max_jobs)",
+        )?;
+        let busy = IntGauge::new(
+            "flowpilot_worker_slots_busy",
+            "Slots of this worker whose job is running",
+        )?;
         registry.register(Box::new(jobs.clone()))?;
         registry.register(Box::new(seconds.clone()))?;
-        Ok(WorkerMetrics { jobs, seconds })
+        registry.register(Box::new(slots.clone()))?;
+        registry.register(Box::new(busy.clone()))?;
+        Ok(WorkerMetrics {
+            jobs,
+            seconds,
+            slots,
+            busy,
+        })
     }
 
     /// Records one finished job.
@@ -228,6 +249,69 @@ impl QueueMetrics {
     /// Jobs per second of `queue` in `direction` (`enqueued`, `dequeued`).
     pub fn rate(&self, queue: &str, direction: &str, per_s: f64) {
         self.rate.with_label_values(&[queue, direction]).set(per_s);
+    }
+}
+
+/// What the API process checks on each scrape besides the queues: whether
+/// PostgreSQL and Redis answer, breakers not closed, log partitions ahead.
+/// Set only by the process that checks them (no series elsewhere, so no
+/// false alarm from a process that never looked).
+pub struct HealthMetrics {
+    up: IntGaugeVec,
+    breakers: IntGaugeVec,
+    partitions_ahead: IntGauge,
+}
+
+impl HealthMetrics {
+    /// Creates and registers the gauges.
+    ///
+    /// # Errors
+    /// When a metric of the same name is registered already.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let up = IntGaugeVec::new(
+            Opts::new(
+                "flowpilot_dependency_up",
+                "1 when the dependency (postgres, redis) answered the last scrape's check, else 0",
+            ),
+            &["dependency"],
+        )?;
+        let breakers = IntGaugeVec::new(
+            Opts::new(
+                "flowpilot_breakers",
+                "Provider circuit breakers not closed, by state (open, half_open)",
+            ),
+            &["state"],
+        )?;
+        let partitions_ahead = IntGauge::new(
+            "flowpilot_log_partitions_ahead",
+            "Months past the current one that have their log partitions",
+        )?;
+        registry.register(Box::new(up.clone()))?;
+        registry.register(Box::new(breakers.clone()))?;
+        registry.register(Box::new(partitions_ahead.clone()))?;
+        Ok(HealthMetrics {
+            up,
+            breakers,
+            partitions_ahead,
+        })
+    }
+
+    /// Whether `dependency` answered.
+    pub fn up(&self, dependency: &str, up: bool) {
+        self.up.with_label_values(&[dependency]).set(i64::from(up));
+    }
+
+    /// Breakers open and half open.
+    pub fn breakers(&self, open: usize, half_open: usize) {
+        self.breakers.with_label_values(&["open"]).set(open as i64);
+        self.breakers
+            .with_label_values(&["half_open"])
+            .set(half_open as i64);
+    }
+
+    /// Months ahead with their partitions.
+    pub fn partitions_ahead(&self, months: usize) {
+        self.partitions_ahead.set(months as i64);
     }
 }
 

@@ -20,7 +20,7 @@ use crate::api;
 use crate::config::{EngineConfig, RedisConfig, WorkerConfig};
 use crate::engine::maintenance::Maintenance;
 use crate::engine::{self, Engine};
-use crate::metrics::{ApiMetrics, EngineMetrics, QueueMetrics, WorkerMetrics};
+use crate::metrics::{ApiMetrics, EngineMetrics, HealthMetrics, QueueMetrics, WorkerMetrics};
 use crate::provider::{self, Providers};
 use crate::queue::{self, Client};
 use crate::telemetry::LogFilter;
@@ -91,6 +91,7 @@ pub struct Runtime {
     pub registry: prometheus::Registry,
     api_metrics: Arc<ApiMetrics>,
     queue_metrics: Arc<QueueMetrics>,
+    health_metrics: Arc<HealthMetrics>,
     worker: worker::Settings,
 }
 
@@ -109,6 +110,7 @@ impl Runtime {
         Ok(Runtime {
             api_metrics: Arc::new(ApiMetrics::register(&registry)?),
             queue_metrics: Arc::new(QueueMetrics::register(&registry)?),
+            health_metrics: Arc::new(HealthMetrics::register(&registry)?),
             pool,
             queue,
             engine: Arc::new(engine),
@@ -180,6 +182,7 @@ impl Runtime {
             queue: self.queue.clone(),
             metrics: Arc::clone(&self.api_metrics),
             queue_metrics: Arc::clone(&self.queue_metrics),
+            health_metrics: Arc::clone(&self.health_metrics),
             registry: self.registry.clone(),
             log_filter,
         }

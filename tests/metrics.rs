@@ -44,6 +44,23 @@ async fn promtool_finds_nothing_to_report_in_metrics_after_a_workflow_ran(pool: 
             "no {family} in /metrics"
         );
     }
+    // What the alert rules read (charts/flowpilot/rules/): both
+    // dependencies answered, no breaker open, partitions made ahead, and
+    // the worker's slots (the tests' 20, none busy once it is done).
+    for sample in [
+        "flowpilot_dependency_up{dependency=\"postgres\"} 1",
+        "flowpilot_dependency_up{dependency=\"redis\"} 1",
+        "flowpilot_breakers{state=\"open\"} 0",
+        "flowpilot_breakers{state=\"half_open\"} 0",
+        "flowpilot_log_partitions_ahead 2",
+        "flowpilot_worker_slots 20",
+        "flowpilot_worker_slots_busy 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == sample),
+            "no `{sample}` in /metrics:\n{text}"
+        );
+    }
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -14,6 +14,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, Auth};
 use super::view::Health;
+use crate::queue::BreakerState;
 use crate::telemetry::FilterError;
 
 /// A log filter in `tracing` EnvFilter syntax.
@@ -85,7 +86,32 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
 }
 
 /// Prometheus metrics.
+///
+/// The dependency, breaker and partition gauges are read first; a check
+/// that fails leaves the others as they were, and the scrape answers.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let gauges = &state.health_metrics;
+    let db = state.reader.ping().await.is_ok();
+    let redis = state.queue.ping().await.is_ok();
+    gauges.up("postgres", db);
+    gauges.up("redis", redis);
+    if redis {
+        let prefix = state.engine.queue_prefix();
+        match state.queue.breakers_not_closed(prefix).await {
+            Ok(found) => {
+                let open = found.iter().filter(|(_, s)| *s == BreakerState::Open);
+                let open = open.count();
+                gauges.breakers(open, found.len() - open);
+            }
+            Err(e) => tracing::warn!(error = %e, "breaker gauges not refreshed"),
+        }
+    }
+    if db {
+        match state.reader.partitions_ahead().await {
+            Ok(months) => gauges.partitions_ahead(months as usize),
+            Err(e) => tracing::warn!(error = %e, "partition gauge not refreshed"),
+        }
+    }
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&state.registry.gather())
         .unwrap_or_default();

@@ -69,6 +69,8 @@ pub struct AppState {
     pub metrics: Arc<ApiMetrics>,
     /// Queue gauges, refreshed when an API process's `/metrics` is read.
     pub queue_metrics: Arc<crate::metrics::QueueMetrics>,
+    /// Dependency, breaker and partition gauges, refreshed likewise.
+    pub health_metrics: Arc<crate::metrics::HealthMetrics>,
     /// The Prometheus registry `/metrics` renders.
     pub registry: prometheus::Registry,
     /// The process's reloadable log filter, when it has one.

@@ -103,6 +103,21 @@ pub async fn drop_expired(
     Ok(dropped)
 }
 
+/// Months after the month of `now` that every partitioned table has a
+/// partition for, counted from the next one up to the first missing: what
+/// `flowpilot_log_partitions_ahead` shows ([`MONTHS_AHEAD`] when healthy).
+///
+/// # Errors
+/// Database errors.
+pub async fn months_ahead(pool: &PgPool, now: DateTime<Utc>) -> Result<u32> {
+    let existing = list(pool).await?;
+    let has = |offset: u32| {
+        let start = month_start(now, offset as i32);
+        PARENTS.iter().all(|p| existing.contains(&name(p, start)))
+    };
+    Ok((1..=120).take_while(|&m| has(m)).count() as u32)
+}
+
 /// Existing partitions, sorted by month.
 ///
 /// # Errors
@@ -160,9 +175,11 @@ mod tests {
             ensure_ahead(&pool, now).await.unwrap().is_empty(),
             "idempotent"
         );
+        assert_eq!(months_ahead(&pool, now).await.unwrap(), MONTHS_AHEAD);
 
         // A month later one more appears; a year on, the old ones go.
         let later = Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap();
+        assert_eq!(months_ahead(&pool, later).await.unwrap(), 1, "one short");
         assert_eq!(
             ensure_ahead(&pool, later).await.unwrap(),
             ["execution_logs_y2027m02", "audit_log_y2027m02"]

@@ -38,6 +38,14 @@ impl Reader {
         Ok(())
     }
 
+    /// See [`super::partition::months_ahead`].
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn partitions_ahead(&self) -> Result<u32> {
+        super::partition::months_ahead(&self.pool, chrono::Utc::now()).await
+    }
+
     /// The execution `id` of the account.
     ///
     /// # Errors

@@ -51,14 +51,13 @@ pub use function::{Args, Function, JobContext, JobError, Registry};
 use crate::config::WorkerConfig;
 use crate::queue::{self, Client, Rest, now_ms};
 
-/// Extra life of the in-progress key beyond the longest timeout (arq: 10 s),
-/// so a live worker always finishes before its claim lapses.
+/// Extra life of the in-progress key past the longest timeout (arq: 10 s).
 const IN_PROGRESS_GRACE: Duration = Duration::from_secs(10);
 /// Fewest queue entries read per poll (arq: `max(5 * max_jobs, 100)`).
 const MIN_READ: usize = 100;
 /// Longest pause between polls after Redis errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Pause before listening for wake-ups again after the connection failed.
+/// Pause before listening for wake-ups again after a failure.
 const RELISTEN: Duration = Duration::from_secs(1);
 
 /// Worker settings, arq's `Worker` arguments.
@@ -214,9 +213,10 @@ impl Worker {
         }
     }
 
-    /// Exports job metrics to `metrics`.
+    /// Exports job metrics to `metrics`, its slots among them.
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::WorkerMetrics>) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            metrics.slots.set(shared.settings.max_jobs as i64);
             shared.metrics = Some(metrics);
         }
         self

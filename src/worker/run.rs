@@ -35,6 +35,9 @@ pub(super) struct Slot {
 
 impl Slot {
     pub(super) fn new(permit: OwnedSemaphorePermit, shared: Arc<Shared>) -> Slot {
+        if let Some(m) = &shared.metrics {
+            m.busy.inc();
+        }
         Slot {
             permit: Some(permit),
             shared,
@@ -46,6 +49,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         // Freed before the wake-up, so that the poll it wakes finds it.
         drop(self.permit.take());
+        if let Some(m) = &self.shared.metrics {
+            m.busy.dec();
+        }
         if self.shared.starved.swap(false, Ordering::Relaxed) {
             self.shared.wake.notify_one();
         }
