@@ -117,6 +117,7 @@ impl WorkerMetrics {
 /// Engine step and recovery metrics.
 pub struct EngineMetrics {
     steps: IntCounterVec,
+    errors: IntCounterVec,
     seconds: HistogramVec,
     recoveries: IntCounterVec,
     demoted: IntCounter,
@@ -135,6 +136,14 @@ impl EngineMetrics {
             ),
             &["action", "outcome"],
         )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "flowpilot_engine_step_errors_total",
+                "Failed and retried step attempts by action type and error class \
+                 (transient, timeout, rate_limited, permanent, invalid_config, ...)",
+            ),
+            &["action", "error_class"],
+        )?;
         let seconds = HistogramVec::new(
             HistogramOpts::new(
                 "flowpilot_engine_step_seconds",
@@ -152,6 +161,7 @@ impl EngineMetrics {
             &["status", "outcome"],
         )?;
         registry.register(Box::new(steps.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(seconds.clone()))?;
         let demoted = IntCounter::new(
             "flowpilot_engine_starts_demoted_total",
@@ -161,6 +171,7 @@ impl EngineMetrics {
         registry.register(Box::new(demoted.clone()))?;
         Ok(EngineMetrics {
             steps,
+            errors,
             seconds,
             recoveries,
             demoted,
@@ -177,9 +188,12 @@ impl EngineMetrics {
         self.recoveries.with_label_values(&[status, outcome]).inc();
     }
 
-    /// Records one step.
-    pub fn observe(&self, action: &str, outcome: &str, took: Duration) {
+    /// Records one step, and its error class when it failed or will retry.
+    pub fn observe(&self, action: &str, outcome: &str, class: Option<&str>, took: Duration) {
         self.steps.with_label_values(&[action, outcome]).inc();
+        if let Some(class) = class {
+            self.errors.with_label_values(&[action, class]).inc();
+        }
         self.seconds
             .with_label_values(&[action])
             .observe(took.as_secs_f64());
@@ -252,10 +266,10 @@ impl QueueMetrics {
     }
 }
 
-/// What the API process checks on each scrape besides the queues: whether
-/// PostgreSQL and Redis answer, breakers not closed, log partitions ahead.
-/// Set only by the process that checks them (no series elsewhere, so no
-/// false alarm from a process that never looked).
+/// What an API or worker process checks when its `/metrics` is read:
+/// whether PostgreSQL and Redis answer, breakers not closed, log
+/// partitions ahead. Set only where checked (the controller has none of
+/// these series, so no false alarm from a process that never looked).
 pub struct HealthMetrics {
     up: IntGaugeVec,
     breakers: IntGaugeVec,

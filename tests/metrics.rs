@@ -26,6 +26,14 @@ async fn promtool_finds_nothing_to_report_in_metrics_after_a_workflow_ran(pool: 
         .await;
     flow.wait_status(id, "COMPLETED", Duration::from_secs(30))
         .await;
+    // One that fails for good: its error class is counted.
+    let failed = flow
+        .enter(json!({"steps": [
+            {"id": "gone", "type": "webhook", "url": format!("{}/gone", flow.base)}
+        ]}))
+        .await;
+    flow.wait_status(failed, "FAILED", Duration::from_secs(30))
+        .await;
     let (status, _) = api.get(&format!("/api/v1/executions/{id}")).await;
     assert_eq!(status, 200);
     let (status, text) = api.get("/metrics").await;
@@ -55,6 +63,7 @@ async fn promtool_finds_nothing_to_report_in_metrics_after_a_workflow_ran(pool: 
         "flowpilot_log_partitions_ahead 2",
         "flowpilot_worker_slots 20",
         "flowpilot_worker_slots_busy 0",
+        "flowpilot_engine_step_errors_total{action=\"webhook\",error_class=\"permanent\"} 1",
     ] {
         assert!(
             text.lines().any(|l| l == sample),

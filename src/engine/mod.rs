@@ -285,11 +285,12 @@ impl Engine {
         self.runs.subscribe()
     }
 
-    /// Records a step's outcome and time, when metrics are on.
-    fn observe_step(&self, action: &str, outcome: &str, began: chrono::DateTime<Utc>) {
+    /// Records a step's outcome, error class and time, when metrics are on.
+    fn observe_step(&self, ran: &step::Ran<'_>, outcome: &str) {
         if let Some(m) = &self.metrics {
-            let took = (Utc::now() - began).to_std().unwrap_or_default();
-            m.observe(action, outcome, took);
+            let took = (Utc::now() - ran.started_at).to_std().unwrap_or_default();
+            let class = ran.class.map(crate::domain::ErrorClass::as_str);
+            m.observe(ran.step.action.kind(), outcome, class, took);
         }
     }
 

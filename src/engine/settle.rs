@@ -104,7 +104,7 @@ impl Engine {
         let earlier = writes.earlier.iter().map(|x| &x.ran);
         for ran in earlier.chain(&writes.ran) {
             let outcome = ran.log.map_or(PARKED, LogStatus::as_str);
-            self.observe_step(ran.step.action.kind(), outcome, ran.started_at);
+            self.observe_step(ran, outcome);
             debug!(step = %ran.step.id, action = ran.step.action.kind(), outcome, "step settled");
         }
         self.enqueue_job(e, job).await?;
