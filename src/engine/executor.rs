@@ -137,7 +137,9 @@ impl Engine {
     ///
     /// `job` is the job this run comes from, which holds a permit of the
     /// account's cap of running executions while it runs.
-    #[instrument(skip_all, fields(execution_id = %id), err)]
+    #[instrument(skip_all, err, fields(
+        execution_id = %id, account_id = tracing::field::Empty, workflow_id = tracing::field::Empty,
+    ))]
     pub async fn run_execution(&self, id: Uuid, job: &JobContext) -> Result<Run> {
         let Some(_held) = Held::take(&self.running, id) else {
             debug!("a run of this process holds it");
@@ -175,6 +177,9 @@ impl Engine {
             Ok(e) => e,
             Err(run) => return Ok(run),
         };
+        let span = tracing::Span::current();
+        span.record("account_id", tracing::field::display(e.account_id));
+        span.record("workflow_id", tracing::field::display(e.workflow_id));
         // Renewed while this run goes on; the task ends with it.
         let _renewing = permit.clone().map(|p| self.renew_while_running(p));
         let def = match self.definition(e.workflow_id, e.workflow_version).await {

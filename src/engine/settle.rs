@@ -105,7 +105,7 @@ impl Engine {
         for ran in earlier.chain(&writes.ran) {
             let outcome = ran.log.map_or(PARKED, LogStatus::as_str);
             self.observe_step(ran, outcome);
-            debug!(step = %ran.step.id, action = ran.step.action.kind(), outcome, "step settled");
+            debug!(step_id = %ran.step.id, action = ran.step.action.kind(), outcome, "step settled");
         }
         self.enqueue_job(e, job).await?;
         match e.status {

@@ -75,6 +75,7 @@ impl Engine {
     /// Runs `step`'s action for `e`; returns what it came to, with the time
     /// the step first started (a parked step keeps it, so its log row
     /// spans the whole wait).
+    #[tracing::instrument(skip_all, fields(step_id = %step.id, action = step.action.kind()))]
     pub(super) async fn step(
         &self,
         e: &Execution,

@@ -2,7 +2,9 @@
 127.0.0.1:<port> and appends each message as a JSON line to <file>, with
 the client's address and port (its connection).
 
-  python smtp_sink.py <port> <file>
+  python smtp_sink.py <port> <file> [<user>:<password>]
+
+With credentials it requires AUTH (PLAIN or LOGIN) with them.
 """
 
 import json
@@ -10,6 +12,7 @@ import sys
 import time
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 
 class Sink:
@@ -33,7 +36,19 @@ class Sink:
         return '250 OK'
 
 
-controller = Controller(Sink(sys.argv[2]), hostname='127.0.0.1', port=int(sys.argv[1]))
+def authenticator(expected):
+    """Accepts AUTH PLAIN / LOGIN with exactly `user:password`."""
+    def check(server, session, envelope, mechanism, auth_data):
+        given = f"{auth_data.login.decode()}:{auth_data.password.decode()}"
+        return AuthResult(success=given == expected)
+    return check
+
+
+options = {}
+if len(sys.argv) > 3:
+    # Plain-text AUTH is for this loopback test server only.
+    options = {'authenticator': authenticator(sys.argv[3]), 'auth_require_tls': False}
+controller = Controller(Sink(sys.argv[2]), hostname='127.0.0.1', port=int(sys.argv[1]), **options)
 controller.start()
 print('ready', flush=True)
 try:
