@@ -34,6 +34,21 @@ async fn promtool_finds_nothing_to_report_in_metrics_after_a_workflow_ran(pool: 
         .await;
     flow.wait_status(failed, "FAILED", Duration::from_secs(30))
         .await;
+    // One that waits two seconds: the wait's step time leaves them out.
+    let waited = flow
+        .enter(json!({"steps": [
+            {"id": "pause", "type": "wait", "duration": "2s"},
+            {"id": "tag", "type": "add_tag", "tag": "waited"}
+        ]}))
+        .await;
+    flow.wait_status(waited, "COMPLETED", Duration::from_secs(30))
+        .await;
+    let mut workflows = Vec::new();
+    for e in [id, failed] {
+        let (_, e) = api.get(&format!("/api/v1/executions/{e}")).await;
+        workflows.push(e["workflow_id"].as_str().unwrap().to_owned());
+    }
+    let (done_wf, failed_wf) = (&workflows[0], &workflows[1]);
     let (status, _) = api.get(&format!("/api/v1/executions/{id}")).await;
     assert_eq!(status, 200);
     let (status, text) = api.get("/metrics").await;
@@ -64,12 +79,30 @@ async fn promtool_finds_nothing_to_report_in_metrics_after_a_workflow_ran(pool: 
         "flowpilot_worker_slots 20",
         "flowpilot_worker_slots_busy 0",
         "flowpilot_engine_step_errors_total{action=\"webhook\",error_class=\"permanent\"} 1",
+        &format!("flowpilot_executions_started_total{{workflow=\"{done_wf}\"}} 1"),
+        &format!(
+            "flowpilot_executions_finished_total{{status=\"COMPLETED\",workflow=\"{done_wf}\"}} 1"
+        ),
+        &format!(
+            "flowpilot_executions_finished_total{{status=\"FAILED\",workflow=\"{failed_wf}\"}} 1"
+        ),
+        &format!("flowpilot_execution_seconds_count{{workflow=\"{failed_wf}\"}} 1"),
     ] {
         assert!(
             text.lines().any(|l| l == sample),
             "no `{sample}` in /metrics:\n{text}"
         );
     }
+    let wait_seconds: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flowpilot_engine_step_seconds_sum{action=\"wait\"} "))
+        .expect("the wait step's time")
+        .parse()
+        .unwrap();
+    assert!(
+        wait_seconds < 1.0,
+        "the wait's step time holds its 2 s parked: {wait_seconds}"
+    );
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -125,6 +125,7 @@ impl Engine {
         if let Some(e) =
             store::execution::cancel(&self.pool, account_id, id, &from, to, plan::CANCELLED).await?
         {
+            self.observe_finished(e.workflow_id, e.status, e.created_at);
             return Ok(e);
         }
         let e = store::execution::get_in(&self.pool, account_id, id)

@@ -289,10 +289,14 @@ impl Engine {
             }
         }
         // Its first run: a start at its asked priority counted as waiting.
-        let first = e.started_at.is_none() && e.priority != Priority::Low;
+        let started = e.started_at.is_none();
+        let first = started && e.priority != Priority::Low;
         if !self.commit_bare(&mut e, t).await? {
             debug!("claimed by another worker");
             return Ok(Err(Run::Skipped));
+        }
+        if started {
+            self.observe_started(&e);
         }
         if first {
             self.fair_started(e.account_id).await;

@@ -288,9 +288,30 @@ impl Engine {
     /// Records a step's outcome, error class and time, when metrics are on.
     fn observe_step(&self, ran: &step::Ran<'_>, outcome: &str) {
         if let Some(m) = &self.metrics {
-            let took = (Utc::now() - ran.started_at).to_std().unwrap_or_default();
+            let took = (Utc::now() - ran.ran_at).to_std().unwrap_or_default();
             let class = ran.class.map(crate::domain::ErrorClass::as_str);
             m.observe(ran.step.action.kind(), outcome, class, took);
+        }
+    }
+
+    /// Counts `e`'s first run beginning.
+    fn observe_started(&self, e: &store::execution::Execution) {
+        if let Some(m) = &self.metrics {
+            m.executions.started(e.workflow_id);
+        }
+    }
+
+    /// Records an execution of `workflow` created at `created_at` reaching
+    /// its final `status`.
+    fn observe_finished(
+        &self,
+        workflow: Uuid,
+        status: crate::domain::Status,
+        created_at: chrono::DateTime<Utc>,
+    ) {
+        if let Some(m) = &self.metrics {
+            let took = (Utc::now() - created_at).to_std().unwrap_or_default();
+            m.executions.finished(workflow, status.as_str(), took);
         }
     }
 

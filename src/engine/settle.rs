@@ -108,6 +108,9 @@ impl Engine {
             debug!(step_id = %ran.step.id, action = ran.step.action.kind(), outcome, "step settled");
         }
         self.enqueue_job(e, job).await?;
+        if e.status.is_final() {
+            self.observe_finished(e.workflow_id, e.status, e.created_at);
+        }
         match e.status {
             Status::Completed => info!("execution completed"),
             Status::Retrying => {

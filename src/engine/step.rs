@@ -26,7 +26,10 @@ const HOLD_WITHOUT_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// One attempt of one step: its log row and its metric.
 pub(super) struct Ran<'a> {
     pub(super) step: &'a Step,
+    /// When the step first started (a parked step's row spans its wait).
     pub(super) started_at: DateTime<Utc>,
+    /// When this run of it began: its metric leaves the parked time out.
+    pub(super) ran_at: DateTime<Utc>,
     /// The log row's status; `None` for a step that parked or waits for
     /// its provider (its row is written when it ends, spanning the wait).
     pub(super) log: Option<LogStatus>,
@@ -43,6 +46,7 @@ impl<'a> Ran<'a> {
         Ran {
             step,
             started_at,
+            ran_at: Utc::now(),
             log: None,
             response: None,
             error: None,

@@ -50,7 +50,8 @@ pub async fn lock_executions(
 }
 
 /// Cancels, as [`super::execution::cancel`] does, those of `ids` whose
-/// status is one of `from`; returns the ids cancelled.
+/// status is one of `from`; returns the workflow and creation time of
+/// each one cancelled (for the execution metrics).
 ///
 /// # Errors
 /// Database errors.
@@ -61,11 +62,12 @@ pub async fn cancel_executions(
     from: &[Status],
     to: Status,
     reason: &str,
-) -> Result<Vec<Uuid>> {
+) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE workflow_executions SET {} \
-         WHERE account_id = $1 AND id = ANY($2) AND status = ANY($3) RETURNING id",
+         WHERE account_id = $1 AND id = ANY($2) AND status = ANY($3) \
+         RETURNING workflow_id, created_at",
         super::execution::CANCEL_SET
     )))
     .bind(account_id)

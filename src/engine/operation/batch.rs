@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -54,9 +54,14 @@ impl Engine {
             let Some(op) = op_store::lock(&mut tx, id, owner).await? else {
                 return Ok(());
             };
+            let mut cancelled = Vec::new();
             let (progress, woken) = match op.kind.as_str() {
                 "retry" => self.retry_batch(&mut tx, &op).await?,
-                "cancel" => (cancel_batch(&mut tx, &op).await?, vec![]),
+                "cancel" => {
+                    let (progress, ended) = cancel_batch(&mut tx, &op).await?;
+                    cancelled = ended;
+                    (progress, vec![])
+                }
                 _ => {
                     let step = first_step.as_deref().unwrap_or_default();
                     (self.enroll_batch(&mut tx, &op, step).await?, vec![])
@@ -67,6 +72,9 @@ impl Engine {
             tx.commit().await.map_err(store::Error::from)?;
             for e in &woken {
                 self.enqueue_soon(e).await;
+            }
+            for (workflow, created_at) in cancelled {
+                self.observe_finished(workflow, Status::Cancelled, created_at);
             }
             if finished {
                 info!(operation_id = %id, kind = %op.kind, total = op.total, done = op.done,
@@ -188,8 +196,12 @@ impl Engine {
     }
 }
 
-/// Cancels the next batch of executions in one statement.
-async fn cancel_batch(tx: &mut sqlx::PgConnection, op: &Operation) -> Result<Progress> {
+/// Cancels the next batch of executions in one statement; with the
+/// workflow and creation time of each one cancelled.
+async fn cancel_batch(
+    tx: &mut sqlx::PgConnection,
+    op: &Operation,
+) -> Result<(Progress, Vec<(Uuid, DateTime<Utc>)>)> {
     let ids = next_targets(tx, op, CANCEL_BATCH).await?;
     let to = plan::transition(Status::Running, Event::Cancel)?;
     let cancelled = bulk::cancel_executions(
@@ -203,12 +215,13 @@ async fn cancel_batch(tx: &mut sqlx::PgConnection, op: &Operation) -> Result<Pro
     .await?;
     let taken = count(ids.len());
     let done = count(cancelled.len());
-    Ok(Progress {
+    let progress = Progress {
         taken,
         done,
         skipped: taken - done,
         ..Progress::default()
-    })
+    };
+    Ok((progress, cancelled))
 }
 
 /// The targets after `op`'s position, at most `n`.
