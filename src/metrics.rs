@@ -121,6 +121,7 @@ pub struct EngineMetrics {
     seconds: HistogramVec,
     recoveries: IntCounterVec,
     demoted: IntCounter,
+    parks: IntCounterVec,
     /// Executions started and finished, by workflow.
     pub executions: ExecutionMetrics,
 }
@@ -170,16 +171,31 @@ impl EngineMetrics {
             "flowpilot_engine_starts_demoted_total",
             "Executions started at low priority because their account was past its fair share of starts",
         )?;
+        let parks = IntCounterVec::new(
+            Opts::new(
+                "flowpilot_engine_parks_total",
+                "Executions parked by waiting reason (wait, rate_limited, provider_unavailable, \
+                 retry_backoff, send_window, ...)",
+            ),
+            &["reason"],
+        )?;
         registry.register(Box::new(recoveries.clone()))?;
         registry.register(Box::new(demoted.clone()))?;
+        registry.register(Box::new(parks.clone()))?;
         Ok(EngineMetrics {
             steps,
             errors,
             seconds,
             recoveries,
             demoted,
+            parks,
             executions: ExecutionMetrics::register(registry)?,
         })
+    }
+
+    /// Counts an execution parked for `reason`.
+    pub fn parked(&self, reason: &str) {
+        self.parks.with_label_values(&[reason]).inc();
     }
 
     /// Counts one start demoted to low priority.
@@ -372,6 +388,8 @@ impl QueueMetrics {
 /// these series, so no false alarm from a process that never looked).
 pub struct HealthMetrics {
     up: IntGaugeVec,
+    executions: IntGaugeVec,
+    work: IntGaugeVec,
     breakers: IntGaugeVec,
     partitions_ahead: IntGauge,
 }
@@ -389,6 +407,22 @@ impl HealthMetrics {
             ),
             &["dependency"],
         )?;
+        let executions = IntGaugeVec::new(
+            Opts::new(
+                "flowpilot_executions",
+                "Executions not yet final by status (QUEUED, RUNNING, WAITING, RETRYING), across \
+                 accounts: counted for up to 200 ms, else the planner's estimate",
+            ),
+            &["status"],
+        )?;
+        let work = IntGaugeVec::new(
+            Opts::new(
+                "flowpilot_open_work",
+                "Bulk operations pending or running (kind=operations) and alerts firing, \
+                 not acknowledged (kind=alerts), across accounts",
+            ),
+            &["kind"],
+        )?;
         let breakers = IntGaugeVec::new(
             Opts::new(
                 "flowpilot_breakers",
@@ -401,10 +435,14 @@ impl HealthMetrics {
             "Months past the current one that have their log partitions",
         )?;
         registry.register(Box::new(up.clone()))?;
+        registry.register(Box::new(executions.clone()))?;
+        registry.register(Box::new(work.clone()))?;
         registry.register(Box::new(breakers.clone()))?;
         registry.register(Box::new(partitions_ahead.clone()))?;
         Ok(HealthMetrics {
             up,
+            executions,
+            work,
             breakers,
             partitions_ahead,
         })
@@ -413,6 +451,17 @@ impl HealthMetrics {
     /// Whether `dependency` answered.
     pub fn up(&self, dependency: &str, up: bool) {
         self.up.with_label_values(&[dependency]).set(i64::from(up));
+    }
+
+    /// Executions in `status`.
+    pub fn executions(&self, status: &str, n: i64) {
+        self.executions.with_label_values(&[status]).set(n);
+    }
+
+    /// Operations pending or running, and alerts firing.
+    pub fn open_work(&self, operations: i64, alerts: i64) {
+        self.work.with_label_values(&["operations"]).set(operations);
+        self.work.with_label_values(&["alerts"]).set(alerts);
     }
 
     /// Breakers open and half open.

@@ -43,6 +43,12 @@ async fn promtool_finds_nothing_to_report_in_metrics_after_a_workflow_ran(pool: 
         .await;
     flow.wait_status(waited, "COMPLETED", Duration::from_secs(30))
         .await;
+    // One parked for an hour: the status gauge counts it.
+    let parked = flow
+        .enter(json!({"steps": [{"id": "later", "type": "wait", "duration": "1h"}]}))
+        .await;
+    flow.wait_status(parked, "WAITING", Duration::from_secs(30))
+        .await;
     let mut workflows = Vec::new();
     for e in [id, failed] {
         let (_, e) = api.get(&format!("/api/v1/executions/{e}")).await;
@@ -87,6 +93,11 @@ async fn promtool_finds_nothing_to_report_in_metrics_after_a_workflow_ran(pool: 
             "flowpilot_executions_finished_total{{status=\"FAILED\",workflow=\"{failed_wf}\"}} 1"
         ),
         &format!("flowpilot_execution_seconds_count{{workflow=\"{failed_wf}\"}} 1"),
+        "flowpilot_executions{status=\"WAITING\"} 1",
+        "flowpilot_executions{status=\"RUNNING\"} 0",
+        "flowpilot_engine_parks_total{reason=\"wait\"} 2",
+        "flowpilot_open_work{kind=\"operations\"} 0",
+        "flowpilot_open_work{kind=\"alerts\"} 0",
     ] {
         assert!(
             text.lines().any(|l| l == sample),

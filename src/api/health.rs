@@ -111,6 +111,18 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             Ok(months) => gauges.partitions_ahead(months as usize),
             Err(e) => tracing::warn!(error = %e, "partition gauge not refreshed"),
         }
+        match state.reader.open_executions().await {
+            Ok(counts) => {
+                for (status, n) in counts {
+                    gauges.executions(status.as_str(), n.value);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "execution gauges not refreshed"),
+        }
+        match state.reader.open_work().await {
+            Ok((operations, alerts)) => gauges.open_work(operations, alerts),
+            Err(e) => tracing::warn!(error = %e, "operation and alert gauges not refreshed"),
+        }
     }
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&state.registry.gather())

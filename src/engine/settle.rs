@@ -110,6 +110,10 @@ impl Engine {
         self.enqueue_job(e, job).await?;
         if e.status.is_final() {
             self.observe_finished(e.workflow_id, e.status, e.created_at);
+        } else if let (Some(m), Some(reason), Status::Waiting | Status::Retrying) =
+            (&self.metrics, &e.waiting_reason, e.status)
+        {
+            m.parked(reason);
         }
         match e.status {
             Status::Completed => info!("execution completed"),

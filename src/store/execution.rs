@@ -398,21 +398,58 @@ pub async fn count_within(
     filter: &Filter,
     budget: &str,
 ) -> Result<super::page::Count> {
-    use super::page::{COUNT_CAP, Count};
+    let cap = Some(super::page::COUNT_CAP);
+    bounded_count(pool, budget, cap, |qb| push_filter(qb, account_id, filter)).await
+}
+
+/// Executions in each status that is not final (`QUEUED`, `RUNNING`,
+/// `WAITING`, `RETRYING`), across accounts, each counted for at most
+/// `budget` before the planner's estimate stands in (each status has a
+/// partial index, so a count reads only its rows).
+///
+/// # Errors
+/// Database errors.
+pub async fn count_open(pool: &PgPool, budget: &str) -> Result<Vec<(Status, super::page::Count)>> {
+    let mut out = Vec::new();
+    for status in [
+        Status::Queued,
+        Status::Running,
+        Status::Waiting,
+        Status::Retrying,
+    ] {
+        let n = bounded_count(pool, budget, None, |qb| {
+            qb.push(" WHERE status = ").push_bind(status.as_str());
+        })
+        .await?;
+        out.push((status, n));
+    }
+    Ok(out)
+}
+
+/// Counts the executions `filter` narrows (it pushes a WHERE clause), up to
+/// `cap` when given, for at most `budget`; past it, the planner's estimate.
+async fn bounded_count(
+    pool: &PgPool,
+    budget: &str,
+    cap: Option<i64>,
+    filter: impl Fn(&mut sqlx::QueryBuilder<sqlx::Postgres>),
+) -> Result<super::page::Count> {
+    use super::page::Count;
+    let cap = cap.unwrap_or(i64::MAX - 1);
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT set_config('statement_timeout', $1, true)")
         .bind(budget)
         .execute(&mut *tx)
         .await?;
     let mut qb = sqlx::QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM workflow_executions");
-    push_filter(&mut qb, account_id, filter);
-    qb.push(" LIMIT ").push_bind(COUNT_CAP + 1).push(") capped");
+    filter(&mut qb);
+    qb.push(" LIMIT ").push_bind(cap + 1).push(") capped");
     match qb.build_query_scalar::<i64>().fetch_one(&mut *tx).await {
         Ok(n) => {
             tx.commit().await?;
             Ok(Count {
-                value: n.min(COUNT_CAP),
-                exact: n <= COUNT_CAP,
+                value: n.min(cap),
+                exact: n <= cap,
                 estimated: false,
             })
         }
@@ -421,12 +458,12 @@ pub async fn count_within(
             drop(tx);
             let mut qb =
                 sqlx::QueryBuilder::new("EXPLAIN (FORMAT JSON) SELECT 1 FROM workflow_executions");
-            push_filter(&mut qb, account_id, filter);
+            filter(&mut qb);
             let plan: sqlx::types::Json<serde_json::Value> =
                 qb.build_query_scalar().fetch_one(pool).await?;
             let rows = plan.0[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0);
             Ok(Count {
-                value: (rows.round() as i64).clamp(0, COUNT_CAP),
+                value: (rows.round() as i64).clamp(0, cap),
                 exact: false,
                 estimated: true,
             })

@@ -38,6 +38,31 @@ impl Reader {
         Ok(())
     }
 
+    /// See [`super::execution::count_open`], counting each status for at
+    /// most 200 ms.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn open_executions(
+        &self,
+    ) -> Result<Vec<(crate::domain::Status, super::page::Count)>> {
+        super::execution::count_open(&self.pool, "200ms").await
+    }
+
+    /// Bulk operations pending or running, and alerts firing (not
+    /// acknowledged), across accounts.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn open_work(&self) -> Result<(i64, i64)> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT count(*) FROM operations WHERE state IN ('pending', 'running')), \
+                    (SELECT count(*) FROM alerts WHERE state = 'firing')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// See [`super::partition::months_ahead`].
     ///
     /// # Errors
