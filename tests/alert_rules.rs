@@ -52,17 +52,20 @@ fn alerts() -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// The source files that register metrics, concatenated.
+/// Every source file under `src/`, concatenated.
 fn sources() -> String {
-    let mut sources = String::new();
-    for dir in ["src", "src/controller"] {
-        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+    fn walk(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "rs") {
-                sources.push_str(&std::fs::read_to_string(path).unwrap());
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(path).unwrap());
             }
         }
     }
+    let mut sources = String::new();
+    walk(&root().join("src"), &mut sources);
     sources
 }
 

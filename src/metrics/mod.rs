@@ -1,8 +1,15 @@
 //! Prometheus metrics, all under `flowpilot_`. Each subsystem owns a struct
 //! with `register(&Registry)`; labels are bounded (route templates, methods,
-//! status classes), never ids.
+//! status classes), never ids but the capped `workflow` label
+//! ([`ExecutionMetrics`]).
+
+mod execution;
+mod health;
 
 use std::time::Duration;
+
+pub use execution::{ExecutionMetrics, WORKFLOW_LABELS};
+pub use health::HealthMetrics;
 
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -220,102 +227,6 @@ impl EngineMetrics {
     }
 }
 
-/// Most workflows with a `workflow` label of their own in a process; the
-/// rest are counted as `other`, so the label set stays bounded.
-pub const WORKFLOW_LABELS: usize = 20;
-
-/// Execution metrics by workflow: the first [`WORKFLOW_LABELS`] workflows
-/// a process sees are labelled with their id, later ones `other`.
-pub struct ExecutionMetrics {
-    started: IntCounterVec,
-    finished: IntCounterVec,
-    seconds: HistogramVec,
-    labelled: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
-}
-
-impl ExecutionMetrics {
-    /// Creates and registers the execution metrics.
-    ///
-    /// # Errors
-    /// When a metric of the same name is registered already.
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let started = IntCounterVec::new(
-            Opts::new(
-                "flowpilot_executions_started_total",
-                "Executions whose first run began, by workflow (first 20 seen, then other)",
-            ),
-            &["workflow"],
-        )?;
-        let finished = IntCounterVec::new(
-            Opts::new(
-                "flowpilot_executions_finished_total",
-                "Executions that reached a final status (COMPLETED, FAILED, CANCELLED), by workflow",
-            ),
-            &["workflow", "status"],
-        )?;
-        let seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "flowpilot_execution_seconds",
-                "Executions from creation to their final status, by workflow (waits included)",
-            )
-            .buckets(vec![
-                1.0,
-                5.0,
-                30.0,
-                60.0,
-                300.0,
-                900.0,
-                3600.0,
-                21_600.0,
-                86_400.0,
-                259_200.0,
-                604_800.0,
-                1_209_600.0,
-                2_592_000.0,
-            ]),
-            &["workflow"],
-        )?;
-        registry.register(Box::new(started.clone()))?;
-        registry.register(Box::new(finished.clone()))?;
-        registry.register(Box::new(seconds.clone()))?;
-        Ok(ExecutionMetrics {
-            started,
-            finished,
-            seconds,
-            labelled: std::sync::Mutex::default(),
-        })
-    }
-
-    /// The `workflow` label of `id`.
-    fn label(&self, id: uuid::Uuid) -> String {
-        let mut labelled = self
-            .labelled
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if labelled.contains(&id) || labelled.len() < WORKFLOW_LABELS && labelled.insert(id) {
-            id.to_string()
-        } else {
-            "other".to_owned()
-        }
-    }
-
-    /// Counts an execution of `workflow` whose first run began.
-    pub fn started(&self, workflow: uuid::Uuid) {
-        self.started
-            .with_label_values(&[&self.label(workflow)])
-            .inc();
-    }
-
-    /// Records an execution of `workflow` that reached `status` after `took`.
-    pub fn finished(&self, workflow: uuid::Uuid, status: &str, took: Duration) {
-        let label = self.label(workflow);
-        self.finished.with_label_values(&[&label, status]).inc();
-        self.seconds
-            .with_label_values(&[&label])
-            .observe(took.as_secs_f64());
-    }
-}
-
 /// Queue health gauges, set from Redis when `/metrics` of an API process is
 /// scraped (worker and controller processes leave them out, so one queue
 /// is one series per API replica, the same figure in each).
@@ -382,102 +293,6 @@ impl QueueMetrics {
     }
 }
 
-/// What an API or worker process checks when its `/metrics` is read:
-/// whether PostgreSQL and Redis answer, breakers not closed, log
-/// partitions ahead. Set only where checked (the controller has none of
-/// these series, so no false alarm from a process that never looked).
-pub struct HealthMetrics {
-    up: IntGaugeVec,
-    executions: IntGaugeVec,
-    work: IntGaugeVec,
-    breakers: IntGaugeVec,
-    partitions_ahead: IntGauge,
-}
-
-impl HealthMetrics {
-    /// Creates and registers the gauges.
-    ///
-    /// # Errors
-    /// When a metric of the same name is registered already.
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let up = IntGaugeVec::new(
-            Opts::new(
-                "flowpilot_dependency_up",
-                "1 when the dependency (postgres, redis) answered the last scrape's check, else 0",
-            ),
-            &["dependency"],
-        )?;
-        let executions = IntGaugeVec::new(
-            Opts::new(
-                "flowpilot_executions",
-                "Executions not yet final by status (QUEUED, RUNNING, WAITING, RETRYING), across \
-                 accounts: counted for up to 200 ms, else the planner's estimate",
-            ),
-            &["status"],
-        )?;
-        let work = IntGaugeVec::new(
-            Opts::new(
-                "flowpilot_open_work",
-                "Bulk operations pending or running (kind=operations) and alerts firing, \
-                 not acknowledged (kind=alerts), across accounts",
-            ),
-            &["kind"],
-        )?;
-        let breakers = IntGaugeVec::new(
-            Opts::new(
-                "flowpilot_breakers",
-                "Provider circuit breakers not closed, by state (open, half_open)",
-            ),
-            &["state"],
-        )?;
-        let partitions_ahead = IntGauge::new(
-            "flowpilot_log_partitions_ahead",
-            "Months past the current one that have their log partitions",
-        )?;
-        registry.register(Box::new(up.clone()))?;
-        registry.register(Box::new(executions.clone()))?;
-        registry.register(Box::new(work.clone()))?;
-        registry.register(Box::new(breakers.clone()))?;
-        registry.register(Box::new(partitions_ahead.clone()))?;
-        Ok(HealthMetrics {
-            up,
-            executions,
-            work,
-            breakers,
-            partitions_ahead,
-        })
-    }
-
-    /// Whether `dependency` answered.
-    pub fn up(&self, dependency: &str, up: bool) {
-        self.up.with_label_values(&[dependency]).set(i64::from(up));
-    }
-
-    /// Executions in `status`.
-    pub fn executions(&self, status: &str, n: i64) {
-        self.executions.with_label_values(&[status]).set(n);
-    }
-
-    /// Operations pending or running, and alerts firing.
-    pub fn open_work(&self, operations: i64, alerts: i64) {
-        self.work.with_label_values(&["operations"]).set(operations);
-        self.work.with_label_values(&["alerts"]).set(alerts);
-    }
-
-    /// Breakers open and half open.
-    pub fn breakers(&self, open: usize, half_open: usize) {
-        self.breakers.with_label_values(&["open"]).set(open as i64);
-        self.breakers
-            .with_label_values(&["half_open"])
-            .set(half_open as i64);
-    }
-
-    /// Months ahead with their partitions.
-    pub fn partitions_ahead(&self, months: usize) {
-        self.partitions_ahead.set(months as i64);
-    }
-}
-
 /// Lookups of the in-process caches (`cache`: `definitions`, `workflows`,
 /// `limits`; `result`: `hit`, `miss`), for their hit ratios.
 pub fn cache_lookups(registry: &Registry) -> prometheus::Result<IntCounterVec> {
@@ -490,37 +305,4 @@ pub fn cache_lookups(registry: &Registry) -> prometheus::Result<IntCounterVec> {
     )?;
     registry.register(Box::new(lookups.clone()))?;
     Ok(lookups)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_workflow_label_set_stays_bounded() {
-        let m = ExecutionMetrics::register(&Registry::new()).unwrap();
-        let ids: Vec<uuid::Uuid> = (0..WORKFLOW_LABELS + 5)
-            .map(|_| uuid::Uuid::new_v4())
-            .collect();
-        for id in &ids {
-            m.started(*id);
-        }
-        // The first ones keep their label, later ones are `other`, and a
-        // labelled one seen again keeps it.
-        assert_eq!(m.label(ids[0]), ids[0].to_string());
-        assert_eq!(
-            m.label(ids[WORKFLOW_LABELS - 1]),
-            ids[WORKFLOW_LABELS - 1].to_string()
-        );
-        assert_eq!(m.label(ids[WORKFLOW_LABELS]), "other");
-        let other = m.started.with_label_values(&["other"]).get();
-        assert_eq!(other, 5);
-        m.finished(ids[3], "COMPLETED", Duration::from_secs(90));
-        assert_eq!(
-            m.seconds
-                .with_label_values(&[&ids[3].to_string()])
-                .get_sample_count(),
-            1
-        );
-    }
 }
