@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +19,6 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::{Value as Json, json};
 use sqlx::PgPool;
-use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 
 /// Paths the receiver was called on.
@@ -59,14 +57,6 @@ async fn receiver() -> (String, Seen) {
     (base, seen)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[sqlx::test]
 async fn a_workflow_run_at_trace_level_logs_no_contact_data_and_no_secret(pool: PgPool) {
     let tag = uuid::Uuid::new_v4().simple().to_string();
@@ -84,29 +74,12 @@ async fn a_workflow_run_at_trace_level_logs_no_contact_data_and_no_secret(pool: 
     let webhook_secret = format!("webhook-secret-{tag}");
 
     let (base, seen) = receiver().await;
-    let smtp_port = free_port();
+    let smtp_port = common::free_port();
     let mail = std::env::temp_dir().join(format!("{}.jsonl", common::unique("mail")));
-    let python = std::env::var("FLOWPILOT_TEST_PYTHON").expect("run `make test`");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
-    let mut smtp = Command::new(python)
-        .args([
-            script,
-            &smtp_port.to_string(),
-            mail.to_str().unwrap(),
-            &format!("probe-user:{smtp_password}"),
-        ])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut ready = tokio::io::BufReader::new(smtp.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), ready.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(line.as_deref(), Some("ready"));
+    let auth = format!("probe-user:{smtp_password}");
+    let _smtp = common::smtp_sink(smtp_port, &mail, Some(&auth)).await;
 
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let log = std::env::temp_dir().join(format!("{}.log", common::unique("trace")));
     let out = std::fs::File::create(&log).unwrap();
     let env = [

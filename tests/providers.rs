@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -13,35 +12,15 @@ use axum::{Form, Json as AxumJson, Router};
 use flowpilot::action::{ErrorClass, email, sms};
 use flowpilot::provider::{HttpSms, Smtp};
 use serde_json::{Value as Json, json};
-use tokio::io::AsyncBufReadExt;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_port;
 
 #[tokio::test]
 async fn smtp_delivers_to_a_real_server_and_classifies_a_rejected_recipient_as_permanent() {
     flowpilot::tls::install_crypto_provider();
     let port = free_port();
     let file = std::env::temp_dir().join(format!("{}.jsonl", common::unique("smtp")));
-    let python = std::env::var("FLOWPILOT_TEST_PYTHON").expect("run `make test`");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
-    let mut server = tokio::process::Command::new(python)
-        .args([script, &port.to_string(), file.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(ready.as_deref(), Some("ready"));
+    let _server = common::smtp_sink(port, &file, None).await;
 
     let smtp = Smtp::new(&format!("smtp://127.0.0.1:{port}"), "team@flowpilot.test").unwrap();
     let msg = email::Message {

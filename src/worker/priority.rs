@@ -48,29 +48,6 @@ pub fn share_slots(free: usize, ready: &[usize], tick: u64, reserve: usize) -> V
     take
 }
 
-/// The jobs to claim, in order, each with its queue's index: every queue's
-/// share (highest queue first), then the rest in priority order for slots
-/// left when some claims fail (another worker holds the job), except the
-/// lowest queue's when it keeps a reserve (they would take it). Says
-/// whether any were held back so.
-pub fn order<T>(ready: Vec<Vec<T>>, take: &[usize], reserve: usize) -> (Vec<(usize, T)>, bool) {
-    let lowest = ready.len().saturating_sub(1);
-    let mut candidates = Vec::new();
-    let mut rest = Vec::new();
-    let mut held_back = false;
-    for (q, (mut ids, &n)) in ready.into_iter().zip(take).enumerate() {
-        let tail = ids.split_off(n.min(ids.len()));
-        candidates.extend(ids.into_iter().map(|id| (q, id)));
-        if q == lowest && q > 0 && reserve > 0 {
-            held_back |= !tail.is_empty();
-        } else {
-            rest.extend(tail.into_iter().map(|id| (q, id)));
-        }
-    }
-    candidates.extend(rest);
-    (candidates, held_back)
-}
-
 /// Slots the lowest queue leaves to the higher ones: one in eight (none
 /// for a worker of one queue or fewer than eight slots).
 pub fn reserve(max_jobs: usize, queues: usize) -> usize {

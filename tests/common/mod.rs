@@ -178,3 +178,39 @@ pub fn database_url(pool: &sqlx::PgPool) -> String {
     url.set_path(&db);
     url.to_string()
 }
+
+/// A TCP port on 127.0.0.1 free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real SMTP server (`tests/support/smtp_sink.py`, aiosmtpd) on `port`,
+/// appending each message as a JSON line to `file`; with `auth`
+/// (`user:password`) it requires AUTH. Returns once it is ready.
+pub async fn smtp_sink(
+    port: u16,
+    file: &std::path::Path,
+    auth: Option<&str>,
+) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let python = std::env::var("FLOWPILOT_TEST_PYTHON").expect("run `make test`");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
+    let mut server = Command::new(python)
+        .args([script, &port.to_string(), file.to_str().unwrap()])
+        .args(auth)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ready.as_deref(), Some("ready"));
+    server
+}

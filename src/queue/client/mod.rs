@@ -310,23 +310,6 @@ impl Client {
             .collect())
     }
 
-    /// The first `limit` jobs of `queue` by score, due or not, with their
-    /// scores: what a worker's poll reads (the due ones to claim, the first
-    /// one not due yet to know when to look again).
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn head(&self, queue: &str, limit: usize) -> Result<Vec<(String, i64)>> {
-        let rows: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(queue)
-            .arg(0)
-            .arg(limit.saturating_sub(1))
-            .arg("WITHSCORES")
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(rows.into_iter().map(|(id, s)| (id, s as i64)).collect())
-    }
-
     /// Requests an abort as `Job.abort()` does (without waiting for the result).
     ///
     /// # Errors
