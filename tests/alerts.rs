@@ -486,6 +486,14 @@ async fn failure_rate_breaker_and_stalled_queue_rules_fire_on_their_conditions(p
         .query_async(&mut redis)
         .await
         .unwrap();
+    // As the report script leaves an opened breaker: in the index too.
+    let _: () = redis::cmd("ZADD")
+        .arg(flowpilot::queue::keys::breakers_opened(&api.flow.prefix))
+        .arg(0)
+        .arg(&breaker)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     let queue = common::client(flowpilot::queue::Serializer::Pickle).await;
     queue
         .enqueue(

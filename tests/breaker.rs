@@ -47,10 +47,29 @@ async fn a_breaker_opens_on_its_failure_ratio_refuses_on_a_ramped_schedule_probe
     }
     // The tenth call, a success: 9 of 10 failed, it opens.
     assert_eq!(report(t0 + 9, true, false).await, BreakerState::Open);
+    // Listed as not closed (from the index of opened breakers, no scan).
+    let listed = client.breakers_not_closed(&prefix).await.unwrap();
+    assert_eq!(listed, [(key.to_owned(), BreakerState::Open)]);
     // Back to closed after a successful probe, with a fresh window.
     let t0 = t0 + 9 + 5_000;
     assert_eq!(admit(t0).await, Admission::Probe);
     assert_eq!(report(t0, true, true).await, BreakerState::Closed);
+    // No longer listed, and out of the index.
+    assert!(
+        client
+            .breakers_not_closed(&prefix)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut raw = common::raw().await;
+    let index = flowpilot::queue::keys::breakers_opened(&prefix);
+    assert_eq!(
+        redis::AsyncCommands::zcard::<_, u64>(&mut raw, &index)
+            .await
+            .unwrap(),
+        0
+    );
     // Successes keep the ratio under half: still closed.
     for i in 1..12 {
         assert_eq!(report(t0 + i, true, false).await, BreakerState::Closed);

@@ -73,6 +73,13 @@ pub fn breaker(prefix: &str, provider: &str) -> String {
     format!("{prefix}:breaker:{provider}")
 }
 
+/// `<prefix>:breakers:opened`: a sorted set of the breaker keys that
+/// opened (scored by when), so that listing the breakers not closed needs
+/// no scan of the keyspace; closed ones leave it as they are listed.
+pub fn breakers_opened(prefix: &str) -> String {
+    format!("{prefix}:breakers:opened")
+}
+
 /// `<prefix>:invalidate`: the pub/sub channel a change to something
 /// processes cache (`workflow:<id>`, `limits:<account>`) is announced on.
 pub fn invalidate(prefix: &str) -> String {

@@ -128,8 +128,8 @@ static REPORT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{KEEP}{}",
         r"
--- KEYS: breaker   ARGV: now ms, ok (1/0), probe (1/0), permille, min calls,
---                        window ms, open ms, ttl ms
+-- KEYS: breaker, index of breakers that opened
+-- ARGV: now ms, ok (1/0), probe (1/0), permille, min calls, window ms, open ms, ttl ms
 local now = tonumber(ARGV[1])
 local ok = ARGV[2] == '1'
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
@@ -139,6 +139,7 @@ local function open()
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', until_ms,
     'next_slot', math.max(slot, until_ms), 'opened', now)
+  redis.call('ZADD', KEYS[2], now, KEYS[1])
 end
 if ARGV[3] == '1' then
   if state ~= 'half_open' then return state end
@@ -179,6 +180,19 @@ keep(now, ARGV[8])
 return redis.call('HGET', KEYS[1], 'state') or 'closed'
 "
     ))
+});
+
+/// Takes a breaker out of the index of those that opened, if it is still
+/// closed or gone (a report may have opened it since it was read).
+static CLOSED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: index, breaker
+local state = redis.call('HGET', KEYS[2], 'state') or 'closed'
+if state == 'closed' then redis.call('ZREM', KEYS[1], KEYS[2]) end
+return 0
+",
+    )
 });
 
 /// How long an idle breaker's state is kept: long past any open period.
@@ -241,6 +255,7 @@ impl Client {
     ) -> Result<BreakerState> {
         let state: String = REPORT
             .key(keys::breaker(prefix, provider))
+            .key(keys::breakers_opened(prefix))
             .arg(now_ms)
             .arg(u8::from(ok))
             .arg(u8::from(probe))
@@ -263,36 +278,40 @@ impl Client {
     /// # Errors
     /// Redis errors.
     pub async fn breakers_not_closed(&self, prefix: &str) -> Result<Vec<(String, BreakerState)>> {
-        let pattern = keys::breaker(prefix, "*");
+        // Every breaker that ever opened is in the index (the report script
+        // adds it); those closed or expired since leave it here. No SCAN of
+        // the keyspace, which holds every job and result.
+        let index = keys::breakers_opened(prefix);
         let head = keys::breaker(prefix, "");
         let mut conn = self.conn();
-        let mut cursor: u64 = 0;
+        let listed: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
         let mut found = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
+        for key in listed {
+            let state: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("state")
                 .query_async(&mut conn)
                 .await?;
-            for key in batch {
-                let state: Option<String> = redis::cmd("HGET")
-                    .arg(&key)
-                    .arg("state")
-                    .query_async(&mut conn)
-                    .await?;
-                let state = state_of(state.as_deref().unwrap_or("closed"));
-                if state != BreakerState::Closed {
+            match state.as_deref().map(state_of) {
+                Some(state) if state != BreakerState::Closed => {
                     let provider = key.strip_prefix(&head).unwrap_or(&key).to_owned();
                     found.push((provider, state));
                 }
+                // Closed, or gone: out of the index, unless it opened again
+                // meanwhile (then its state is no longer what was read).
+                _ => {
+                    CLOSED
+                        .key(&index)
+                        .key(&key)
+                        .invoke_async::<()>(&mut conn)
+                        .await?;
+                }
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
