@@ -85,6 +85,32 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     )
 }
 
+/// Counts of the whole record for an API process's `/metrics`: open
+/// executions by status, operations and alerts open. At most once per
+/// [`COUNT_EVERY`] in a process, however often it is scraped; worker
+/// processes leave them to the API (each would count the same rows).
+pub async fn count_open(state: &AppState) {
+    let gauges = &state.health_metrics;
+    if !gauges.count_due(COUNT_EVERY) {
+        return;
+    }
+    match state.reader.open_executions().await {
+        Ok(counts) => {
+            for (status, n) in counts {
+                gauges.executions(status.as_str(), n.value);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "execution gauges not refreshed"),
+    }
+    match state.reader.open_work().await {
+        Ok((operations, alerts)) => gauges.open_work(operations, alerts),
+        Err(e) => tracing::warn!(error = %e, "operation and alert gauges not refreshed"),
+    }
+}
+
+/// Least time between two counts of [`count_open`] in one process.
+pub const COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Prometheus metrics.
 ///
 /// The dependency, breaker and partition gauges are read first; a check
@@ -110,18 +136,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         match state.reader.partitions_ahead().await {
             Ok(months) => gauges.partitions_ahead(months as usize),
             Err(e) => tracing::warn!(error = %e, "partition gauge not refreshed"),
-        }
-        match state.reader.open_executions().await {
-            Ok(counts) => {
-                for (status, n) in counts {
-                    gauges.executions(status.as_str(), n.value);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "execution gauges not refreshed"),
-        }
-        match state.reader.open_work().await {
-            Ok((operations, alerts)) => gauges.open_work(operations, alerts),
-            Err(e) => tracing::warn!(error = %e, "operation and alert gauges not refreshed"),
         }
     }
     let text = prometheus::TextEncoder::new()

@@ -94,6 +94,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
         Err(e) => tracing::warn!(error = %e, "queue gauges not refreshed"),
     }
+    super::health::count_open(&state).await;
     super::health::metrics(State(state)).await
 }
 

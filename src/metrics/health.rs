@@ -8,6 +8,8 @@ use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 /// partitions ahead. Set only where checked (the controller has none of
 /// these series, so no false alarm from a process that never looked).
 pub struct HealthMetrics {
+    /// When the counts of the record were last taken.
+    counted: std::sync::Mutex<Option<std::time::Instant>>,
     up: IntGaugeVec,
     executions: IntGaugeVec,
     work: IntGaugeVec,
@@ -61,12 +63,27 @@ impl HealthMetrics {
         registry.register(Box::new(breakers.clone()))?;
         registry.register(Box::new(partitions_ahead.clone()))?;
         Ok(HealthMetrics {
+            counted: std::sync::Mutex::default(),
             up,
             executions,
             work,
             breakers,
             partitions_ahead,
         })
+    }
+
+    /// Whether `every` has passed since the counts were last taken (then
+    /// they are taken now, as far as the next caller knows).
+    pub fn count_due(&self, every: std::time::Duration) -> bool {
+        let mut counted = self
+            .counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = counted.is_none_or(|at| at.elapsed() >= every);
+        if due {
+            *counted = Some(std::time::Instant::now());
+        }
+        due
     }
 
     /// Whether `dependency` answered.
