@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::process::Command;
@@ -36,10 +35,7 @@ async fn the_printed_curl_sequence_runs_against_flowpilot_dev(pool: PgPool) {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    common::eventually(Duration::from_secs(30), "the API to listen", || async {
-        tokio::net::TcpStream::connect(&listen).await.ok()
-    })
-    .await;
+    common::until_listening(&listen).await;
 
     let printed = Command::new("bash")
         .arg(format!("{root}/tests/support/next-steps.sh"))

@@ -111,10 +111,7 @@ async fn a_workflow_run_at_trace_level_logs_no_contact_data_and_no_secret(pool: 
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    common::eventually(Duration::from_secs(30), "the API to listen", || async {
-        tokio::net::TcpStream::connect(&listen).await.ok()
-    })
-    .await;
+    common::until_listening(&listen).await;
 
     flowpilot::tls::install_crypto_provider();
     let http = reqwest::Client::new();

@@ -137,3 +137,34 @@ async fn promtool_finds_nothing_to_report_in_metrics_after_a_workflow_ran(pool: 
     );
     api.finish().await;
 }
+
+#[sqlx::test]
+async fn an_execution_cancelled_by_erasing_its_contact_counts_as_finished(pool: PgPool) {
+    let api = Api::start(pool.clone()).await;
+    let flow = &api.flow;
+    let grace = flow.contact("grace@example.com", false).await;
+    let workflow = flow
+        .workflow(json!({"steps": [{"id": "later", "type": "wait", "duration": "1h"}]}))
+        .await;
+    let id = flow.start_execution(workflow, grace).await;
+    flow.wait_status(id, "WAITING", Duration::from_secs(30))
+        .await;
+    let (status, _) = api
+        .call(
+            axum::http::Method::DELETE,
+            &format!("/api/v1/contacts/{grace}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, text) = api.get("/metrics").await;
+    let sample = format!(
+        "flowpilot_executions_finished_total{{status=\"CANCELLED\",workflow=\"{workflow}\"}} 1"
+    );
+    let text = text.as_str().unwrap();
+    assert!(
+        text.lines().any(|l| l == sample),
+        "no `{sample}` in:\n{text}"
+    );
+    api.finish().await;
+}

@@ -34,6 +34,13 @@ async fn wait_result(client: &Client, queue: &str, id: &str) -> JobResult {
 }
 
 /// Every key under `pattern` with its type, value and whether it expires.
+async fn until_in_progress(client: &Client, queue: &str, id: &str) {
+    common::eventually(Duration::from_secs(10), "the job to start", || async {
+        (client.status(queue, id).await.unwrap() == JobStatus::InProgress).then_some(())
+    })
+    .await;
+}
+
 async fn snapshot(pattern: &str) -> BTreeMap<String, String> {
     let mut r = common::raw().await;
     let found: Vec<String> = r.keys(pattern).await.unwrap();
@@ -368,12 +375,7 @@ async fn retries_timeouts_tries_aborts_and_panics_end_as_arq_ends_them() {
     // Abort: a running job is cancelled; a deferred one is pulled forward
     // and failed before it starts. Both store CancelledError.
     let slow = &ids["slow"];
-    common::eventually(Duration::from_secs(10), "slow to start", || {
-        let client = client.clone();
-        let (q, id) = (queue.clone(), slow.clone());
-        async move { (client.status(&q, &id).await.unwrap() == JobStatus::InProgress).then_some(()) }
-    })
-    .await;
+    until_in_progress(&client, &queue, slow).await;
     client.abort(&queue, slow).await.unwrap();
     client.abort(&queue, &deferred_abort).await.unwrap();
     let cancelled = Value::Object {
@@ -417,12 +419,7 @@ async fn a_worker_with_every_slot_taken_still_cancels_an_aborted_job() {
         Serializer::Pickle,
     )
     .await;
-    common::eventually(Duration::from_secs(10), "slow to start", || {
-        let client = client.clone();
-        let (q, id) = (queue.clone(), slow.clone());
-        async move { (client.status(&q, &id).await.unwrap() == JobStatus::InProgress).then_some(()) }
-    })
-    .await;
+    until_in_progress(&client, &queue, &slow).await;
     client.abort(&queue, &slow).await.unwrap();
     let r = wait_result(&client, &queue, &slow).await;
     assert!(

@@ -152,10 +152,11 @@ pub async fn erase(
     Id(id): Id,
 ) -> Result<Json<Erasure>, ApiError> {
     let e = state.engine.erase_contact(auth.account_id, id).await?;
-    tracing::info!(contact_id = %id, cancelled = e.cancelled, "contact erased");
+    let cancelled = e.cancelled.len() as u64;
+    tracing::info!(contact_id = %id, cancelled, "contact erased");
     Ok(Json(Erasure {
         erased_at: e.erased_at,
-        executions_cancelled: e.cancelled,
+        executions_cancelled: cancelled,
         executions_redacted: e.executions,
         logs_redacted: e.logs,
         messages_redacted: e.messages,

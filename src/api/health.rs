@@ -68,8 +68,7 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(operation_id = "readyz", get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let db = state.reader.ping().await.is_ok();
-    let redis = state.queue.ping().await.is_ok();
+    let (db, redis) = reachable(&state).await;
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let status = if db && redis {
         StatusCode::OK
@@ -83,6 +82,12 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             checks: json!({"postgres": word(db), "redis": word(redis)}),
         }),
     )
+}
+
+/// Whether PostgreSQL and Redis answer, asked at once.
+async fn reachable(state: &AppState) -> (bool, bool) {
+    let (db, redis) = tokio::join!(state.reader.ping(), state.queue.ping());
+    (db.is_ok(), redis.is_ok())
 }
 
 /// Counts of the whole record for an API process's `/metrics`: open
@@ -117,8 +122,7 @@ pub const COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 /// that fails leaves the others as they were, and the scrape answers.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let gauges = &state.health_metrics;
-    let db = state.reader.ping().await.is_ok();
-    let redis = state.queue.ping().await.is_ok();
+    let (db, redis) = reachable(&state).await;
     gauges.up("postgres", db);
     gauges.up("redis", redis);
     if redis {

@@ -67,9 +67,11 @@ impl Engine {
     pub async fn erase_contact(&self, account_id: Uuid, id: Uuid) -> Result<Erased> {
         let from = plan::sources(Event::Cancel);
         let to = plan::transition(Status::Running, Event::Cancel)?;
-        store::contact::erase(&self.pool, account_id, id, &from, to, plan::CANCELLED)
+        let erased = store::contact::erase(&self.pool, account_id, id, &from, to, plan::CANCELLED)
             .await?
-            .ok_or(Error::ContactNotFound)
+            .ok_or(Error::ContactNotFound)?;
+        self.observe_cancelled(&erased.cancelled);
+        Ok(erased)
     }
 }
 

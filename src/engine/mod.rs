@@ -315,6 +315,30 @@ impl Engine {
         }
     }
 
+    /// Records where a checkpoint left `e`: at its end, or parked (for its
+    /// waiting reason).
+    fn observe_settled(&self, e: &store::execution::Execution) {
+        use crate::domain::Status;
+        if e.status.is_final() {
+            self.observe_finished(e.workflow_id, e.status, e.created_at);
+        } else if let (Some(m), Some(reason), Status::Waiting | Status::Retrying) =
+            (&self.metrics, &e.waiting_reason, e.status)
+        {
+            m.parked(reason);
+        }
+    }
+
+    /// Records executions a statement over many cancelled.
+    fn observe_cancelled(&self, ended: &[store::execution::Ended]) {
+        for e in ended {
+            self.observe_finished(
+                e.workflow_id,
+                crate::domain::Status::Cancelled,
+                e.created_at,
+            );
+        }
+    }
+
     /// Records what the maintenance loop did with one execution.
     fn observe_recovery(&self, status: &str, outcome: &str) {
         if let Some(m) = &self.metrics {

@@ -108,13 +108,7 @@ impl Engine {
             debug!(step_id = %ran.step.id, action = ran.step.action.kind(), outcome, "step settled");
         }
         self.enqueue_job(e, job).await?;
-        if e.status.is_final() {
-            self.observe_finished(e.workflow_id, e.status, e.created_at);
-        } else if let (Some(m), Some(reason), Status::Waiting | Status::Retrying) =
-            (&self.metrics, &e.waiting_reason, e.status)
-        {
-            m.parked(reason);
-        }
+        self.observe_settled(e);
         match e.status {
             Status::Completed => info!("execution completed"),
             Status::Retrying => {

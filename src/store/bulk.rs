@@ -10,7 +10,7 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Result;
-use super::execution::{Execution, Filter};
+use super::execution::{Ended, Execution, Filter};
 use crate::domain::{Priority, Status};
 
 /// The ids of the account's executions `filter` names, by id, at most
@@ -50,8 +50,7 @@ pub async fn lock_executions(
 }
 
 /// Cancels, as [`super::execution::cancel`] does, those of `ids` whose
-/// status is one of `from`; returns the workflow and creation time of
-/// each one cancelled (for the execution metrics).
+/// status is one of `from`; returns those it cancelled.
 ///
 /// # Errors
 /// Database errors.
@@ -62,7 +61,7 @@ pub async fn cancel_executions(
     from: &[Status],
     to: Status,
     reason: &str,
-) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
+) -> Result<Vec<Ended>> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     Ok(sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE workflow_executions SET {} \

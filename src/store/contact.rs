@@ -237,12 +237,12 @@ pub async fn update(
 }
 
 /// What an erasure changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Erased {
     /// When.
     pub erased_at: DateTime<Utc>,
     /// Executions of the contact still running, cancelled.
-    pub cancelled: u64,
+    pub cancelled: Vec<super::execution::Ended>,
     /// Executions of the contact, their context, metadata and error redacted.
     pub executions: u64,
     /// Their log rows, response and error redacted.

@@ -265,20 +265,30 @@ pub async fn cancel_of_contact(
     from: &[Status],
     to: Status,
     reason: &str,
-) -> Result<u64> {
+) -> Result<Vec<Ended>> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    Ok(sqlx::query(AssertSqlSafe(format!(
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE workflow_executions SET {CANCEL_SET} \
-         WHERE account_id = $1 AND contact_id = $2 AND status = ANY($3)"
+         WHERE account_id = $1 AND contact_id = $2 AND status = ANY($3) \
+         RETURNING workflow_id, created_at"
     )))
     .bind(account_id)
     .bind(contact_id)
     .bind(&from)
     .bind(to.as_str())
     .bind(reason)
-    .execute(conn)
-    .await?
-    .rows_affected())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// An execution a statement over many ended (cancelled): what the
+/// execution metrics count it by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
+pub struct Ended {
+    /// Its workflow.
+    pub workflow_id: Uuid,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
 }
 
 // === listing ===

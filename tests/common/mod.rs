@@ -214,3 +214,11 @@ pub async fn smtp_sink(
     assert_eq!(ready.as_deref(), Some("ready"));
     server
 }
+
+/// Waits (up to 30 s) until something accepts connections on `addr`.
+pub async fn until_listening(addr: &str) {
+    eventually(Duration::from_secs(30), "the API to listen", || async {
+        tokio::net::TcpStream::connect(addr).await.ok()
+    })
+    .await;
+}

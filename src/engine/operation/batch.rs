@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::Value as Json;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -14,7 +14,7 @@ use crate::engine::plan::{self, Command, Event, Machine, Status};
 use crate::engine::settle::{Writes, write};
 use crate::engine::{Engine, Error, Priority, Result};
 use crate::store::bulk::{ContactFilter, Enroll, Reenroll};
-use crate::store::execution::Execution;
+use crate::store::execution::{Ended, Execution};
 use crate::store::operation::{self as op_store, Operation, Progress};
 use crate::store::{self, bulk};
 
@@ -73,9 +73,7 @@ impl Engine {
             for e in &woken {
                 self.enqueue_soon(e).await;
             }
-            for (workflow, created_at) in cancelled {
-                self.observe_finished(workflow, Status::Cancelled, created_at);
-            }
+            self.observe_cancelled(&cancelled);
             if finished {
                 info!(operation_id = %id, kind = %op.kind, total = op.total, done = op.done,
                       skipped = op.skipped, failed = op.failed, "operation completed");
@@ -196,12 +194,12 @@ impl Engine {
     }
 }
 
-/// Cancels the next batch of executions in one statement; with the
-/// workflow and creation time of each one cancelled.
+/// Cancels the next batch of executions in one statement; with those it
+/// cancelled.
 async fn cancel_batch(
     tx: &mut sqlx::PgConnection,
     op: &Operation,
-) -> Result<(Progress, Vec<(Uuid, DateTime<Utc>)>)> {
+) -> Result<(Progress, Vec<Ended>)> {
     let ids = next_targets(tx, op, CANCEL_BATCH).await?;
     let to = plan::transition(Status::Running, Event::Cancel)?;
     let cancelled = bulk::cancel_executions(

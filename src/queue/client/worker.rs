@@ -72,6 +72,9 @@ impl Client {
         ttl: Duration,
         aborts: bool,
     ) -> Result<Round> {
+        if !aborts && wanted.is_empty() {
+            return Ok(Round::default());
+        }
         let mut pipe = redis::pipe();
         if aborts {
             pipe.cmd("ZRANGE").arg(keys::ABORT_SET).arg(0).arg(-1);
@@ -97,9 +100,6 @@ impl Client {
                     .arg(keys::JOB_PREFIX)
                     .arg(keys::RETRY_PREFIX),
             );
-        }
-        if !aborts && wanted.is_empty() {
-            return Ok(Round::default());
         }
         let mut replies: Vec<Value> = pipe.query_async(&mut self.conn()).await?;
         let aborts = if aborts {
