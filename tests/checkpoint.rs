@@ -168,6 +168,7 @@ async fn a_checkpoint_that_lost_a_race_writes_no_log_row_and_no_contact_change(p
         fingerprint: None,
         started_at: chrono::Utc::now(),
         completed_at: chrono::Utc::now(),
+        exec_ms: 0,
     };
     let change = NetChange::of(&[Change::AddTag("x".into())]);
     let mut conn = pool.acquire().await.unwrap();

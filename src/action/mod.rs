@@ -17,6 +17,7 @@ pub mod condition;
 pub mod contact;
 pub mod email;
 mod error;
+mod foresight;
 pub mod sms;
 pub mod template;
 mod throttle;
@@ -32,6 +33,7 @@ use serde_json::{Value as Json, json};
 
 pub use crate::domain::ErrorClass;
 pub use error::{ActionError, FieldError};
+pub use foresight::Foresight;
 pub use throttle::RATE_LIMITED;
 use throttle::throttle;
 

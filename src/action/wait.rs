@@ -9,7 +9,8 @@
 //! ```
 
 use chrono::{
-    DateTime, Datelike, Duration as ChronoDuration, NaiveTime, SubsecRound, TimeZone, Utc, Weekday,
+    DateTime, Datelike, Duration as ChronoDuration, NaiveTime, SubsecRound, TimeZone, Timelike,
+    Utc, Weekday,
 };
 use chrono_tz::Tz;
 use serde::Deserialize;
@@ -165,7 +166,7 @@ impl Wait {
         Ok(())
     }
 
-    fn target(&self, input: &Input<'_>) -> Result<DateTime<Utc>, ActionError> {
+    pub(super) fn target(&self, input: &Input<'_>) -> Result<DateTime<Utc>, ActionError> {
         let mut t = match (&self.duration, &self.until) {
             (Some(d), _) => {
                 let d = humantime::parse_duration(d)
@@ -212,8 +213,12 @@ impl Wait {
             None => self.target(input)?.trunc_subsecs(6),
         };
         if until <= input.now {
+            // The contact's local hour when the wait ended: analytics
+            // count waits that end outside sending hours (suggestions).
+            let tz: Tz = input.timezone.parse().unwrap_or(Tz::UTC);
+            let local_hour = input.now.with_timezone(&tz).hour();
             return Ok(Outcome::Done {
-                response: json!({"waited_until": until.to_rfc3339()}),
+                response: json!({"waited_until": until.to_rfc3339(), "local_hour": local_hour}),
                 next: Next::Following,
                 change: None,
             });

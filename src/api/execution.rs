@@ -182,7 +182,8 @@ async fn find(
         .ok_or_else(|| ApiError::not_found("execution"))
 }
 
-/// An execution: status, current step, why it waits and until when.
+/// An execution: status, current step, why it waits and until when, and
+/// (not yet ended) when it should complete.
 #[utoipa::path(operation_id = "get_execution", get, path = "/api/v1/executions/{id}", tag = "executions", params(("id" = Uuid, Path)),
     responses((status = 200, body = Execution), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
@@ -192,7 +193,17 @@ pub async fn get(
     Id(id): Id,
 ) -> Result<Json<Execution>, ApiError> {
     let e = find(&state, auth, id).await?;
-    Ok(Json(view_of(&state, e).await?))
+    let eta = match state.engine.eta(&e).await {
+        Ok(eta) => eta.map(Into::into),
+        // The view without an estimate, rather than no view.
+        Err(err) => {
+            warn!(execution_id = %e.id, error = %err, "no estimate for the execution");
+            None
+        }
+    };
+    let mut view = view_of(&state, e).await?;
+    view.eta = eta;
+    Ok(Json(view))
 }
 
 /// List executions, newest first, with a count capped at 10 000.

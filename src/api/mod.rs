@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod alert;
+pub mod analytics;
 pub mod contact;
 pub mod error;
 pub mod execution;
@@ -115,6 +116,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workflow::archive))
         .routes(routes!(workflow::versions))
         .routes(routes!(workflow::execute))
+        .routes(routes!(analytics::analytics))
+        .routes(routes!(analytics::suggestions))
         .routes(routes!(contact::create, contact::list))
         .routes(routes!(contact::get, contact::update, contact::erase))
         .routes(routes!(execution::list))

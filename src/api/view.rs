@@ -288,6 +288,51 @@ pub struct Execution {
     /// pins (`current_step.type` is then `unknown`); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub definition_error: Option<String>,
+    /// When it should complete (`GET /api/v1/executions/{id}` of an
+    /// execution not yet ended; absent in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta: Option<Eta>,
+}
+
+/// An estimated completion and what it is made of.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Eta {
+    /// When the execution should complete.
+    pub at: DateTime<Utc>,
+    /// What the estimate adds up.
+    pub basis: EtaBasis,
+}
+
+/// The parts of an estimate, in milliseconds from now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EtaBasis {
+    /// Known timers ahead: waits (with their send windows), a retry's or a
+    /// hold's time, an enrollment's start.
+    pub timers_ms: i64,
+    /// The mean time of the steps ahead over the last 30 days.
+    pub history_ms: i64,
+    /// The wait of its queue's oldest ready job (queued executions).
+    pub queue_ms: i64,
+    /// The steps ahead as foreseen for the contact now (conditions
+    /// evaluated), the current one first.
+    pub path: Vec<String>,
+    /// Steps ahead with no history yet, counted as no time.
+    pub without_history: Vec<String>,
+}
+
+impl From<crate::engine::eta::Eta> for Eta {
+    fn from(e: crate::engine::eta::Eta) -> Self {
+        Eta {
+            at: e.at,
+            basis: EtaBasis {
+                timers_ms: e.timers_ms,
+                history_ms: e.history_ms,
+                queue_ms: e.queue_ms,
+                path: e.path,
+                without_history: e.without_history,
+            },
+        }
+    }
 }
 
 impl Execution {
@@ -323,6 +368,7 @@ impl Execution {
             started_at: e.started_at,
             completed_at: e.completed_at,
             definition_error: None,
+            eta: None,
         }
     }
 }

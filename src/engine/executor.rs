@@ -208,8 +208,8 @@ impl Engine {
                 complete.writes.earlier = earlier;
                 return self.settle_end(&mut e, complete).await;
             };
-            let (outcome, started_at) = self.step(&e, step, &contact).await;
-            let mut settle = self.decide(&e, &def, step, outcome, started_at);
+            let (outcome, step_began) = self.step(&e, step, &contact).await;
+            let mut settle = self.decide(&e, &def, step, outcome, step_began);
             let within_budget = began.elapsed() < self.settings.run_budget;
             if within_budget && earlier.len() + 1 < self.settings.steps_per_checkpoint {
                 match defer(&mut e, &mut contact, settle)? {

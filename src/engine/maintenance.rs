@@ -15,6 +15,8 @@
 //!   timer horizon were left in PostgreSQL alone; as their time comes
 //!   within it, the pump enqueues their deferred jobs (so Redis holds
 //!   minutes of timers, not weeks);
+//! - folds new log rows and execution events into the analytics rollups
+//!   (`store::analytics`), and drops rollup days past the retention;
 //! - keeps log partitions created ahead and, with a retention, drops old ones.
 //!
 //! Every process runs it; the lock makes all but one idle. A leader whose
@@ -41,6 +43,8 @@ use crate::store::{
 const BATCH: i64 = 500;
 /// Wake-ups the timer pump moves per pass.
 const PUMP_BATCH: i64 = 5_000;
+/// The analytics fold's share of a pass.
+const FOLD_BUDGET: Duration = Duration::from_secs(2);
 /// Partition upkeep runs at most this often.
 const PARTITION_EVERY: Duration = Duration::from_secs(3600);
 
@@ -135,6 +139,10 @@ impl Maintenance {
             info!(operation_id = %op.id, job_seq = op.job_seq, "operation re-enqueued");
             engine.enqueue_operation(&op).await;
         }
+        let folded = store::analytics::fold(&engine.pool, FOLD_BUDGET).await?;
+        if folded.logs + folded.events > 0 {
+            debug!(logs = folded.logs, events = folded.events, upto = ?folded.upto, "analytics folded");
+        }
         if requeued > 0 {
             info!(
                 executions = requeued,
@@ -156,6 +164,8 @@ impl Maintenance {
                 if !dropped.is_empty() {
                     info!(?dropped, "dropped log partitions past retention");
                 }
+                let cutoff = store::partition::retention_cutoff(now, s.log_retention_months);
+                store::analytics::expire(&engine.pool, cutoff).await?;
             }
             if !created.is_empty() {
                 info!(?created, "created log partitions");

@@ -29,8 +29,10 @@
 pub mod contact;
 pub mod definition;
 pub mod error;
+pub mod eta;
 pub mod execution;
 pub mod executor;
+pub mod insight;
 mod invalidate;
 pub mod job;
 mod limit;
@@ -288,7 +290,7 @@ impl Engine {
     /// Records a step's outcome, error class and time, when metrics are on.
     fn observe_step(&self, ran: &step::Ran<'_>, outcome: &str) {
         if let Some(m) = &self.metrics {
-            let took = (Utc::now() - ran.ran_at).to_std().unwrap_or_default();
+            let took = (Utc::now() - ran.began.ran_at).to_std().unwrap_or_default();
             let class = ran.class.map(crate::domain::ErrorClass::as_str);
             m.observe(ran.step.action.kind(), outcome, class, took);
         }

@@ -268,7 +268,8 @@ fn log_row<'a>(
         error: r.error.as_deref(),
         error_class: r.class,
         fingerprint: r.fingerprint.as_deref(),
-        started_at: r.started_at,
+        started_at: r.began.started_at,
         completed_at,
+        exec_ms: r.began.exec_ms(completed_at),
     }
 }

@@ -19,17 +19,37 @@ use crate::store::{contact::Contact, execution::Execution, text};
 /// Keys of `step_state`: when the parked step first started, and the
 /// action's own state.
 const STARTED_AT: &str = "started_at";
+/// Milliseconds the parked step has run so far (its runs, not its waits).
+const RAN_MS: &str = "ran_ms";
 const STATE: &str = "state";
 /// How long a step waits for a provider whose breaker gave no time.
 const HOLD_WITHOUT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// When a step began: first (a parked step's row spans its wait), and this
+/// run of it, with the time its earlier runs took.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Began {
+    /// When the step first started.
+    pub(super) started_at: DateTime<Utc>,
+    /// When this run began, before its action ran.
+    pub(super) ran_at: DateTime<Utc>,
+    /// Milliseconds of its earlier runs (before it parked).
+    pub(super) ran_ms: i64,
+}
+
+impl Began {
+    /// Milliseconds the step has run, its earlier runs included, up to `at`.
+    pub(super) fn exec_ms(&self, at: DateTime<Utc>) -> i64 {
+        self.ran_ms + (at - self.ran_at).num_milliseconds().max(0)
+    }
+}
+
 /// One attempt of one step: its log row and its metric.
 pub(super) struct Ran<'a> {
     pub(super) step: &'a Step,
-    /// When the step first started (a parked step's row spans its wait).
-    pub(super) started_at: DateTime<Utc>,
-    /// When this run of it began: its metric leaves the parked time out.
-    pub(super) ran_at: DateTime<Utc>,
+    /// When it began; its metric and its row's `exec_ms` leave the parked
+    /// time out.
+    pub(super) began: Began,
     /// The log row's status; `None` for a step that parked or waits for
     /// its provider (its row is written when it ends, spanning the wait).
     pub(super) log: Option<LogStatus>,
@@ -40,13 +60,11 @@ pub(super) struct Ran<'a> {
 }
 
 impl<'a> Ran<'a> {
-    /// An attempt of `step` that started at `started_at`, with no log row
-    /// yet.
-    fn of(step: &'a Step, started_at: DateTime<Utc>) -> Self {
+    /// An attempt of `step` that began at `began`, with no log row yet.
+    fn of(step: &'a Step, began: Began) -> Self {
         Ran {
             step,
-            started_at,
-            ran_at: Utc::now(),
+            began,
             log: None,
             response: None,
             error: None,
@@ -76,8 +94,8 @@ impl<'a> Ran<'a> {
 }
 
 impl Engine {
-    /// Runs `step`'s action for `e`; returns what it came to, with the time
-    /// the step first started (a parked step keeps it, so its log row
+    /// Runs `step`'s action for `e`; returns what it came to, with when the
+    /// step began (a parked step keeps its first start, so its log row
     /// spans the whole wait).
     #[tracing::instrument(skip_all, fields(step_id = %step.id, action = step.action.kind()))]
     pub(super) async fn step(
@@ -85,12 +103,20 @@ impl Engine {
         e: &Execution,
         step: &Step,
         contact: &Contact,
-    ) -> (std::result::Result<Outcome, ActionError>, DateTime<Utc>) {
+    ) -> (std::result::Result<Outcome, ActionError>, Began) {
         let stored = e.step_state.as_ref().map(|s| s.0.clone());
-        let started_at = stored
-            .as_ref()
-            .and_then(|s| s.get(STARTED_AT)?.as_str()?.parse::<DateTime<Utc>>().ok())
-            .unwrap_or_else(Utc::now);
+        let ran_at = Utc::now();
+        let began = Began {
+            started_at: stored
+                .as_ref()
+                .and_then(|s| s.get(STARTED_AT)?.as_str()?.parse::<DateTime<Utc>>().ok())
+                .unwrap_or(ran_at),
+            ran_at,
+            ran_ms: stored
+                .as_ref()
+                .and_then(|s| s.get(RAN_MS)?.as_i64())
+                .unwrap_or(0),
+        };
         let state = stored.and_then(|mut s| s.as_object_mut()?.remove(STATE));
         let scope = scope(e, contact);
         let input = Input {
@@ -107,7 +133,7 @@ impl Engine {
             now: Utc::now(),
         };
         let outcome = action::run(&step.action, &input, &self.providers).await;
-        (admit(outcome, contact), started_at)
+        (admit(outcome, contact), began)
     }
 
     /// What a step's outcome means for the execution.
@@ -117,9 +143,9 @@ impl Engine {
         def: &Definition,
         step: &'a Step,
         outcome: std::result::Result<Outcome, ActionError>,
-        started_at: DateTime<Utc>,
+        began: Began,
     ) -> Settle<'a> {
-        let ran = Ran::of(step, started_at);
+        let ran = Ran::of(step, began);
         match outcome {
             Ok(Outcome::Done {
                 response,
@@ -144,7 +170,11 @@ impl Engine {
                 cmd: Command::Park {
                     until,
                     reason: reason.to_owned(),
-                    step_state: json!({STARTED_AT: started_at, STATE: state}),
+                    step_state: json!({
+                        STARTED_AT: began.started_at,
+                        RAN_MS: began.exec_ms(Utc::now()),
+                        STATE: state,
+                    }),
                 },
                 writes: Writes {
                     ran: Some(ran),
@@ -195,7 +225,7 @@ impl Engine {
             // Attempts since the step (re)started: a manual retry gives a
             // step its whole policy again.
             let tries = e.attempt - e.first_attempt + 1;
-            let round_started = e.step_started_at.unwrap_or(ran.started_at);
+            let round_started = e.step_started_at.unwrap_or(ran.began.started_at);
             match policy.next(tries, fastrand::f64(), err.retry_after, round_started, now) {
                 retry::Next::RetryAt(at) => {
                     let logged = ran.logged(LogStatus::Retrying, err.response, Some(&err.message));
@@ -307,7 +337,7 @@ fn admit(
 }
 
 /// The template scope of a step.
-fn scope(e: &Execution, c: &Contact) -> Json {
+pub(super) fn scope(e: &Execution, c: &Contact) -> Json {
     json!({
         "contact": {
             "id": c.id, "external_id": c.external_id, "email": c.email, "phone": c.phone,

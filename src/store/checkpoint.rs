@@ -82,18 +82,18 @@ const SAVE: &str = concat!(
     " WHERE id = $1 AND revision = $2 RETURNING revision, updated_at"
 );
 
-/// `$1`..`$21` the row ([`bind_state`]), `$22`..`$38` the log rows as
-/// arrays, `$39`..`$48` the contact change.
+/// `$1`..`$21` the row ([`bind_state`]), `$22`..`$38` and `$49` the log
+/// rows as arrays, `$39`..`$48` the contact change.
 const CHECKPOINT: &str = concat!(
     "WITH saved AS (UPDATE workflow_executions SET ",
     save_set!(),
     " WHERE id = $1 AND revision = $2 RETURNING revision, updated_at), \
      logs AS (INSERT INTO execution_logs (execution_id, account_id, step_index, step_id, action_type, \
        attempt, status, config, response, error, started_at, completed_at, duration_ms, error_class, \
-       fingerprint, workflow_id, workflow_version) \
+       fingerprint, workflow_id, workflow_version, exec_ms) \
        SELECT l.* FROM UNNEST($22::uuid[], $23::uuid[], $24::int4[], $25::text[], $26::text[], \
          $27::int4[], $28::text[], $29::jsonb[], $30::jsonb[], $31::text[], $32::timestamptz[], \
-         $33::timestamptz[], $34::int4[], $35::text[], $36::text[], $37::uuid[], $38::int4[]) l \
+         $33::timestamptz[], $34::int4[], $35::text[], $36::text[], $37::uuid[], $38::int4[], $49::int4[]) l \
        WHERE EXISTS (SELECT 1 FROM saved)), \
      contact AS (UPDATE contacts SET email = coalesce($42, email), phone = coalesce($43, phone), \
        timezone = coalesce($44, timezone), attributes = (attributes || $45) - $46::text[], \
@@ -188,6 +188,9 @@ fn statement(
         .bind(SqlJson(&c.set))
         .bind(&c.unset)
         .bind(&c.add)
-        .bind(&c.remove);
+        .bind(&c.remove)
+        .bind(column(logs, |l| {
+            l.exec_ms.clamp(0, i64::from(i32::MAX)) as i32
+        }));
     Ok((CHECKPOINT, arguments(q)?))
 }

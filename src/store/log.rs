@@ -46,6 +46,9 @@ pub struct NewLog<'a> {
     pub started_at: DateTime<Utc>,
     /// Finished.
     pub completed_at: DateTime<Utc>,
+    /// Milliseconds it ran: `completed_at - started_at` less the time it
+    /// was parked (a wait, a provider hold, an arq job).
+    pub exec_ms: i64,
 }
 
 /// Records a dead letter for a failed execution (with its class and

@@ -25,6 +25,7 @@
 
 pub mod account;
 pub mod alert;
+pub mod analytics;
 pub mod api_key;
 pub mod audit;
 pub mod bulk;

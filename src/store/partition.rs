@@ -69,6 +69,12 @@ pub async fn ensure_ahead(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<Strin
     Ok(created)
 }
 
+/// The first day kept with a retention of `retention_months` (whole months
+/// before the month of `now`).
+pub fn retention_cutoff(now: DateTime<Utc>, retention_months: u32) -> NaiveDate {
+    month_start(now, -(retention_months as i32))
+}
+
 /// Drops partitions whose whole month ended more than `retention_months`
 /// before the month of `now`. Returns the names it dropped.
 ///
@@ -79,7 +85,7 @@ pub async fn drop_expired(
     now: DateTime<Utc>,
     retention_months: u32,
 ) -> Result<Vec<String>> {
-    let oldest_kept = month_start(now, -(retention_months as i32));
+    let oldest_kept = retention_cutoff(now, retention_months);
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(PARTITION_LOCK)

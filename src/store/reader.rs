@@ -127,6 +127,20 @@ impl Reader {
         workflow::get(&self.pool, account_id, id).await
     }
 
+    /// The analytics rollups of a workflow version over UTC days.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn analytics(
+        &self,
+        account_id: Uuid,
+        workflow_id: Uuid,
+        version: i32,
+        days: (chrono::NaiveDate, chrono::NaiveDate),
+    ) -> Result<super::analytics::Analytics> {
+        super::analytics::analytics(&self.pool, account_id, workflow_id, version, days).await
+    }
+
     /// A page of the account's workflows.
     ///
     /// # Errors
