@@ -219,3 +219,106 @@ impl Engine {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+
+    fn def() -> Definition {
+        Definition::parse(&json!({"steps": [
+            {"id": "welcome", "type": "send_email", "subject": "Hi", "body": "Welcome"},
+            {"id": "pause", "type": "wait", "duration": "2d",
+             "window": {"start": "09:00", "end": "17:00", "days": ["mon", "tue", "wed", "thu", "fri"]}},
+            {"id": "check", "type": "condition",
+             "if": {"field": "contact.attributes.plan", "op": "eq", "value": "pro"}, "then": "crm"},
+            {"id": "nudge", "type": "send_sms", "body": "Still there?"},
+            {"id": "done", "type": "end"},
+            {"id": "crm", "type": "webhook", "url": "https://crm.example.com/hook"}
+        ]}))
+        .unwrap()
+    }
+
+    fn estimate_for(plan: &str, pos: Position<'_>, now: DateTime<Utc>) -> Eta {
+        let scope = json!({"contact": {"attributes": {"plan": plan}}});
+        let base = Input {
+            account_id: Uuid::nil(),
+            execution_id: Uuid::nil(),
+            step_id: "",
+            step_index: 0,
+            attempt: 1,
+            state: None,
+            scope: &scope,
+            timezone: "UTC",
+            tags: &[],
+            opted_out: false,
+            now,
+        };
+        let means: BTreeMap<String, f64> = [("welcome", 500.0), ("nudge", 700.0), ("crm", 1_000.0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        estimate(&def(), pos, &base, &means, Duration::from_secs(3), now).unwrap()
+    }
+
+    #[test]
+    fn a_queued_execution_adds_its_queue_history_and_the_next_send_window() {
+        // Friday 16:00 UTC: two days on is Sunday, the window opens Monday 09:00.
+        let now = Utc.with_ymd_and_hms(2026, 11, 27, 16, 0, 0).unwrap();
+        let queued = Position {
+            status: Status::Queued,
+            step_index: 0,
+            next_action_at: None,
+            waiting_reason: None,
+        };
+        let monday = Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap();
+        let pro = estimate_for("pro", queued, now);
+        assert_eq!(pro.at, monday + chrono::Duration::seconds(1));
+        assert_eq!(pro.path, ["welcome", "pause", "check", "crm"]);
+        assert_eq!((pro.queue_ms, pro.history_ms), (3_000, 1_500));
+        assert_eq!(pro.timers_ms, (monday - now).num_milliseconds() - 3_500);
+        let free = estimate_for("free", queued, now);
+        assert_eq!(free.at, monday + chrono::Duration::milliseconds(700));
+        assert_eq!(free.path, ["welcome", "pause", "check", "nudge", "done"]);
+    }
+
+    #[test]
+    fn a_waiting_execution_ends_its_wait_at_its_deadline_and_an_ended_one_has_none() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 27, 16, 0, 0).unwrap();
+        let resume = now + chrono::Duration::hours(5);
+        let waiting = Position {
+            status: Status::Waiting,
+            step_index: 1,
+            next_action_at: Some(resume),
+            waiting_reason: Some("wait"),
+        };
+        let eta = estimate_for("pro", waiting, now);
+        assert_eq!(eta.at, resume + chrono::Duration::seconds(1));
+        assert_eq!(eta.path, ["pause", "check", "crm"]);
+        assert_eq!(eta.queue_ms, 0);
+        let ended = Position {
+            status: Status::Completed,
+            ..waiting
+        };
+        let scope = json!({});
+        let base = Input {
+            account_id: Uuid::nil(),
+            execution_id: Uuid::nil(),
+            step_id: "",
+            step_index: 0,
+            attempt: 1,
+            state: None,
+            scope: &scope,
+            timezone: "UTC",
+            tags: &[],
+            opted_out: false,
+            now,
+        };
+        assert_eq!(
+            estimate(&def(), ended, &base, &BTreeMap::new(), Duration::ZERO, now),
+            None
+        );
+    }
+}

@@ -67,8 +67,14 @@ pub const SENDING_HOURS: (u32, u32) = (8, 21);
 
 /// The progress row of the log fold.
 const LOGS: &str = "execution_logs";
-/// Log rows folded per statement at most this much time apart.
-const CHUNK: Duration = Duration::hours(1);
+/// The first span of `created_at` a fold statement reads; it grows while
+/// spans hold few rows (a quiet night, a backfill of sparse months) and
+/// shrinks when they hold many, between [`MIN_SPAN`] and [`MAX_SPAN`].
+const SPAN: Duration = Duration::hours(1);
+const MIN_SPAN: Duration = Duration::minutes(1);
+const MAX_SPAN: Duration = Duration::days(7);
+/// Rows a fold statement aims at.
+const ROWS: (i64, i64) = (20_000, 200_000);
 /// Advisory lock key of the log fold (arbitrary, fixed; the partitions,
 /// maintenance and alert leaders hold `..0001` to `..0003`).
 const FOLD_LOCK: i64 = 0x666c_6f77_0004;
@@ -158,8 +164,9 @@ const FOLD_EVENTS: &str = "WITH gone AS ( \
      SELECT count(*) FROM gone";
 
 /// Folds what was written since the last fold into the rollups, for at
-/// most about `budget`: log rows in chunks of an hour of `created_at`,
-/// each with its progress in one transaction, then execution events.
+/// most about `budget`: log rows in spans of `created_at` sized to a few
+/// ten thousand rows, each with its progress in one transaction, then
+/// execution events.
 /// Safe to run from several processes at once (one folds log rows at a
 /// time, under an advisory lock the others do not wait for; events are
 /// claimed with `SKIP LOCKED`), though the maintenance leader alone runs
@@ -171,6 +178,7 @@ pub async fn fold(pool: &PgPool, budget: std::time::Duration) -> Result<Folded> 
     let began = std::time::Instant::now();
     let mut folded = Folded::default();
     let bounds = BOUNDS_MS.to_vec();
+    let mut span = SPAN;
     loop {
         let mut tx = pool.begin().await?;
         // Another process folding: leave it to them (waiting here would
@@ -200,7 +208,7 @@ pub async fn fold(pool: &PgPool, budget: std::time::Duration) -> Result<Folded> 
             .await?
             .unwrap_or(horizon),
         };
-        let to = horizon.min(from + CHUNK);
+        let to = horizon.min(from + span);
         if to <= from {
             tx.rollback().await?;
             folded.upto = Some(from);
@@ -224,6 +232,11 @@ pub async fn fold(pool: &PgPool, budget: std::time::Duration) -> Result<Folded> 
         .await?;
         tx.commit().await?;
         folded.logs += rows;
+        if rows < ROWS.0 {
+            span = (span * 4).min(MAX_SPAN);
+        } else if rows > ROWS.1 {
+            span = (span / 2).max(MIN_SPAN);
+        }
         folded.upto = Some(to);
         if to >= horizon || began.elapsed() >= budget {
             break;
