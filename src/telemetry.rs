@@ -2,7 +2,12 @@
 //! stderr is a terminal), with a filter that can be changed while running
 //! through the returned [`LogFilter`] handle.
 
+use serde_json::Value as Json;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
@@ -88,9 +93,64 @@ pub fn init(config: &TelemetryConfig) -> Result<LogFilter, Error> {
         .with_ansi(ansi);
     match log_format {
         LogFormat::Text => registry.with(fmt).try_init()?,
-        LogFormat::Json => registry
-            .with(fmt.json().flatten_event(true).with_current_span(true))
-            .try_init()?,
+        LogFormat::Json => {
+            let json = tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true);
+            registry
+                .with(
+                    fmt.event_format(ListsAsArrays(json))
+                        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new()),
+                )
+                .try_init()?
+        }
     }
     Ok(handle)
+}
+
+/// Fields that hold lists (`queues = ?settings.queues`).
+const LIST_FIELDS: [&str; 2] = ["queues", "functions"];
+
+/// JSON lines with the [`LIST_FIELDS`] as arrays. `tracing` records a
+/// list by its `Debug` text, which the JSON formatter writes as a string;
+/// this parses that text back (a `Vec<String>`'s `Debug` is JSON) so a log
+/// pipeline can filter on an element. Text that does not parse stays a
+/// string.
+struct ListsAsArrays<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for ListsAsArrays<F>
+where
+    F: FormatEvent<S, N>,
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        if !LIST_FIELDS
+            .iter()
+            .any(|f| line.contains(&format!("\"{f}\":\"")))
+        {
+            return writer.write_str(&line);
+        }
+        let Ok(Json::Object(mut fields)) = serde_json::from_str::<Json>(&line) else {
+            return writer.write_str(&line);
+        };
+        for name in LIST_FIELDS {
+            let list = match fields.get(name) {
+                Some(Json::String(text)) => serde_json::from_str::<Json>(text).ok(),
+                _ => None,
+            };
+            if let Some(list @ Json::Array(_)) = list {
+                fields.insert(name.to_owned(), list);
+            }
+        }
+        writeln!(writer, "{}", Json::Object(fields))
+    }
 }

@@ -246,5 +246,16 @@ async fn a_workflow_run_at_trace_level_logs_no_contact_data_and_no_secret(pool: 
             "no log line carries {field}"
         );
     }
+    // Lists are JSON arrays, not their Debug text.
+    let started: serde_json::Value = lines
+        .iter()
+        .find(|l| l.contains("\"worker started\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .expect("a worker started line");
+    let queues = started["queues"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{started}"));
+    assert_eq!(queues.len(), 3, "high, normal and low: {started}");
+    assert!(queues.iter().all(|q| q.is_string()), "{started}");
     let _ = std::fs::remove_file(&log);
 }
