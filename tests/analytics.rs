@@ -41,17 +41,6 @@ async fn contact(api: &Api, n: usize, tz: &str) -> String {
     c["id"].as_str().unwrap().to_owned()
 }
 
-async fn execute(api: &Api, workflow: &str, contact: &str) -> String {
-    let (status, e) = api
-        .post(
-            &format!("/api/v1/workflows/{workflow}/execute"),
-            json!({"contact_id": contact}),
-        )
-        .await;
-    assert_eq!(status, 202, "{e}");
-    e["id"].as_str().unwrap().to_owned()
-}
-
 /// Folds until every log row written before `since` is counted.
 async fn fold_past(pool: &PgPool, since: chrono::DateTime<Utc>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -97,16 +86,15 @@ async fn analytics_count_what_executions_did_and_suggest_from_it(pool: PgPool) {
         .await;
     assert_eq!(status, 200);
     let tz = three_in_the_morning();
-    let mut ids = Vec::new();
     for n in 0..RUNS {
         let c = contact(&api, n, &tz).await;
-        ids.push(execute(&api, &workflow, &c).await);
+        api.execute(&workflow, &c).await;
     }
     api.flow.wait_all_final(Duration::from_secs(60)).await;
 
     // One more, caught waiting at `pause`: its ETA, then a cancel there.
     let c = contact(&api, RUNS, &tz).await;
-    let last = execute(&api, &workflow, &c).await;
+    let last = api.execute(&workflow, &c).await;
     let waiting = loop {
         let (_, e) = api.get(&format!("/api/v1/executions/{last}")).await;
         if e["status"] == "WAITING" {
@@ -276,7 +264,7 @@ async fn a_fold_counts_each_log_row_once_however_often_it_runs(pool: PgPool) {
         .await;
     for n in 0..5 {
         let c = contact(&api, n, "UTC").await;
-        execute(&api, &workflow, &c).await;
+        api.execute(&workflow, &c).await;
         // Folds racing the writes, from two tasks.
         let (a, b) = tokio::join!(
             flowpilot::store::analytics::fold(&pool, Duration::from_secs(1)),

@@ -1016,14 +1016,7 @@ async fn failures_are_listed_grouped_by_fingerprint_and_as_dead_letters(pool: Pg
     let mut ids = Vec::new();
     for i in 0..3 {
         let contact = api.contact(&format!("c{i}@example.com")).await;
-        let (status, e) = api
-            .post(
-                &format!("/api/v1/workflows/{workflow}/execute"),
-                json!({"contact_id": contact}),
-            )
-            .await;
-        assert_eq!(status, 202, "{e}");
-        ids.push(e["id"].as_str().unwrap().to_owned());
+        ids.push(api.execute(&workflow, &contact).await);
     }
     for id in &ids {
         let id = id.parse().unwrap();

@@ -17,7 +17,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, Auth, Id};
 use crate::engine::definition::Definition;
 use crate::engine::insight::{self, Bottleneck, FunnelStep, StepTiming, Suggestion};
-use crate::store::analytics::{Analytics as Rollups, Trend};
+use crate::store::analytics::{Analytics as Rollups, ErrorCount, Trend};
 
 /// Days of a range when `from` is not given.
 const DEFAULT_DAYS: i64 = 30;
@@ -34,22 +34,6 @@ pub struct AnalyticsQuery {
     pub from: Option<NaiveDate>,
     /// Last UTC day, inclusive; default today. At most 366 days after `from`.
     pub to: Option<NaiveDate>,
-}
-
-/// An error seen at a step: failed and retried attempts of one class and
-/// fingerprint.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorCount {
-    /// Step id.
-    pub step_id: String,
-    /// Class.
-    pub error_class: String,
-    /// Fingerprint (16 hex digits); `GET /api/v1/errors` has its executions.
-    pub fingerprint: String,
-    /// Attempts.
-    pub count: i64,
-    /// One message.
-    pub sample: Option<String>,
 }
 
 /// A workflow version's analytics over a range of days.
@@ -115,18 +99,8 @@ pub async fn analytics(
         funnel: insight::funnel(&def, &rollups),
         timings: insight::timings(&def, &rollups),
         bottleneck: insight::bottleneck(&def, &rollups),
-        errors: rollups
-            .errors
-            .iter()
-            .map(|e| ErrorCount {
-                step_id: e.step_id.clone(),
-                error_class: e.error_class.clone(),
-                fingerprint: e.fingerprint.clone(),
-                count: e.count,
-                sample: e.sample.clone(),
-            })
-            .collect(),
         trends: insight::trends(&rollups, days.0, days.1),
+        errors: rollups.errors,
     }))
 }
 

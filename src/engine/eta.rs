@@ -241,21 +241,26 @@ mod tests {
         .unwrap()
     }
 
-    fn estimate_for(plan: &str, pos: Position<'_>, now: DateTime<Utc>) -> Eta {
-        let scope = json!({"contact": {"attributes": {"plan": plan}}});
-        let base = Input {
+    /// What a step of a contact in UTC with `scope` gets at `now`.
+    fn input(scope: &serde_json::Value, now: DateTime<Utc>) -> Input<'_> {
+        Input {
             account_id: Uuid::nil(),
             execution_id: Uuid::nil(),
             step_id: "",
             step_index: 0,
             attempt: 1,
             state: None,
-            scope: &scope,
+            scope,
             timezone: "UTC",
             tags: &[],
             opted_out: false,
             now,
-        };
+        }
+    }
+
+    fn estimate_for(plan: &str, pos: Position<'_>, now: DateTime<Utc>) -> Eta {
+        let scope = json!({"contact": {"attributes": {"plan": plan}}});
+        let base = input(&scope, now);
         let means: BTreeMap<String, f64> = [("welcome", 500.0), ("nudge", 700.0), ("crm", 1_000.0)]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
@@ -303,19 +308,7 @@ mod tests {
             ..waiting
         };
         let scope = json!({});
-        let base = Input {
-            account_id: Uuid::nil(),
-            execution_id: Uuid::nil(),
-            step_id: "",
-            step_index: 0,
-            attempt: 1,
-            state: None,
-            scope: &scope,
-            timezone: "UTC",
-            tags: &[],
-            opted_out: false,
-            now,
-        };
+        let base = input(&scope, now);
         assert_eq!(
             estimate(&def(), ended, &base, &BTreeMap::new(), Duration::ZERO, now),
             None

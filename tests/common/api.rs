@@ -136,6 +136,18 @@ impl Api {
         w["id"].as_str().unwrap().to_owned()
     }
 
+    /// Starts `workflow` for `contact`; the execution's id.
+    pub async fn execute(&self, workflow: &str, contact: &str) -> String {
+        let (status, e) = self
+            .post(
+                &format!("/api/v1/workflows/{workflow}/execute"),
+                json!({"contact_id": contact}),
+            )
+            .await;
+        assert_eq!(status, 202, "{e}");
+        e["id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn contact(&self, email: &str) -> String {
         let (status, c) = self
             .post("/api/v1/contacts", json!({"email": email, "tags": ["t"]}))

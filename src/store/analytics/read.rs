@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use sqlx::{FromRow, PgPool};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::QueryAs;
+use sqlx::{FromRow, PgPool, Postgres};
 use uuid::Uuid;
 
 use super::BOUNDS_MS;
@@ -99,7 +101,7 @@ pub struct StepTimes {
 }
 
 /// Failed and retried attempts of one class and fingerprint at a step.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorCount {
     /// The step.
     pub step_id: String,
@@ -154,11 +156,54 @@ pub struct Analytics {
     pub upto: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// The rollups' rows of one workflow version over a range of days.
-const KEY: &str = "WHERE account_id = $1 AND workflow_id = $2 AND workflow_version = $3 AND day BETWEEN $4 AND $5";
+/// One workflow version over a range of UTC days.
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    account_id: Uuid,
+    workflow_id: Uuid,
+    version: i32,
+    days: (NaiveDate, NaiveDate),
+}
+
+impl Range {
+    /// `SELECT <select> FROM <table>` of this range's rows, then `rest`,
+    /// bound.
+    fn query<'q, O>(
+        self,
+        select: &str,
+        table: &str,
+        rest: &str,
+    ) -> QueryAs<'q, Postgres, O, PgArguments>
+    where
+        O: for<'r> FromRow<'r, PgRow>,
+    {
+        // The parts are this module's constants, not input.
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {select} FROM {table} WHERE account_id = $1 AND workflow_id = $2 \
+             AND workflow_version = $3 AND day BETWEEN $4 AND $5 {rest}"
+        )))
+        .bind(self.account_id)
+        .bind(self.workflow_id)
+        .bind(self.version)
+        .bind(self.days.0)
+        .bind(self.days.1)
+    }
+
+    /// Each step's attempts.
+    fn steps<'q>(self) -> QueryAs<'q, Postgres, StepCounts, PgArguments> {
+        self.query(
+            "step_id, sum(succeeded)::int8 AS succeeded, sum(failed)::int8 AS failed, \
+             sum(retried)::int8 AS retried, sum(cancelled)::int8 AS cancelled, \
+             sum(exec_ms)::int8 AS exec_ms, sum(parked_ms)::int8 AS parked_ms, \
+             sum(branch_true)::int8 AS branch_true, sum(off_hours)::int8 AS off_hours",
+            "analytics_steps",
+            "GROUP BY step_id",
+        )
+    }
+}
 
 /// Each step's attempts of `workflow_id` `version` over the UTC days
-/// `from..=to`.
+/// `days` (both included).
 ///
 /// # Errors
 /// Database errors.
@@ -167,26 +212,19 @@ pub async fn step_counts(
     account_id: Uuid,
     workflow_id: Uuid,
     version: i32,
-    (from, to): (NaiveDate, NaiveDate),
+    days: (NaiveDate, NaiveDate),
 ) -> Result<Vec<StepCounts>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT step_id, sum(succeeded)::int8 AS succeeded, sum(failed)::int8 AS failed, \
-           sum(retried)::int8 AS retried, sum(cancelled)::int8 AS cancelled, sum(exec_ms)::int8 AS exec_ms, \
-           sum(parked_ms)::int8 AS parked_ms, sum(branch_true)::int8 AS branch_true, \
-           sum(off_hours)::int8 AS off_hours \
-         FROM analytics_steps {KEY} GROUP BY step_id"
-    )))
-    .bind(account_id)
-    .bind(workflow_id)
-    .bind(version)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?)
+    let range = Range {
+        account_id,
+        workflow_id,
+        version,
+        days,
+    };
+    Ok(range.steps().fetch_all(pool).await?)
 }
 
-/// The rollups of `workflow_id` `version` for the UTC days `from..=to`,
-/// and the executions of that version open now.
+/// The rollups of `workflow_id` `version` for the UTC days `days` (both
+/// included), and the executions of that version open now.
 ///
 /// # Errors
 /// Database errors.
@@ -195,41 +233,37 @@ pub async fn analytics(
     account_id: Uuid,
     workflow_id: Uuid,
     version: i32,
-    (from, to): (NaiveDate, NaiveDate),
+    days: (NaiveDate, NaiveDate),
 ) -> Result<Analytics> {
-    let steps = step_counts(pool, account_id, workflow_id, version, (from, to));
-    let times = sqlx::query_as::<_, (String, String, i16, i64)>(sqlx::AssertSqlSafe(format!(
-        "SELECT step_id, kind, bucket, sum(count)::int8 FROM analytics_step_times {KEY} \
-         GROUP BY step_id, kind, bucket"
-    )))
-    .bind(account_id)
-    .bind(workflow_id)
-    .bind(version)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool);
-    let errors = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT step_id, error_class, fingerprint, sum(count)::int8 AS count, max(sample) AS sample \
-         FROM analytics_errors {KEY} GROUP BY step_id, error_class, fingerprint \
-         ORDER BY count DESC, fingerprint LIMIT 50"
-    )))
-    .bind(account_id)
-    .bind(workflow_id)
-    .bind(version)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool);
-    let trends = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT day, sum(started)::int8 AS started, sum(completed)::int8 AS completed, \
-           sum(failed)::int8 AS failed, sum(cancelled)::int8 AS cancelled \
-         FROM analytics_executions {KEY} GROUP BY day ORDER BY day"
-    )))
-    .bind(account_id)
-    .bind(workflow_id)
-    .bind(version)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool);
+    let range = Range {
+        account_id,
+        workflow_id,
+        version,
+        days,
+    };
+    let steps = range.steps().fetch_all(pool);
+    let times = range
+        .query::<(String, String, i16, i64)>(
+            "step_id, kind, bucket, sum(count)::int8",
+            "analytics_step_times",
+            "GROUP BY step_id, kind, bucket",
+        )
+        .fetch_all(pool);
+    let errors = range
+        .query(
+            "step_id, error_class, fingerprint, sum(count)::int8 AS count, max(sample) AS sample",
+            "analytics_errors",
+            "GROUP BY step_id, error_class, fingerprint ORDER BY count DESC, fingerprint LIMIT 50",
+        )
+        .fetch_all(pool);
+    let trends = range
+        .query(
+            "day, sum(started)::int8 AS started, sum(completed)::int8 AS completed, \
+             sum(failed)::int8 AS failed, sum(cancelled)::int8 AS cancelled",
+            "analytics_executions",
+            "GROUP BY day ORDER BY day",
+        )
+        .fetch_all(pool);
     let open = sqlx::query_as(
         "SELECT current_step_id AS step_id, count(*) AS count FROM workflow_executions \
          WHERE account_id = $1 AND workflow_id = $2 AND workflow_version = $3 \
@@ -245,7 +279,7 @@ pub async fn analytics(
         .fetch_optional(pool);
     let sql = |e: sqlx::Error| crate::store::Error::from(e);
     let (steps, times, errors, trends, open, upto) = tokio::try_join!(
-        steps,
+        async { steps.await.map_err(sql) },
         async { times.await.map_err(sql) },
         async { errors.await.map_err(sql) },
         async { trends.await.map_err(sql) },
