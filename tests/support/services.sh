@@ -7,7 +7,9 @@
 #                       write the URLs to $STATE/env
 #   services.sh stop    stop the local instances this script started
 #   services.sh tools   install what `make test` checks with beside the
-#                       services: promtool (Debian's prometheus package)
+#                       services: promtool (Debian's prometheus package);
+#                       Go with sprig and a YAML library, which render the
+#                       Helm chart as Helm does (tests/chart/render.go)
 #   services.sh restart-postgres
 #                       restart the local PostgreSQL (fast: sessions are cut),
 #                       for tests that check what survives it
@@ -208,6 +210,11 @@ stop() {
 
 tools() {
   command -v promtool >/dev/null || apt_install prometheus
+  local go_pkgs=()
+  command -v go >/dev/null || go_pkgs+=(golang-go)
+  [ -d /usr/share/gocode/src/github.com/Masterminds/sprig ] || go_pkgs+=(golang-github-masterminds-sprig-dev)
+  [ -d /usr/share/gocode/src/github.com/ghodss/yaml ] || go_pkgs+=(golang-github-ghodss-yaml-dev)
+  [ ${#go_pkgs[@]} -eq 0 ] || apt_install "${go_pkgs[@]}"
 }
 
 restart_postgres() {

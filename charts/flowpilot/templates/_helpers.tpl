@@ -20,6 +20,25 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{/* `flowpilot migrate` before a process starts (idempotent; concurrent
+runs wait on PostgreSQL's advisory lock), so the schema is there without a
+Helm hook and its Secret is an ordinary resource that `helm uninstall`
+removes. */}}
+{{- define "flowpilot.migrate" -}}
+{{- if .Values.migrate.enabled }}
+initContainers:
+  - name: migrate
+    image: {{ include "flowpilot.image" . }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    args: ["migrate"]
+    envFrom:
+      - secretRef:
+          name: {{ include "flowpilot.secretName" . }}
+    env:
+      {{- include "flowpilot.env" . | nindent 6 }}
+{{- end }}
+{{- end -}}
+
 {{/* Environment shared by every flowpilot container. */}}
 {{- define "flowpilot.env" -}}
 {{- range $name, $value := .Values.env }}
