@@ -375,3 +375,154 @@ fn rbac_is_namespaced_when_one_namespace_is_watched() {
         "the watched namespace's Role bound to the controller's account: {bindings:?}"
     );
 }
+
+#[test]
+fn the_workflows_follow_the_actions_schema_and_build_the_image_the_chart_names() {
+    let python = std::env::var("FLOWPILOT_TEST_PYTHON").expect("run `make test`");
+    let check = Path::new(&python).with_file_name("check-jsonschema");
+    let run = |files: &[PathBuf]| {
+        Command::new(&check)
+            .args(["--builtin-schema", "vendor.github-workflows"])
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let workflows: Vec<PathBuf> = ["release.yml", "e2e.yml"]
+        .iter()
+        .map(|f| root().join(".github/workflows").join(f))
+        .collect();
+    let out = run(&workflows);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The check can fail: a job without `runs-on` is refused.
+    let broken = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("broken-release.yml");
+    let text = std::fs::read_to_string(&workflows[0]).unwrap();
+    std::fs::write(&broken, text.replace("runs-on: ubuntu-latest", "")).unwrap();
+    assert!(!run(&[broken]).status.success());
+
+    // The release pushes ghcr.io/<owner>/flowpilot:<tag>; the chart pulls
+    // that repository at v<appVersion>; the e2e script builds the root
+    // Dockerfile, release build from the lock file, as a non-root user.
+    let (_, docs) = render(&cases()[0]);
+    let api = docs
+        .iter()
+        .find(|d| name(d) == "Deployment demo-flowpilot-api")
+        .unwrap();
+    let chart: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("charts/flowpilot/Chart.yaml")).unwrap(),
+    )
+    .unwrap();
+    let app = chart["appVersion"].as_str().unwrap();
+    assert_eq!(
+        api["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("ghcr.io/flowpilot/flowpilot:v{app}")
+    );
+    assert!(
+        text.contains("ghcr.io/${{ github.repository_owner }}/flowpilot:${{ github.ref_name }}")
+    );
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    for needed in [
+        "cargo build --release --locked",
+        "USER nonroot",
+        "ENTRYPOINT",
+    ] {
+        assert!(
+            dockerfile.contains(needed),
+            "the Dockerfile lacks `{needed}`"
+        );
+    }
+    let e2e = std::fs::read_to_string(root().join("tests/e2e/run.sh")).unwrap();
+    assert!(
+        e2e.contains(r#"-f "$ROOT/Dockerfile""#),
+        "tests/e2e/run.sh builds another Dockerfile"
+    );
+}
+
+/// Value paths of `values.yaml`: maps are walked into, except the
+/// free-form ones a user fills in whole.
+fn value_paths(v: &serde_yaml::Value, prefix: &str, out: &mut Vec<String>) {
+    const FREE_FORM: [&str; 7] = [
+        "resources",
+        "labels",
+        "podSecurityContext",
+        "securityContext",
+        "nodeSelector",
+        "affinity",
+        "env",
+    ];
+    let Some(map) = v.as_mapping() else { return };
+    for (k, val) in map {
+        let key = k.as_str().unwrap();
+        let path = format!("{prefix}{key}");
+        match val.as_mapping() {
+            Some(m) if !m.is_empty() && !FREE_FORM.contains(&key) => {
+                value_paths(val, &format!("{path}."), out);
+            }
+            _ => out.push(path),
+        }
+    }
+}
+
+#[test]
+fn the_chart_readme_lists_every_value_and_the_notes_say_how_to_begin() {
+    let values: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("charts/flowpilot/values.yaml")).unwrap(),
+    )
+    .unwrap();
+    let mut paths = Vec::new();
+    value_paths(&values, "", &mut paths);
+    assert!(paths.len() > 30, "{paths:?}");
+    let readme = std::fs::read_to_string(root().join("charts/flowpilot/README.md")).unwrap();
+    // A row may name several: `workerPool.minReplicas` / `maxReplicas`.
+    let listed = |p: &str| {
+        let (parent, leaf) = p.rsplit_once('.').unwrap_or(("", p));
+        readme.contains(&format!("| `{p}`"))
+            || readme.lines().any(|l| {
+                l.starts_with("| `")
+                    && l.split(" | ").next().is_some_and(|cell| {
+                        cell.contains(&format!("`{parent}.")) && cell.contains(&format!("{leaf}`"))
+                            || cell.contains(&format!("`{p}`"))
+                    })
+            })
+    };
+    let missing: Vec<&String> = paths.iter().filter(|p| !listed(p)).collect();
+    assert!(
+        missing.is_empty(),
+        "charts/flowpilot/README.md does not list {missing:?}"
+    );
+
+    for (api, target) in [
+        ("true", "demo-flowpilot-api"),
+        ("false", "demo-flowpilot-controller"),
+    ] {
+        let out = Command::new(renderer())
+            .args(["-chart"])
+            .arg(root().join("charts/flowpilot"))
+            .args(["-name", "demo", "-namespace", "crm-system", "-notes"])
+            .args([
+                "-set",
+                URLS[0],
+                "-set",
+                URLS[1],
+                "-set",
+                &format!("api.enabled={api}"),
+            ])
+            .output()
+            .unwrap();
+        let notes = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            notes.contains(&format!("exec deploy/{target}"))
+                && notes.contains("flowpilot apikey create"),
+            "{notes}"
+        );
+    }
+}

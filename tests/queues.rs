@@ -192,6 +192,22 @@ async fn the_queues_endpoint_is_for_admin_keys_and_the_metrics_carry_the_same_fi
     assert_eq!(n["served_by"], "flowpilot");
     assert_eq!(items[3]["served_by"], "python");
     assert!(items[3]["dequeue_rate"].is_null(), "{}", items[3]);
+    // KEDA's metrics-api scaler reads the Python queue's ready depth with
+    // the example's GJSON path (examples/keda/scaledobject.yaml).
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/keda/scaledobject.yaml"
+    ))
+    .unwrap();
+    let path = example
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("valueLocation: "))
+        .unwrap()
+        .trim_matches('\'');
+    let text = body.to_string();
+    let read = gjson::get(&text, path);
+    assert!(read.exists(), "{path} finds nothing in {body}");
+    assert_eq!(Some(read.u64()), items[3]["ready"].as_u64(), "{path}");
 
     let (status, text) = api.get("/metrics").await;
     assert_eq!(status, 200);

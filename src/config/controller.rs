@@ -30,11 +30,12 @@ pub struct ControllerConfig {
     /// Lease duration: a dead leader is replaced after this. Default 15s.
     #[arg(long, env = "FLOWPILOT_LEASE_DURATION", default_value = "15s", value_parser = positive_duration)]
     pub lease_duration: Duration,
-    /// Image of `flowpilot worker` for pools that name none.
+    /// Image of `flowpilot worker` for pools that name none: the published
+    /// image of this version.
     #[arg(
         long,
         env = "FLOWPILOT_WORKER_IMAGE",
-        default_value = "flowpilot:latest"
+        default_value = concat!("ghcr.io/flowpilot/flowpilot:v", env!("CARGO_PKG_VERSION"))
     )]
     pub worker_image: String,
     /// How often running executions' status is refreshed. Default 5s.

@@ -13,6 +13,7 @@
 // Use:
 //
 //	render -chart charts/flowpilot -name demo -namespace crm -f more.yaml -set api.enabled=false
+//	render -chart charts/flowpilot -notes ...   # templates/NOTES.txt instead
 //
 // Prints every rendered manifest as YAML documents, each after a
 // `# Source: <chart>/templates/<file>` line, as Helm does; exits 1 with the
@@ -80,8 +81,9 @@ func main() {
 	flag.Var(&valueFiles, "f", "values file (repeatable, later wins)")
 	flag.Var(&sets, "set", "key.path=value (repeatable; true/false/numbers typed as Helm does)")
 	flag.Var(&apis, "api-versions", "extra API versions for .Capabilities.APIVersions")
+	notes := flag.Bool("notes", false, "print the rendered templates/NOTES.txt instead of the manifests")
 	flag.Parse()
-	out, err := render(*chart, *name, *namespace, *kube, valueFiles, sets, apis)
+	out, err := render(*chart, *name, *namespace, *kube, valueFiles, sets, apis, *notes)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "render:", err)
 		os.Exit(1)
@@ -155,7 +157,7 @@ func toYAML(v interface{}) string {
 	return strings.TrimSuffix(string(b), "\n")
 }
 
-func render(chartDir, name, namespace, kube string, valueFiles, sets, apis []string) (string, error) {
+func render(chartDir, name, namespace, kube string, valueFiles, sets, apis []string, notes bool) (string, error) {
 	meta, err := readYAML(filepath.Join(chartDir, "Chart.yaml"))
 	if err != nil {
 		return "", err
@@ -280,6 +282,9 @@ func render(chartDir, name, namespace, kube string, valueFiles, sets, apis []str
 			names = append(names, tname)
 		}
 	}
+	if notes {
+		names = []string{path.Join(chartName, "templates", "NOTES.txt")}
+	}
 	var out strings.Builder
 	for _, tname := range names {
 		data := map[string]interface{}{}
@@ -290,6 +295,9 @@ func render(chartDir, name, namespace, kube string, valueFiles, sets, apis []str
 		var buf bytes.Buffer
 		if err := t.ExecuteTemplate(&buf, tname, data); err != nil {
 			return "", err
+		}
+		if notes {
+			return buf.String(), nil
 		}
 		for _, doc := range strings.Split(buf.String(), "\n---") {
 			if strings.TrimSpace(stripComments(doc)) == "" {

@@ -21,7 +21,7 @@ docker info >/dev/null 2>&1 || skip "no Docker engine to build the image"
 
 step() { echo "e2e: $*"; }
 step "building the flowpilot image"
-docker build -q -t flowpilot:e2e -f "$ROOT/tests/e2e/Dockerfile" "$ROOT" >/dev/null
+docker build -q -t flowpilot:e2e -f "$ROOT/Dockerfile" "$ROOT" >/dev/null
 kind load docker-image flowpilot:e2e --name "$CLUSTER" >/dev/null
 
 step "installing PostgreSQL and Redis in namespace $NS"
@@ -32,7 +32,7 @@ kubectl -n "$NS" rollout status deploy/postgres deploy/redis --timeout=180s >/de
 step "installing the chart"
 helm lint "$ROOT/charts/flowpilot" --set database.url=x --set redis.url=x >/dev/null
 helm upgrade --install flowpilot "$ROOT/charts/flowpilot" -n "$NS" --wait --timeout 5m \
-  --set image.tag=e2e --set image.pullPolicy=Never \
+  --set image.repository=flowpilot --set image.tag=e2e --set image.pullPolicy=Never \
   --set database.url="postgres://postgres:postgres@postgres:5432/flowpilot" \
   --set redis.url="redis://redis:6379/0" --set controller.replicas=1 >/dev/null
 

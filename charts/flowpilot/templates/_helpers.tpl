@@ -17,7 +17,24 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
 
 {{- define "flowpilot.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default (printf "v%s" .Chart.AppVersion) }}
+{{- end -}}
+
+{{/* Pod-level settings every flowpilot pod shares. */}}
+{{- define "flowpilot.podSettings" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets: {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext: {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.nodeSelector }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{/* `flowpilot migrate` before a process starts (idempotent; concurrent
@@ -31,6 +48,7 @@ initContainers:
     image: {{ include "flowpilot.image" . }}
     imagePullPolicy: {{ .Values.image.pullPolicy }}
     args: ["migrate"]
+    securityContext: {{- toYaml .Values.securityContext | nindent 6 }}
     envFrom:
       - secretRef:
           name: {{ include "flowpilot.secretName" . }}
