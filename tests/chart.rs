@@ -526,3 +526,49 @@ fn the_chart_readme_lists_every_value_and_the_notes_say_how_to_begin() {
         );
     }
 }
+
+#[test]
+fn the_deployments_the_controller_renders_for_the_example_pools_validate() {
+    let python = std::env::var("FLOWPILOT_TEST_PYTHON").expect("run `make test`");
+    let validate = Path::new(&python).with_file_name("kubernetes-validate");
+    let mut docs = Vec::new();
+    for file in ["workerpool.yaml", "python-arq-pool.yaml"] {
+        let text = std::fs::read_to_string(root().join("examples").join(file)).unwrap();
+        let mut pool: WorkerPool = serde_yaml::from_str(&text).unwrap();
+        pool.metadata.namespace = Some("crm".into());
+        pool.metadata.uid = Some("0b6d3c1e-5a3f-4c7e-9d2a-1f0e2d3c4b5a".into());
+        let d = flowpilot::controller::worker_pool::deployment(
+            &pool,
+            2,
+            "ghcr.io/flowpilot/flowpilot:v0.1.0",
+        );
+        let json = serde_json::to_value(&d).unwrap();
+        for c in containers(&json) {
+            let names: Vec<&str> = c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["name"].as_str().unwrap())
+                .collect();
+            let unique: BTreeSet<&str> = names.iter().copied().collect();
+            assert_eq!(unique.len(), names.len(), "{file}: {names:?}");
+        }
+        docs.push(serde_yaml::to_string(&json).unwrap());
+    }
+    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pool-deployments.yaml");
+    std::fs::write(&file, docs.join("---\n")).unwrap();
+    for version in KUBE_VERSIONS {
+        let out = Command::new(&validate)
+            .args(["--strict", "--kubernetes-version", version])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{version}: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(said.matches("passed").count(), 2, "{said}");
+    }
+}

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec,
-    Probe, SecretEnvSource,
+    Capabilities, Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -177,6 +177,7 @@ pub fn deployment(pool: &WorkerPool, replicas: i32, default_image: &str) -> Depl
                         }),
                         liveness_probe: ours.then(|| probe("/healthz")),
                         readiness_probe: ours.then(|| probe("/readyz")),
+                        security_context: Some(hardened(ours)),
                         ..Container::default()
                     }],
                     ..PodSpec::default()
@@ -185,6 +186,26 @@ pub fn deployment(pool: &WorkerPool, replicas: i32, default_image: &str) -> Depl
             ..DeploymentSpec::default()
         },
         status: None,
+    }
+}
+
+/// No privilege escalation, no capabilities, the runtime's seccomp
+/// profile; our own image also runs as non-root on a read-only root
+/// filesystem (another image is trusted to know what it needs).
+fn hardened(ours: bool) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        run_as_non_root: ours.then_some(true),
+        read_only_root_filesystem: ours.then_some(true),
+        ..SecurityContext::default()
     }
 }
 
@@ -406,6 +427,23 @@ mod tests {
             "default job timeout 300 + 30"
         );
         assert_eq!(d.spec.replicas, Some(2));
+        // Hardened, but not forced non-root: the image may need its user.
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.run_as_non_root, None);
+        let ours = deployment(
+            &pool(serde_json::json!({"queues": ["q"], "maxReplicas": 3})),
+            1,
+            "f:x",
+        );
+        let sc = ours.spec.template.spec.unwrap().containers[0]
+            .security_context
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (sc.run_as_non_root, sc.read_only_root_filesystem),
+            (Some(true), Some(true))
+        );
     }
 
     #[test]
