@@ -6,6 +6,7 @@
 //!   it (finalizer); finished ones go after `ttlSecondsAfterFinished`;
 //! - [`worker_pool`]: a `WorkerPool` owns a Deployment of ARQ workers,
 //!   scaled by [`autoscale`] (pure) in `Auto` mode or by `/scale`;
+//!   the Deployment itself is rendered by [`pool_deployment`] (pure);
 //! - [`status`]: conditions per the API conventions;
 //! - [`lease`]: leader election on a `coordination.k8s.io` Lease.
 //!
@@ -15,6 +16,7 @@
 
 pub mod autoscale;
 pub mod lease;
+pub mod pool_deployment;
 pub mod status;
 pub mod worker_pool;
 pub mod workflow_execution;
