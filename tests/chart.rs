@@ -163,10 +163,30 @@ fn containers(doc: &Json) -> Vec<&Json> {
         .collect()
 }
 
+/// A tool of the project's Python virtualenv (`tests/support/python.sh`).
+fn python_tool(name: &str) -> PathBuf {
+    let python = std::env::var("FLOWPILOT_TEST_PYTHON").expect("run `make test`");
+    Path::new(&python).with_file_name(name)
+}
+
+/// `kubernetes-validate --strict` of `file` for Kubernetes `version`:
+/// whether it passed, and what it said.
+fn kube_validate(file: &Path, version: &str) -> (bool, String) {
+    let out = Command::new(python_tool("kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", version])
+        .arg(file)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
 #[test]
 fn every_value_set_renders_and_validates_for_the_oldest_and_newest_kubernetes() {
-    let python = std::env::var("FLOWPILOT_TEST_PYTHON").expect("run `make test`");
-    let validate = Path::new(&python).with_file_name("kubernetes-validate");
     let pool_schema = serde_json::to_value(
         WorkerPool::crd().spec.versions[0]
             .schema
@@ -188,17 +208,8 @@ fn every_value_set_renders_and_validates_for_the_oldest_and_newest_kubernetes() 
         let file = dir.join(format!("case-{i}.yaml"));
         std::fs::write(&file, &text).unwrap();
         for version in KUBE_VERSIONS {
-            let out = Command::new(&validate)
-                .args(["--strict", "--kubernetes-version", version])
-                .arg(&file)
-                .output()
-                .unwrap();
-            let said = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(out.status.success(), "{} on {version}: {said}", case.name);
+            let (passed, said) = kube_validate(&file, version);
+            assert!(passed, "{} on {version}: {said}", case.name);
             for line in said.lines().filter(|l| l.starts_with("WARN")) {
                 assert!(
                     CRD_KINDS
@@ -378,8 +389,7 @@ fn rbac_is_namespaced_when_one_namespace_is_watched() {
 
 #[test]
 fn the_workflows_follow_the_actions_schema_and_build_the_image_the_chart_names() {
-    let python = std::env::var("FLOWPILOT_TEST_PYTHON").expect("run `make test`");
-    let check = Path::new(&python).with_file_name("check-jsonschema");
+    let check = python_tool("check-jsonschema");
     let run = |files: &[PathBuf]| {
         Command::new(&check)
             .args(["--builtin-schema", "vendor.github-workflows"])
@@ -529,8 +539,6 @@ fn the_chart_readme_lists_every_value_and_the_notes_say_how_to_begin() {
 
 #[test]
 fn the_deployments_the_controller_renders_for_the_example_pools_validate() {
-    let python = std::env::var("FLOWPILOT_TEST_PYTHON").expect("run `make test`");
-    let validate = Path::new(&python).with_file_name("kubernetes-validate");
     let mut docs = Vec::new();
     for file in ["workerpool.yaml", "python-arq-pool.yaml"] {
         let text = std::fs::read_to_string(root().join("examples").join(file)).unwrap();
@@ -558,17 +566,8 @@ fn the_deployments_the_controller_renders_for_the_example_pools_validate() {
     let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pool-deployments.yaml");
     std::fs::write(&file, docs.join("---\n")).unwrap();
     for version in KUBE_VERSIONS {
-        let out = Command::new(&validate)
-            .args(["--strict", "--kubernetes-version", version])
-            .arg(&file)
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{version}: {said}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (passed, said) = kube_validate(&file, version);
+        assert!(passed, "{version}: {said}");
         assert_eq!(said.matches("passed").count(), 2, "{said}");
     }
 }
