@@ -109,8 +109,12 @@ pub fn init(config: &TelemetryConfig) -> Result<LogFilter, Error> {
     Ok(handle)
 }
 
-/// Fields that hold lists (`queues = ?settings.queues`).
-const LIST_FIELDS: [&str; 2] = ["queues", "functions"];
+/// Fields that hold lists (`queues = ?settings.queues`), and how each
+/// starts in a JSON line while it is still a string.
+const LIST_FIELDS: [(&str, &str); 2] = [
+    ("queues", "\"queues\":\""),
+    ("functions", "\"functions\":\""),
+];
 
 /// JSON lines with the [`LIST_FIELDS`] as arrays. `tracing` records a
 /// list by its `Debug` text, which the JSON formatter writes as a string;
@@ -133,16 +137,14 @@ where
     ) -> std::fmt::Result {
         let mut line = String::new();
         self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        if !LIST_FIELDS
-            .iter()
-            .any(|f| line.contains(&format!("\"{f}\":\"")))
-        {
+        // Most lines hold none: pass them on without parsing them.
+        if !LIST_FIELDS.iter().any(|(_, start)| line.contains(start)) {
             return writer.write_str(&line);
         }
         let Ok(Json::Object(mut fields)) = serde_json::from_str::<Json>(&line) else {
             return writer.write_str(&line);
         };
-        for name in LIST_FIELDS {
+        for (name, _) in LIST_FIELDS {
             let list = match fields.get(name) {
                 Some(Json::String(text)) => serde_json::from_str::<Json>(text).ok(),
                 _ => None,

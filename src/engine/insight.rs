@@ -116,11 +116,7 @@ pub fn funnel(def: &Definition, a: &Analytics) -> Vec<FunnelStep> {
     def.steps
         .iter()
         .map(|s| {
-            let c = counts
-                .get(s.id.as_str())
-                .copied()
-                .cloned()
-                .unwrap_or_default();
+            let c = counts.of(&s.id);
             let in_step = open.get(s.id.as_str()).copied().unwrap_or(0);
             FunnelStep {
                 step_id: s.id.clone(),
@@ -143,11 +139,7 @@ pub fn timings(def: &Definition, a: &Analytics) -> Vec<StepTiming> {
         .iter()
         .filter_map(|s| {
             let t = a.times.get(&s.id)?;
-            let c = counts
-                .get(s.id.as_str())
-                .copied()
-                .cloned()
-                .unwrap_or_default();
+            let c = counts.of(&s.id);
             let samples = t.exec.count();
             let mean = |sum: i64| (samples > 0).then(|| sum as f64 / samples as f64);
             Some(StepTiming {
@@ -176,7 +168,7 @@ pub fn bottleneck(def: &Definition, a: &Analytics) -> Option<Bottleneck> {
         .steps
         .iter()
         .filter(|s| !matches!(s.action, Action::Wait(_)))
-        .filter_map(|s| counts.get(s.id.as_str()).copied())
+        .filter_map(|s| counts.get(&s.id))
         .collect();
     let total: i64 = candidates.iter().map(|c| c.exec_ms + c.parked_ms).sum();
     let top = candidates.into_iter().max_by_key(|c| {
@@ -228,11 +220,7 @@ pub fn suggestions(def: &Definition, a: &Analytics) -> Vec<Suggestion> {
     let funnel = funnel(def, a);
     let mut out = Vec::new();
     for (step, f) in def.steps.iter().zip(&funnel) {
-        let c = counts
-            .get(step.id.as_str())
-            .copied()
-            .cloned()
-            .unwrap_or_default();
+        let c = counts.of(&step.id);
         if started >= MIN_SAMPLES && f.entered == 0 {
             out.push(Suggestion {
                 kind: "never_reached".into(),
@@ -313,6 +301,25 @@ pub fn suggestions(def: &Definition, a: &Analytics) -> Vec<Suggestion> {
     out
 }
 
-fn by_step(a: &Analytics) -> BTreeMap<&str, &StepCounts> {
-    a.steps.iter().map(|s| (s.step_id.as_str(), s)).collect()
+/// Each step's counts by id; a step with none reads as zeros.
+struct ByStep<'a> {
+    map: BTreeMap<&'a str, &'a StepCounts>,
+    none: StepCounts,
+}
+
+impl ByStep<'_> {
+    fn get(&self, id: &str) -> Option<&StepCounts> {
+        self.map.get(id).copied()
+    }
+
+    fn of(&self, id: &str) -> &StepCounts {
+        self.get(id).unwrap_or(&self.none)
+    }
+}
+
+fn by_step(a: &Analytics) -> ByStep<'_> {
+    ByStep {
+        map: a.steps.iter().map(|s| (s.step_id.as_str(), s)).collect(),
+        none: StepCounts::default(),
+    }
 }
