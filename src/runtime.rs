@@ -178,6 +178,7 @@ impl Runtime {
             alerts: self.alerts.clone(),
             reader: self.engine.reader(),
             keys: crate::auth::Keys::new(self.pool.clone()),
+            sessions: crate::api::console::Sessions::new(self.pool.clone()),
             audit: crate::store::audit::Audit::new(self.pool.clone()),
             queue: self.queue.clone(),
             metrics: Arc::clone(&self.api_metrics),

@@ -1380,7 +1380,8 @@ async fn every_state_changing_call_is_in_the_audit_trail_which_nobody_can_rewrit
 
 #[sqlx::test]
 async fn a_count_past_its_time_budget_is_the_planner_s_estimate_and_says_so(pool: PgPool) {
-    use flowpilot::store::execution::{Filter, count, count_within};
+    use flowpilot::store::execution::Filter;
+    use flowpilot::store::execution_count::{count, count_within};
     let account = flowpilot::store::account::create(&pool, "big")
         .await
         .unwrap()

@@ -154,6 +154,11 @@ impl ApiError {
         )
     }
 
+    /// What people read.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status

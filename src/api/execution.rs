@@ -2,9 +2,9 @@
 
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use chrono::{DateTime, Timelike, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
@@ -245,11 +245,7 @@ pub async fn list(
     Ok(Json(ExecutionPage {
         items,
         next_cursor,
-        count: view::Count {
-            value: count.value,
-            exact: count.exact,
-            estimated: count.estimated,
-        },
+        count: count.into(),
     }))
 }
 
@@ -333,4 +329,84 @@ pub async fn retry(
 ) -> Result<Json<Execution>, ApiError> {
     let e = state.engine.retry(auth.account_id, id).await?;
     Ok(Json(view_of(&state, e).await?))
+}
+
+/// Summary window: hours back.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryQuery {
+    /// Hours of throughput, 1-168 (default 24).
+    pub hours: Option<i64>,
+}
+
+/// Executions ended in one hour.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Hour {
+    /// The hour's start.
+    pub hour: DateTime<Utc>,
+    /// Executions that ended (completed, failed or cancelled) in it.
+    pub ended: i64,
+    /// Of them, failed.
+    pub failed: i64,
+}
+
+/// Executions in one status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusCount {
+    /// The status.
+    pub status: String,
+    /// How many (capped as a list's count).
+    pub count: view::Count,
+}
+
+/// How the account's executions stand now, and how many ended per hour.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Summary {
+    /// Every status, in lifecycle order.
+    pub by_status: Vec<StatusCount>,
+    /// Hours with executions ended, oldest first (hours with none left out).
+    pub hours: Vec<Hour>,
+}
+
+/// Executions by status now, and the hourly throughput and failures of the
+/// last `hours`.
+#[utoipa::path(operation_id = "execution_summary", get, path = "/api/v1/executions/summary", tag = "executions",
+    params(SummaryQuery),
+    responses((status = 200, body = Summary), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn summary(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<SummaryQuery>,
+) -> Result<Json<Summary>, ApiError> {
+    let hours = q.hours.unwrap_or(24);
+    if !(1..=168).contains(&hours) {
+        return Err(ApiError::invalid("hours", "must be 1 to 168"));
+    }
+    let now = Utc::now();
+    let since = now - chrono::Duration::hours(hours - 1);
+    let since = since
+        .date_naive()
+        .and_hms_opt(since.hour(), 0, 0)
+        .map_or(since, |t| t.and_utc());
+    let (by_status, ends) = state
+        .reader
+        .execution_summary(auth.account_id, since)
+        .await?;
+    Ok(Json(Summary {
+        by_status: by_status
+            .into_iter()
+            .map(|(s, c)| StatusCount {
+                status: s.as_str().to_owned(),
+                count: c.into(),
+            })
+            .collect(),
+        hours: ends
+            .into_iter()
+            .map(|(hour, ended, failed)| Hour {
+                hour,
+                ended,
+                failed,
+            })
+            .collect(),
+    }))
 }

@@ -9,7 +9,9 @@
 //!   [`failure`] (failure groups and dead letters), [`operation`] (bulk
 //!   retry, cancel and enrollment), [`alert`] (alert rules, history,
 //!   acknowledgement), [`queue`] (queue health), [`limit`] (rate limits), [`admin`] (API keys),
-//!   [`health`].
+//!   [`health`];
+//! - [`console`]: the operator console (HTML under `/ui/`), calling the
+//!   handlers above.
 //!
 //! Driven by `flowpilot api` and `flowpilot dev`. One door per room: every
 //! write goes through the engine, which checks it; every read through the
@@ -19,6 +21,7 @@
 pub mod admin;
 pub mod alert;
 pub mod analytics;
+pub mod console;
 pub mod contact;
 pub mod error;
 pub mod execution;
@@ -76,6 +79,8 @@ pub struct AppState {
     pub registry: prometheus::Registry,
     /// The process's reloadable log filter, when it has one.
     pub log_filter: Option<crate::telemetry::LogFilter>,
+    /// Operator console sessions.
+    pub sessions: console::Sessions,
 }
 
 #[derive(OpenApi)]
@@ -121,6 +126,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(contact::create, contact::list))
         .routes(routes!(contact::get, contact::update, contact::erase))
         .routes(routes!(execution::list))
+        .routes(routes!(execution::summary))
         .routes(routes!(execution::get))
         .routes(routes!(execution::logs))
         .routes(routes!(execution::cancel))
@@ -282,6 +288,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(move || async move { axum::Json((*doc).clone()) }),
         )
         .route("/metrics", axum::routing::get(queue::metrics))
+        .merge(console::router())
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))

@@ -182,12 +182,34 @@ pub struct OperationQuery {
     pub limit: Option<i64>,
 }
 
-async fn bulk(
+/// What a bulk request did.
+pub enum BulkOutcome {
+    /// A dry run: what it would take.
+    Preview(Preview),
+    /// The operation it started.
+    Started(Operation),
+}
+
+impl IntoResponse for BulkOutcome {
+    fn into_response(self) -> Response {
+        match self {
+            BulkOutcome::Preview(p) => Json(p).into_response(),
+            BulkOutcome::Started(op) => (StatusCode::ACCEPTED, Json(op)).into_response(),
+        }
+    }
+}
+
+/// Previews or starts the bulk `kind` (the handlers' and the console's
+/// one path).
+///
+/// # Errors
+/// A filter field at fault (422), database errors.
+pub async fn bulk(
     state: AppState,
     auth: Auth,
     kind: Bulk,
     req: BulkRequest,
-) -> Result<Response, ApiError> {
+) -> Result<BulkOutcome, ApiError> {
     let f = &req.filter;
     if f.version.is_some() && f.workflow_id.is_none() {
         return Err(
@@ -217,18 +239,17 @@ async fn bulk(
         for e in p.sample {
             sample.push(view_of(&state, e).await?);
         }
-        return Ok(Json(Preview {
+        return Ok(BulkOutcome::Preview(Preview {
             dry_run: true,
             count: p.count,
             sample,
-        })
-        .into_response());
+        }));
     }
     let op = state
         .engine
         .bulk_start(auth.account_id, kind, filter, Some(auth.key_id))
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(Operation::from(op))).into_response())
+    Ok(BulkOutcome::Started(Operation::from(op)))
 }
 
 /// Retry the FAILED executions a filter names, each from the step that
@@ -244,7 +265,7 @@ pub async fn bulk_retry(
     auth: Auth,
     ApiJson(req): ApiJson<BulkRequest>,
 ) -> Result<Response, ApiError> {
-    bulk(state, auth, Bulk::Retry, req).await
+    Ok(bulk(state, auth, Bulk::Retry, req).await?.into_response())
 }
 
 /// Cancel the unfinished executions a filter names: 202 with the
@@ -259,7 +280,7 @@ pub async fn bulk_cancel(
     auth: Auth,
     ApiJson(req): ApiJson<BulkRequest>,
 ) -> Result<Response, ApiError> {
-    bulk(state, auth, Bulk::Cancel, req).await
+    Ok(bulk(state, auth, Bulk::Cancel, req).await?.into_response())
 }
 
 /// Contacts an enrollment by filter takes.

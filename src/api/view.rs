@@ -386,6 +386,16 @@ pub struct Count {
     pub estimated: bool,
 }
 
+impl From<store::page::Count> for Count {
+    fn from(c: store::page::Count) -> Self {
+        Count {
+            value: c.value,
+            exact: c.exact,
+            estimated: c.estimated,
+        }
+    }
+}
+
 /// A page of executions.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExecutionPage {
@@ -431,6 +441,13 @@ pub struct Log {
     pub completed_at: Option<DateTime<Utc>>,
     /// Duration in ms.
     pub duration_ms: Option<i32>,
+    /// Of `duration_ms`, the time the action ran (a step that parked, for
+    /// a timer or an arq job, ran less than its duration). `null` for rows
+    /// written before it was recorded.
+    pub exec_ms: Option<i32>,
+    /// What the action passed providers to deduplicate the attempt:
+    /// `<execution id>:<step index>:<attempt>`.
+    pub idempotency_key: String,
 }
 
 impl From<store::log::Log> for Log {
@@ -450,6 +467,8 @@ impl From<store::log::Log> for Log {
             started_at: l.started_at,
             completed_at: l.completed_at,
             duration_ms: l.duration_ms,
+            exec_ms: l.exec_ms,
+            idempotency_key: format!("{}:{}:{}", l.execution_id, l.step_index, l.attempt),
         }
     }
 }

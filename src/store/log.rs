@@ -112,6 +112,10 @@ pub struct Log {
     pub completed_at: Option<DateTime<Utc>>,
     /// Duration.
     pub duration_ms: Option<i32>,
+    /// Of it, the time the action ran (`null` before it was recorded).
+    pub exec_ms: Option<i32>,
+    /// The execution.
+    pub execution_id: Uuid,
     /// Written.
     pub created_at: DateTime<Utc>,
 }
@@ -147,8 +151,8 @@ pub async fn logs(
 ) -> Result<Vec<Log>> {
     let mut qb = sqlx::QueryBuilder::new(
         "SELECT id, step_index, step_id, action_type, attempt, status, config, response, error, \
-         error_class, fingerprint, started_at, completed_at, duration_ms, created_at \
-         FROM execution_logs WHERE execution_id = ",
+         error_class, fingerprint, started_at, completed_at, duration_ms, exec_ms, execution_id, \
+         created_at FROM execution_logs WHERE execution_id = ",
     );
     qb.push_bind(execution_id)
         .push(" AND account_id = ")

@@ -2,7 +2,7 @@
 //!
 //! - this file: the pool, migrations, and the store's error type;
 //! - one file per aggregate: [`account`], [`contact`], [`workflow`],
-//!   [`execution`], [`log`] (step attempts and dead letters), [`outbox`],
+//!   [`execution`] (and [`execution_count`]), [`log`] (step attempts and dead letters), [`outbox`],
 //!   [`api_key`];
 //! - [`checkpoint`]: a step's checkpoint in one statement (the execution
 //!   row, its log rows, the contact change), alone or in a [`group`]
@@ -18,6 +18,7 @@
 //! - [`page`]: keyset pagination types shared by the list queries;
 //! - [`partition`]: monthly `execution_logs` partitions, created ahead and
 //!   dropped past retention;
+//! - [`session`]: operator console sessions;
 //! - [`text`]: the NUL character, which `text` and `jsonb` refuse.
 //!
 //! The store imports nothing of flowpilot's but the shared vocabulary in
@@ -33,6 +34,7 @@ pub mod checkpoint;
 pub mod contact;
 pub mod due;
 pub mod execution;
+pub mod execution_count;
 pub mod failure;
 pub mod group;
 pub mod lock;
@@ -42,6 +44,7 @@ pub mod outbox;
 pub mod page;
 pub mod partition;
 pub mod reader;
+pub mod session;
 pub mod text;
 pub mod workflow;
 

@@ -11,6 +11,7 @@ use super::alert::{self, Alert, AlertFilter, Rule};
 use super::api_key::Grant;
 use super::contact::{self, Contact};
 use super::execution::{self, Execution};
+use super::execution_count;
 use super::log::{self, Log, LogFilter};
 use super::operation::{self, Operation};
 use super::page::{After, Count};
@@ -38,7 +39,7 @@ impl Reader {
         Ok(())
     }
 
-    /// See [`super::execution::count_open`], counting each status for at
+    /// See [`super::execution_count::count_open`], counting each status for at
     /// most 200 ms.
     ///
     /// # Errors
@@ -46,7 +47,7 @@ impl Reader {
     pub async fn open_executions(
         &self,
     ) -> Result<Vec<(crate::domain::Status, super::page::Count)>> {
-        super::execution::count_open(&self.pool, "200ms").await
+        super::execution_count::count_open(&self.pool, "200ms").await
     }
 
     /// Bulk operations pending or running, and alerts firing (not
@@ -100,8 +101,37 @@ impl Reader {
         limit: i64,
     ) -> Result<(Vec<Execution>, Count)> {
         let rows = execution::list(&self.pool, account_id, filter, after, limit).await?;
-        let count = execution::count(&self.pool, account_id, filter).await?;
+        let count = execution_count::count(&self.pool, account_id, filter).await?;
         Ok((rows, count))
+    }
+
+    /// How many of the account's executions are in each status now
+    /// (each count capped and bounded as a list's), and how many ended and
+    /// failed in each hour from `since` on.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn execution_summary(
+        &self,
+        account_id: Uuid,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(
+        Vec<(crate::domain::Status, Count)>,
+        Vec<(chrono::DateTime<chrono::Utc>, i64, i64)>,
+    )> {
+        let mut by_status = Vec::with_capacity(crate::domain::ALL_STATUSES.len());
+        for status in crate::domain::ALL_STATUSES {
+            let filter = execution::Filter {
+                statuses: vec![status],
+                ..execution::Filter::default()
+            };
+            by_status.push((
+                status,
+                execution_count::count(&self.pool, account_id, &filter).await?,
+            ));
+        }
+        let hours = execution_count::hourly_ends(&self.pool, account_id, since).await?;
+        Ok((by_status, hours))
     }
 
     /// A page of an execution's log rows, in order.

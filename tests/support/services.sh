@@ -9,7 +9,8 @@
 #   services.sh tools   install what `make test` checks with beside the
 #                       services: promtool (Debian's prometheus package);
 #                       Go with sprig and a YAML library, which render the
-#                       Helm chart as Helm does (tests/chart/render.go)
+#                       Helm chart as Helm does (tests/chart/render.go);
+#                       Chromium and its WebDriver (the console's test)
 #   services.sh restart-postgres
 #                       restart the local PostgreSQL (fast: sessions are cut),
 #                       for tests that check what survives it
@@ -215,6 +216,11 @@ tools() {
   [ -d /usr/share/gocode/src/github.com/Masterminds/sprig ] || go_pkgs+=(golang-github-masterminds-sprig-dev)
   [ -d /usr/share/gocode/src/github.com/ghodss/yaml ] || go_pkgs+=(golang-github-ghodss-yaml-dev)
   [ ${#go_pkgs[@]} -eq 0 ] || apt_install "${go_pkgs[@]}"
+  # A real browser for the console's test (tests/console.rs). Where it
+  # cannot be installed that test says so and skips; nothing else needs it.
+  if ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+    (apt_install chromium chromium-driver) || say "Chromium could not be installed: the console's browser test will skip"
+  fi
 }
 
 restart_postgres() {
