@@ -1037,6 +1037,22 @@ async fn failures_are_listed_grouped_by_fingerprint_and_as_dead_letters(pool: Pg
     assert_eq!(g["workflow_version"], 1);
     assert_eq!(g["message"], "webhook answered HTTP 404");
     assert_eq!(g["sample_execution_ids"].as_array().unwrap().len(), 3);
+    // The three attempts of the last minutes are in the newest twelfth of
+    // the 24 hours; over the last 12 minutes they spread over the slices.
+    assert_eq!(
+        g["histogram"],
+        json!([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]),
+        "{g}"
+    );
+    let since = (chrono::Utc::now() - chrono::Duration::minutes(12)).to_rfc3339();
+    let (_, recent) = api
+        .get(&format!(
+            "/api/v1/errors?since={}",
+            since.replace('+', "%2B")
+        ))
+        .await;
+    let h: Vec<i64> = serde_json::from_value(recent["items"][0]["histogram"].clone()).unwrap();
+    assert_eq!((h.len(), h.iter().sum::<i64>()), (12, 3), "{recent}");
     let fp = g["fingerprint"].as_str().unwrap().to_owned();
     let (_, none) = api.get("/api/v1/errors?error_class=transient").await;
     assert_eq!(none["items"], json!([]));

@@ -68,6 +68,9 @@ pub struct ErrorGroup {
     /// Sample executions (at most five, each once), the latest attempt's
     /// first.
     pub sample_execution_ids: Vec<Uuid>,
+    /// Its attempts in each twelfth of the window, oldest first: how it
+    /// went over time.
+    pub histogram: Vec<i64>,
 }
 
 /// A page of failure groups, the most recently seen first.
@@ -157,6 +160,7 @@ pub async fn errors(
     let items = rows
         .into_iter()
         .map(|g| ErrorGroup {
+            histogram: g.histogram(),
             fingerprint: g.fingerprint,
             error_class: g.error_class.map(|c| c.as_str().to_owned()),
             workflow_id: g.workflow_id,

@@ -35,6 +35,25 @@ pub struct ErrorGroup {
     /// Sample executions (at most five, each once), the latest attempt's
     /// first.
     pub samples: Vec<Uuid>,
+    /// The slices of the window (1 to [`HISTOGRAM_BUCKETS`]) with
+    /// attempts, as the query found them; see [`ErrorGroup::histogram`].
+    pub buckets: Vec<i32>,
+    /// Attempts in each of `buckets`.
+    pub bucket_counts: Vec<i64>,
+}
+
+impl ErrorGroup {
+    /// Attempts in each of [`HISTOGRAM_BUCKETS`] equal slices of the
+    /// window, oldest first.
+    pub fn histogram(&self) -> Vec<i64> {
+        let mut counts = vec![0; HISTOGRAM_BUCKETS];
+        for (b, n) in self.buckets.iter().zip(&self.bucket_counts) {
+            if let Some(slot) = usize::try_from(*b - 1).ok().and_then(|i| counts.get_mut(i)) {
+                *slot += n;
+            }
+        }
+        counts
+    }
 }
 
 /// Filters of the failure groups.
@@ -60,6 +79,9 @@ pub struct GroupAfter {
     pub fingerprint: String,
 }
 
+/// Buckets of a failure group's histogram.
+pub const HISTOGRAM_BUCKETS: usize = 12;
+
 /// A page of the account's failure groups.
 ///
 /// # Errors
@@ -73,16 +95,25 @@ pub async fn groups(
 ) -> Result<Vec<ErrorGroup>> {
     // The groups of the page first, by fingerprint alone (it names the
     // workflow, version, step and class): one pass over a covering index of
-    // the window's failing rows. Then, through the fingerprint index, each
+    // the window's failing rows, counted per fingerprint and slice of the
+    // window (the histogram), then per fingerprint. Then, through the fingerprint index, each
     // group's latest attempt (found by its time, no sort) describes it, and
     // a few of its attempts name sample executions. NB: no ORDER BY in
     // those lookups: over the monthly partitions the planner would read a
     // group's every row to sort them.
     let mut qb = sqlx::QueryBuilder::new(
-        "WITH g AS (SELECT fingerprint, count(*) AS count, min(created_at) AS first_seen, \
-           max(created_at) AS last_seen \
-         FROM execution_logs WHERE fingerprint IS NOT NULL AND account_id = ",
+        "WITH b AS (SELECT fingerprint, width_bucket(extract(epoch FROM created_at), \
+           extract(epoch FROM ",
     );
+    qb.push_bind(f.since)
+        .push("::timestamptz), extract(epoch FROM ")
+        .push_bind(f.until)
+        .push("::timestamptz), ")
+        .push_bind(HISTOGRAM_BUCKETS as i32)
+        .push(
+            ") AS bucket, count(*) AS n, min(created_at) AS first_seen, max(created_at) AS last_seen \
+             FROM execution_logs WHERE fingerprint IS NOT NULL AND account_id = ",
+        );
     qb.push_bind(account_id)
         .push(" AND created_at >= ")
         .push_bind(f.since)
@@ -94,9 +125,14 @@ pub async fn groups(
     if let Some(c) = f.error_class {
         qb.push(" AND error_class = ").push_bind(c.as_str());
     }
-    qb.push(" GROUP BY fingerprint");
+    qb.push(
+        " GROUP BY fingerprint, bucket), \
+         g AS (SELECT fingerprint, sum(n)::bigint AS count, min(first_seen) AS first_seen, \
+           max(last_seen) AS last_seen, array_agg(bucket) AS buckets, array_agg(n) AS bucket_counts \
+         FROM b GROUP BY fingerprint",
+    );
     if let Some(a) = after {
-        qb.push(" HAVING (max(created_at), fingerprint) < (")
+        qb.push(" HAVING (max(last_seen), fingerprint) < (")
             .push_bind(a.last_seen)
             .push(", ")
             .push_bind(&a.fingerprint)
@@ -107,7 +143,7 @@ pub async fn groups(
         .push(
             ") SELECT g.fingerprint, s.error_class, s.workflow_id, s.workflow_version, s.step_id, \
                s.action_type, g.count, g.first_seen, g.last_seen, s.message, \
-               s.execution_id || x.samples AS samples \
+               s.execution_id || x.samples AS samples, g.buckets, g.bucket_counts \
              FROM g, LATERAL ( \
                SELECT l.error_class, l.workflow_id, l.workflow_version, l.step_id, l.action_type, \
                  l.error AS message, l.execution_id FROM execution_logs l \

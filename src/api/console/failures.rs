@@ -85,15 +85,16 @@ pub async fn list(
         }
         p.muted { "Failed or retried attempts from " (page::time(groups.since)) " to " (page::time(groups.until)) ", most recently seen first." }
         div.table-wrap { table #groups {
-            thead { tr { th { "Fingerprint" } th { "Class" } th { "Step" } th.num { "Attempts" } th { "First · last seen" } th.wide { "Last message" } th { "Act on its failed executions" } } }
+            thead { tr { th { "Fingerprint" } th { "Class" } th { "Step" } th.num { "Attempts" } th { "Over the window" } th { "First · last seen" } th.wide { "Last message" } th { "Act on its failed executions" } } }
             tbody {
-                @if groups.items.is_empty() { tr { td colspan="7" .muted { "No failure in this window." } } }
+                @if groups.items.is_empty() { tr { td colspan="8" .muted { "No failure in this window." } } }
                 @for g in &groups.items {
                     tr {
                         td { a.mono href={"/ui/executions?fingerprint=" (g.fingerprint)} { (g.fingerprint) } }
                         td { @if let Some(c) = &g.error_class { span.badge { (c) } } }
                         td { span.mono { (g.step_id) } " " span.muted { (g.action_type) } }
                         td.num { (page::thousands(g.count)) }
+                        td { (page::sparkline(&g.histogram)) }
                         td { (page::time(g.first_seen)) br; (page::time(g.last_seen)) }
                         td.wide { (g.message.as_deref().unwrap_or("")) }
                         td { div.actions {

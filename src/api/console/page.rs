@@ -282,6 +282,27 @@ pub fn short_id(id: Uuid) -> Markup {
     html! { span.mono title=(s) { (s[..8]) } }
 }
 
+/// Counts over time as a small bar chart (SVG, no script), the figures in
+/// its title for screen readers and hover.
+pub fn sparkline(counts: &[i64]) -> Markup {
+    let most = counts.iter().copied().max().unwrap_or(0).max(1);
+    let figures: Vec<String> = counts.iter().map(i64::to_string).collect();
+    let label = format!(
+        "attempts per twelfth of the window, oldest first: {}",
+        figures.join(", ")
+    );
+    html! {
+        svg.spark xmlns="http://www.w3.org/2000/svg" viewBox={"0 0 " (counts.len() * 6) " 20"} width=(counts.len() * 6) height="20"
+            role="img" aria-label=(label) {
+            title { (label) }
+            @for (i, n) in counts.iter().enumerate() {
+                @let h = if *n > 0 { (n * 18 / most).max(1) } else { 0 };
+                rect x=(i * 6) y=(20 - h) width="5" height=(h) {}
+            }
+        }
+    }
+}
+
 /// Pretty JSON in a `<pre>`.
 pub fn json(v: &serde_json::Value) -> Markup {
     let text = serde_json::to_string_pretty(v).unwrap_or_default();
