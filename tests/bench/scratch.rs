@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use flowpilot::engine::Settings;
 use flowpilot::provider::{Breakers, Limiter, Outbox, Providers, webhook};
@@ -133,6 +134,21 @@ pub fn runtime_with(
             alerts,
         },
     )?)
+}
+
+/// Runs `f` `runs` times; p50, p95 and max in ms.
+pub async fn timed<F, Fut, T>(runs: usize, mut f: F) -> anyhow::Result<(f64, f64, f64)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        f().await?;
+        times.push(t.elapsed());
+    }
+    Ok(percentiles(times))
 }
 
 /// p50, p95 and max of `times`, in ms.

@@ -1,0 +1,140 @@
+//! How fast the operator console's pages answer on a large record: the
+//! analytics benchmark's 1,000,000 executions and 10,000,000 log rows in
+//! one account (the worst case: every page reads that account).
+//!
+//!   cargo bench --bench console       # needs DATABASE_URL and REDIS_URL (`make services`)
+//!   FLOWPILOT_BENCH_EXECUTIONS=1000000 FLOWPILOT_BENCH_RUNS=50 cargo bench --bench console
+//!
+//! Seeds as `--bench analytics` does, folds the analytics rollups, signs in
+//! through `POST /ui/login`, then requests each page through the API's
+//! router (in process: the time is the handler's, the queries' and the
+//! rendering's, not a socket's) and prints p50 / p95 / max per page.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use flowpilot::engine::Settings;
+use flowpilot::queue::{Client, Serializer, keys};
+use flowpilot::store;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+mod scratch;
+mod seed;
+
+use scratch::{env, timed};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let executions: i64 = env("FLOWPILOT_BENCH_EXECUTIONS", 1_000_000);
+    let runs: usize = env("FLOWPILOT_BENCH_RUNS", 50);
+    let redis = scratch::redis_url()?;
+
+    let db = scratch::Scratch::create(16).await?;
+    let pool = db.pool.clone();
+    store::partition::ensure_ahead(&pool, chrono::Utc::now() - chrono::Duration::days(31)).await?;
+    let seeding = Instant::now();
+    let (account, workflow) = seed::nurture(&pool, executions).await?;
+    loop {
+        let f = store::analytics::fold(&pool, Duration::from_secs(3600)).await?;
+        if f.logs == 0 && f.events == 0 {
+            break;
+        }
+    }
+    sqlx::query("VACUUM ANALYZE").execute(&pool).await?;
+    let logs: i64 = sqlx::query_scalar("SELECT count(*) FROM execution_logs")
+        .fetch_one(&pool)
+        .await?;
+    println!(
+        "console: seeded {executions} executions and {logs} log rows in one account, folded, in {:.0} s",
+        seeding.elapsed().as_secs_f64()
+    );
+
+    let prefix = format!("bench-{}", Uuid::new_v4().simple());
+    let queue = Client::connect(&redis, Serializer::Pickle).await?;
+    let runtime = scratch::runtime(
+        &pool,
+        &queue,
+        Settings {
+            queue_prefix: prefix.clone(),
+            ..Settings::default()
+        },
+        flowpilot::worker::Settings {
+            queues: keys::priority_queues(&prefix),
+            ..flowpilot::worker::Settings::default()
+        },
+    )?;
+    let router = flowpilot::api::router(runtime.api_state(None));
+    let (key, _) = flowpilot::auth::mint(&pool, account, "bench", false).await?;
+    let login = router
+        .clone()
+        .oneshot(
+            Request::post("/ui/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!("key={key}")))?,
+        )
+        .await?;
+    let cookie = login
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .ok_or_else(|| anyhow::anyhow!("no session cookie: {}", login.status()))?
+        .to_owned();
+
+    // A failed execution with its ten attempts for the timeline.
+    let failed: Uuid = sqlx::query_scalar(
+        "SELECT execution_id FROM execution_logs WHERE status = 'FAILED' AND step_index = 7 LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let pages = [
+        "/ui/".to_owned(),
+        "/ui/executions".to_owned(),
+        "/ui/executions?status=FAILED".to_owned(),
+        "/ui/executions?status=WAITING&waiting_reason=wait".to_owned(),
+        format!("/ui/executions?workflow_id={workflow}&current_step=crm"),
+        "/ui/executions?status=FAILED,RETRYING&error_class=transient".to_owned(),
+        "/ui/fragment/executions".to_owned(),
+        format!("/ui/executions/{failed}"),
+        "/ui/workflows".to_owned(),
+        format!("/ui/workflows/{workflow}"),
+        "/ui/failures".to_owned(),
+        "/ui/failures?window=7d".to_owned(),
+        "/ui/failures?window=31d".to_owned(),
+        "/ui/alerts".to_owned(),
+        "/ui/operations".to_owned(),
+    ];
+    let mut worst: (f64, &str) = (0.0, "");
+    for page in &pages {
+        let get = || {
+            let router = router.clone();
+            let cookie = cookie.clone();
+            async move {
+                let resp = router
+                    .oneshot(
+                        Request::get(page.as_str())
+                            .header(header::COOKIE, cookie)
+                            .body(Body::empty())?,
+                    )
+                    .await?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await?.to_bytes();
+                anyhow::ensure!(status == StatusCode::OK, "{page}: {status}");
+                anyhow::Ok(body.len())
+            }
+        };
+        let bytes = get().await?;
+        let (p50, p95, max) = timed(runs, get).await?;
+        println!(
+            "console: GET {page:<58} {bytes:>7} B  {runs} runs: p50 {p50:6.1} ms  p95 {p95:6.1} ms  max {max:6.1} ms"
+        );
+        if p95 > worst.0 {
+            worst = (p95, page);
+        }
+    }
+    println!("console: slowest p95 {:.1} ms ({})", worst.0, worst.1);
+    db.finish().await
+}
