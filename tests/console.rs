@@ -238,6 +238,9 @@ async fn the_console_answers_only_a_session_of_the_right_account_and_escapes_wha
             );
         }
     }
+    let (status, body) = get(base, "", "/ui/nowhere").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("no such page"), "{body}");
     let (status, body) = post(base, "", "/ui/login", &[("key", "fp_not_a_key")]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body.contains("unknown or revoked API key"), "{body}");
@@ -295,6 +298,17 @@ async fn the_console_answers_only_a_session_of_the_right_account_and_escapes_wha
     assert_eq!(status, StatusCode::SEE_OTHER);
     let (_, e) = c.api.get(&format!("/api/v1/executions/{id}")).await;
     assert_ne!(e["status"], "FAILED", "{e}");
+    // In the audit trail with the key, as an API call would be.
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'POST /ui/executions/{id}/retry' \
+         AND target = $1 AND key_id IS NOT NULL AND account_id = $2 AND result = 303",
+    )
+    .bind(&retry)
+    .bind(c.api.flow.account)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
 
     // Escaping: the hostile attribute is text on the timeline.
     let (_, html) = get(
@@ -585,6 +599,17 @@ async fn an_operator_signs_in_filters_opens_a_timeline_retries_a_group_and_ackno
         .await
         .unwrap();
     shot(&b, "02-overview").await;
+    // Keyboard: the first Tab lands on the skip link to the content.
+    b.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .send_keys("\u{e004}")
+        .await
+        .unwrap();
+    assert_eq!(
+        b.active_element().await.unwrap().text().await.unwrap(),
+        "Skip to content"
+    );
     let firing = text(&b, "#alerts + ul").await;
     assert!(
         firing.contains("firing") && firing.contains("failed"),

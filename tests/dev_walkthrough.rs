@@ -1,5 +1,6 @@
 //! What `make dev` prints works as printed: `flowpilot dev --seed-demo`
-//! runs, and the curl sequence of `tests/support/next-steps.sh` (create a
+//! runs, the console it opens with signs in with the printed key, and the
+//! curl sequence of `tests/support/next-steps.sh` (create a
 //! workflow and a contact, execute, poll, read the logs) succeeds against it.
 
 mod common;
@@ -45,6 +46,36 @@ async fn the_printed_curl_sequence_runs_against_flowpilot_dev(pool: PgPool) {
         .unwrap();
     assert!(printed.status.success());
     let text = String::from_utf8(printed.stdout).unwrap();
+    // The next steps open with the console, which signs in with the key.
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap();
+    let console = first
+        .split_whitespace()
+        .find(|w| w.ends_with("/ui/"))
+        .unwrap_or_else(|| panic!("the first line names the console: {first}"));
+    assert!(first.contains(&key), "{first}");
+    flowpilot::tls::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http.get(console).send().await.unwrap();
+    assert_eq!(page.status(), 303, "a visitor is sent to sign in");
+    let signed = http
+        .post(format!("{console}login"))
+        .form(&[("key", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap();
+    let overview = http
+        .get(console)
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overview.status(), 200);
+    assert!(overview.text().await.unwrap().contains("<h1>Overview</h1>"));
     let start = text
         .find("# the HTTP API")
         .expect("a curl sequence is printed");

@@ -7,6 +7,8 @@ API="http://$FLOWPILOT_LISTEN"
 KEY="$FLOWPILOT_DEMO_API_KEY"
 cat <<MSG
 
+Open the console: $API/ui/  (sign in with the demo API key $KEY)
+
 flowpilot dev: PostgreSQL and Redis are up, the database is migrated on start.
   DATABASE_URL=$DATABASE_URL
   REDIS_URL=$REDIS_URL

@@ -76,6 +76,10 @@ pub fn router() -> Router<AppState> {
             get(alerts::operation_fragment),
         )
         .route("/ui/operations/{id}/cancel", post(alerts::cancel_operation))
+        .route(
+            "/ui/{*rest}",
+            get(|| async { PageError::new(axum::http::StatusCode::NOT_FOUND, "no such page") }),
+        )
         .layer(middleware::from_fn(headers))
 }
 

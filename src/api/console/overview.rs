@@ -53,7 +53,7 @@ pub async fn show(State(state): State<AppState>, s: Session) -> Result<Markup, P
         .filter(|o| matches!(o.state.as_str(), "pending" | "running"))
         .collect();
     let shared = if s.auth.admin {
-        Some(shared(&state, &s).await)
+        Some(shared(&state, &s).await?)
     } else {
         None
     };
@@ -145,15 +145,31 @@ fn chart(hours: &[execution::Hour]) -> Markup {
     }
 }
 
-/// Queues and breakers (admin keys): what every account shares.
-async fn shared(state: &AppState, s: &Session) -> Markup {
+/// Queues and breakers (admin keys): what every account shares, and the
+/// account switcher.
+async fn shared(state: &AppState, s: &Session) -> Result<Markup, PageError> {
+    let accounts = super::session::accounts(state).await?;
     let queues = queue::list(State(state.clone()), s.auth).await;
     let breakers = state
         .queue
         .breakers_not_closed(state.engine.queue_prefix())
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "breakers not read for the console"));
-    html! {
+    Ok(html! {
+        section aria-labelledby="account" {
+            h2 #account { "Act for another account" }
+            form.filters method="post" action="/ui/account" {
+                (page::csrf(s))
+                label { "Account"
+                    select name="account_id" {
+                        @for (id, name) in &accounts {
+                            option value=(id) selected[*id == s.auth.account_id] { (name) " (" (id.to_string()[..8]) ")" }
+                        }
+                    }
+                }
+                button type="submit" { "Switch" }
+            }
+        }
         section aria-labelledby="queues" {
             h2 #queues { "Queues" }
             @match queues {
@@ -181,5 +197,5 @@ async fn shared(state: &AppState, s: &Session) -> Markup {
                 Err(_) => p.error { "Redis did not answer; the breakers are not known." },
             }
         }
-    }
+    })
 }
