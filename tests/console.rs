@@ -20,6 +20,8 @@ use uuid::Uuid;
 
 /// Failed executions of the seeded workflow.
 const FAILED: usize = 6;
+/// Completed executions of another workflow.
+const COMPLETED: usize = 10;
 /// What a contact's attribute holds: it must show as text.
 const HOSTILE: &str = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned=2\">";
 
@@ -88,6 +90,14 @@ impl Console {
         }
         for id in &failed {
             wait_status(&api, id, "FAILED").await;
+        }
+        let quick = api
+            .workflow(json!({"steps": [{"id": "welcome", "type": "add_tag", "tag": "welcomed"}]}))
+            .await;
+        for i in 0..COMPLETED {
+            let c = api.contact(&format!("q{i}@example.com")).await;
+            let id = api.execute(&quick, &c).await;
+            wait_status(&api, &id, "COMPLETED").await;
         }
         let patient = api
             .workflow(json!({"steps": [
@@ -594,6 +604,10 @@ async fn an_operator_signs_in_filters_opens_a_timeline_retries_a_group_and_ackno
     let cards = text(&b, ".cards").await;
     assert!(cards.contains(&format!("{FAILED}\nFAILED")), "{cards}");
     assert!(cards.contains("1\nWAITING"), "{cards}");
+    assert!(
+        cards.contains(&format!("{COMPLETED}\nCOMPLETED")),
+        "{cards}"
+    );
     b.wait()
         .for_element(Locator::Css(".chart canvas"))
         .await

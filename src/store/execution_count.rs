@@ -47,7 +47,7 @@ pub async fn hourly_ends(
     Ok(sqlx::query_as(
         "SELECT date_trunc('hour', completed_at), count(*), \
                 count(*) FILTER (WHERE status = 'FAILED') \
-         FROM workflow_executions WHERE account_id = $1 AND completed_at >= $2 \
+         FROM workflow_executions WHERE account_id = $1 AND completed_at >= $2 AND completed_at <= now() \
          GROUP BY 1 ORDER BY 1",
     )
     .bind(account_id)

@@ -113,10 +113,6 @@ async fn main() -> anyhow::Result<()> {
                 .len();
             times.push(t.elapsed());
         }
-        eprintln!(
-            "DEBUG {:?}",
-            times.iter().map(|t| t.as_millis()).collect::<Vec<_>>()
-        );
         println!("failures: {name}: {groups} groups; {}", summary(times));
     }
 

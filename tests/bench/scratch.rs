@@ -28,6 +28,8 @@ pub struct Scratch {
     pub pool: PgPool,
     /// Its name.
     pub name: String,
+    /// Whether it was there before (kept by `finish`).
+    pub reused: bool,
     admin: PgConnection,
 }
 
@@ -47,14 +49,37 @@ impl Scratch {
         url.set_path(&name);
         let pool = store::connect(url.as_str(), connections).await?;
         store::migrate(&pool).await?;
-        Ok(Scratch { pool, name, admin })
+        Ok(Scratch {
+            pool,
+            name,
+            reused: false,
+            admin,
+        })
+    }
+
+    /// The database `name` next to `DATABASE_URL`'s, kept by an earlier
+    /// run (`FLOWPILOT_BENCH_KEEP_DB=1`), migrated, never dropped.
+    pub async fn reuse(name: &str, connections: u32) -> anyhow::Result<Scratch> {
+        let base = std::env::var("DATABASE_URL")
+            .map_err(|_| anyhow::anyhow!("DATABASE_URL is not set"))?;
+        let admin = PgConnection::connect(&base).await?;
+        let mut url = url::Url::parse(&base)?;
+        url.set_path(name);
+        let pool = store::connect(url.as_str(), connections).await?;
+        store::migrate(&pool).await?;
+        Ok(Scratch {
+            pool,
+            name: name.to_owned(),
+            reused: true,
+            admin,
+        })
     }
 
     /// Closes the pool and drops the database, or keeps it (and says so)
     /// with `FLOWPILOT_BENCH_KEEP_DB=1`.
     pub async fn finish(mut self) -> anyhow::Result<()> {
         self.pool.close().await;
-        if env("FLOWPILOT_BENCH_KEEP_DB", 0) == 1 {
+        if self.reused || env("FLOWPILOT_BENCH_KEEP_DB", 0) == 1 {
             println!("kept the database {} for EXPLAIN", self.name);
             return Ok(());
         }
