@@ -15,7 +15,7 @@
 //! suggestions), and the raw GROUP BY over the log rows the rollups
 //! replace. Prints p50 / p95 / max and each rollup query's plan.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Utc;
 use flowpilot::engine::{definition::Definition, insight};
@@ -50,15 +50,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The rollups from nothing: what a first fold after upgrading does.
     let folding = Instant::now();
-    let (mut folded_logs, mut folded_events) = (0, 0);
-    loop {
-        let f = store::analytics::fold(&pool, Duration::from_secs(3600)).await?;
-        folded_logs += f.logs;
-        folded_events += f.events;
-        if f.logs == 0 && f.events == 0 {
-            break;
-        }
-    }
+    let (folded_logs, folded_events) = seed::fold_all(&pool).await?;
     let took = folding.elapsed().as_secs_f64();
     sqlx::query("VACUUM ANALYZE").execute(&pool).await?;
     let sizes: (i64, i64, i64, i64) = sqlx::query_as(

@@ -12,7 +12,7 @@
 //! router (in process: the time is the handler's, the queries' and the
 //! rendering's, not a socket's) and prints p50 / p95 / max per page.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -52,12 +52,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             let seeding = Instant::now();
             let (account, workflow) = seed::nurture(pool, executions).await?;
-            loop {
-                let f = store::analytics::fold(pool, Duration::from_secs(3600)).await?;
-                if f.logs == 0 && f.events == 0 {
-                    break;
-                }
-            }
+            seed::fold_all(pool).await?;
             sqlx::query("VACUUM ANALYZE").execute(pool).await?;
             println!(
                 "console: seeded {executions} executions in one account, folded, in {:.0} s",

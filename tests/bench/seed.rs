@@ -121,3 +121,20 @@ pub async fn nurture(pool: &PgPool, executions: i64) -> anyhow::Result<(Uuid, Uu
     .await?;
     Ok((account, workflow))
 }
+
+/// Folds the analytics rollups until nothing is left to fold; returns the
+/// log rows and execution events folded.
+///
+/// # Errors
+/// Database errors.
+pub async fn fold_all(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
+    let (mut logs, mut events) = (0, 0);
+    loop {
+        let f = store::analytics::fold(pool, std::time::Duration::from_secs(3600)).await?;
+        logs += f.logs;
+        events += f.events;
+        if f.logs == 0 && f.events == 0 {
+            return Ok((logs, events));
+        }
+    }
+}

@@ -173,10 +173,12 @@ pub async fn show(
     )
     .await?
     .0;
-    let contact = contact::get(State(state.clone()), s.auth, Id(e.contact_id))
-        .await
-        .ok()
-        .map(|c| c.0);
+    // An erased contact is gone (404); any other failure is the page's.
+    let contact = match contact::get(State(state.clone()), s.auth, Id(e.contact_id)).await {
+        Ok(c) => Some(c.0),
+        Err(err) if err.status() == axum::http::StatusCode::NOT_FOUND => None,
+        Err(err) => return Err(err.into()),
+    };
     let ended = matches!(e.status.as_str(), "COMPLETED" | "FAILED" | "CANCELLED");
     let body = html! {
         (summary(&e))

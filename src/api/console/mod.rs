@@ -135,7 +135,7 @@ impl Filters {
     }
 
     /// As the API's query type `T`; a time from a `datetime-local` input
-    /// (no offset) is read as UTC.
+    /// (`*_after`, `*_before`: no offset) is read as UTC.
     ///
     /// # Errors
     /// A 400 page naming the field.
@@ -143,7 +143,14 @@ impl Filters {
         let pairs: Vec<(String, String)> = self
             .0
             .iter()
-            .map(|(k, v)| (k.clone(), utc_input(v).unwrap_or_else(|| v.clone())))
+            .map(|(k, v)| {
+                let time = k.ends_with("_after") || k.ends_with("_before");
+                let v = time
+                    .then(|| utc_input(v))
+                    .flatten()
+                    .unwrap_or_else(|| v.clone());
+                (k.clone(), v)
+            })
             .collect();
         session::parse_pairs(&pairs)
     }
