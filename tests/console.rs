@@ -353,7 +353,7 @@ async fn the_console_answers_only_a_session_of_the_right_account_and_escapes_wha
     assert!(html.contains("data-field=\"workflow_id\""), "{html}");
 
     // Another account sees none of these rows.
-    let (other_key, other_account) = c.api.other_account(false).await;
+    let (other_key, _) = c.api.other_account(false).await;
     let b = sign_in(base, &other_key).await;
     let (_, list) = get(base, &b.cookie, "/ui/executions").await;
     let (_, rows) = get(base, &b.cookie, "/ui/fragment/executions").await;
@@ -418,7 +418,6 @@ async fn the_console_answers_only_a_session_of_the_right_account_and_escapes_wha
         post(base, &admin.cookie, "/ui/account", &nowhere).await.0,
         StatusCode::NOT_FOUND
     );
-    let _ = other_account;
 
     // Revoking the key ends its sessions; signing out ends one.
     let key_id: Uuid =
@@ -426,12 +425,7 @@ async fn the_console_answers_only_a_session_of_the_right_account_and_escapes_wha
             .fetch_one(&pool)
             .await
             .unwrap();
-    c.api
-        .flow
-        .runtime
-        .api_state(None)
-        .keys
-        .revoke(key_id)
+    flowpilot::store::api_key::revoke(&pool, key_id)
         .await
         .unwrap();
     assert_eq!(get(base, &a.cookie, "/ui/").await.0, StatusCode::SEE_OTHER);
@@ -505,26 +499,21 @@ async fn shot(b: &Client, name: &str) -> PathBuf {
     path
 }
 
-async fn text(b: &Client, css: &str) -> String {
+/// The element `css`, once the page has it (within 10 s).
+async fn element(b: &Client, css: &str) -> fantoccini::elements::Element {
     b.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("no `{css}`: {e}"))
-        .text()
-        .await
-        .unwrap()
+}
+
+async fn text(b: &Client, css: &str) -> String {
+    element(b, css).await.text().await.unwrap()
 }
 
 async fn click(b: &Client, css: &str) {
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no `{css}`: {e}"))
-        .click()
-        .await
-        .unwrap();
+    element(b, css).await.click().await.unwrap();
 }
 
 /// Waits until the browser's address contains `want` (a submitted form

@@ -89,19 +89,7 @@ pub async fn analytics(
     Id(id): Id,
     ApiQuery(q): ApiQuery<AnalyticsQuery>,
 ) -> Result<Json<WorkflowAnalytics>, ApiError> {
-    let (def, version, days, rollups) = read(&state, auth, id, &q).await?;
-    Ok(Json(WorkflowAnalytics {
-        workflow_id: id,
-        version,
-        from: days.0,
-        to: days.1,
-        as_of: rollups.upto,
-        funnel: insight::funnel(&def, &rollups),
-        timings: insight::timings(&def, &rollups),
-        bottleneck: insight::bottleneck(&def, &rollups),
-        trends: insight::trends(&rollups, days.0, days.1),
-        errors: rollups.errors,
-    }))
+    Ok(Json(Report::read(&state, auth, id, &q).await?.analytics()))
 }
 
 /// Suggestions for one workflow version, each naming its evidence: steps
@@ -117,42 +105,87 @@ pub async fn suggestions(
     Id(id): Id,
     ApiQuery(q): ApiQuery<AnalyticsQuery>,
 ) -> Result<Json<SuggestionList>, ApiError> {
-    let (def, version, days, rollups) = read(&state, auth, id, &q).await?;
-    Ok(Json(SuggestionList {
-        workflow_id: id,
-        version,
-        from: days.0,
-        to: days.1,
-        items: insight::suggestions(&def, &rollups),
-    }))
+    Ok(Json(
+        Report::read(&state, auth, id, &q).await?.suggestions(),
+    ))
 }
 
-/// The version's definition, the days, and the rollups over them.
-async fn read(
-    state: &AppState,
-    auth: Auth,
-    id: Uuid,
-    q: &AnalyticsQuery,
-) -> Result<(Arc<Definition>, i32, (NaiveDate, NaiveDate), Rollups), ApiError> {
-    let days = range(q, Utc::now().date_naive())?;
-    let workflow = state
-        .reader
-        .workflow(auth.account_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("workflow"))?;
-    let version = q.version.unwrap_or(workflow.latest_version);
-    if version < 1 || version > workflow.latest_version {
-        return Err(ApiError::invalid(
-            "version",
-            format!("the workflow has versions 1 to {}", workflow.latest_version),
-        ));
+/// What both answers are computed from: one read of a workflow version's
+/// definition and rollups (the console shows both from one).
+pub struct Report {
+    workflow_id: Uuid,
+    def: Arc<Definition>,
+    version: i32,
+    days: (NaiveDate, NaiveDate),
+    rollups: Rollups,
+}
+
+impl Report {
+    /// The version's definition, the days, and the rollups over them.
+    ///
+    /// # Errors
+    /// 404 for another account's or no workflow; a bad version or range
+    /// names its field; database errors.
+    pub async fn read(
+        state: &AppState,
+        auth: Auth,
+        id: Uuid,
+        q: &AnalyticsQuery,
+    ) -> Result<Report, ApiError> {
+        let days = range(q, Utc::now().date_naive())?;
+        let workflow = state
+            .reader
+            .workflow(auth.account_id, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("workflow"))?;
+        let version = q.version.unwrap_or(workflow.latest_version);
+        if version < 1 || version > workflow.latest_version {
+            return Err(ApiError::invalid(
+                "version",
+                format!("the workflow has versions 1 to {}", workflow.latest_version),
+            ));
+        }
+        let def = state.engine.definition(id, version).await?;
+        let rollups = state
+            .reader
+            .analytics(auth.account_id, id, version, days)
+            .await?;
+        Ok(Report {
+            workflow_id: id,
+            def,
+            version,
+            days,
+            rollups,
+        })
     }
-    let def = state.engine.definition(id, version).await?;
-    let rollups = state
-        .reader
-        .analytics(auth.account_id, id, version, days)
-        .await?;
-    Ok((def, version, days, rollups))
+
+    /// Funnel, timings, bottleneck, trends, errors.
+    pub fn analytics(self) -> WorkflowAnalytics {
+        let (def, a) = (&self.def, &self.rollups);
+        WorkflowAnalytics {
+            workflow_id: self.workflow_id,
+            version: self.version,
+            from: self.days.0,
+            to: self.days.1,
+            as_of: a.upto,
+            funnel: insight::funnel(def, a),
+            timings: insight::timings(def, a),
+            bottleneck: insight::bottleneck(def, a),
+            trends: insight::trends(a, self.days.0, self.days.1),
+            errors: self.rollups.errors,
+        }
+    }
+
+    /// The suggestions with their evidence.
+    pub fn suggestions(&self) -> SuggestionList {
+        SuggestionList {
+            workflow_id: self.workflow_id,
+            version: self.version,
+            from: self.days.0,
+            to: self.days.1,
+            items: insight::suggestions(&self.def, &self.rollups),
+        }
+    }
 }
 
 /// The days asked for, checked.

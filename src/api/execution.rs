@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -382,12 +382,11 @@ pub async fn summary(
     if !(1..=168).contains(&hours) {
         return Err(ApiError::invalid("hours", "must be 1 to 168"));
     }
-    let now = Utc::now();
-    let since = now - chrono::Duration::hours(hours - 1);
+    // The start of the hour `hours - 1` before this one.
+    let since = Utc::now() - chrono::Duration::hours(hours - 1);
     let since = since
-        .date_naive()
-        .and_hms_opt(since.hour(), 0, 0)
-        .map_or(since, |t| t.and_utc());
+        .duration_trunc(chrono::Duration::hours(1))
+        .unwrap_or(since);
     let (by_status, ends) = state
         .reader
         .execution_summary(auth.account_id, since)

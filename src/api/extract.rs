@@ -78,23 +78,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let q = parts.uri.query().unwrap_or("");
-        let pairs = url::form_urlencoded::parse(q.as_bytes());
-        if let Some((k, _)) = pairs
-            .clone()
-            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
-        {
-            let field = if k.contains('\0') { "query".into() } else { k };
-            return Err(ApiError::invalid(field, store::text::NUL_MESSAGE));
-        }
-        let de = serde_urlencoded::Deserializer::new(pairs);
-        serde_path_to_error::deserialize(de)
-            .map(ApiQuery)
-            .map_err(|e| {
-                let field = crate::action::field_path(&e).unwrap_or_else(|| "query".into());
-                ApiError::invalid(field, e.inner().to_string())
-            })
+        parse_query(parts.uri.query().unwrap_or("")).map(ApiQuery)
     }
+}
+
+/// A query string (or urlencoded form) as `T`; a NUL or a bad value is a
+/// 400 naming the field.
+///
+/// # Errors
+/// As said.
+pub fn parse_query<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+    let pairs = url::form_urlencoded::parse(q.as_bytes());
+    if let Some((k, _)) = pairs
+        .clone()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        let field = if k.contains('\0') { "query".into() } else { k };
+        return Err(ApiError::invalid(field, store::text::NUL_MESSAGE));
+    }
+    let de = serde_urlencoded::Deserializer::new(pairs);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = crate::action::field_path(&e).unwrap_or_else(|| "query".into());
+        ApiError::invalid(field, e.inner().to_string())
+    })
 }
 
 /// A UUID path segment (`{id}`); anything else is a 400 naming `id`.

@@ -15,8 +15,6 @@ pub struct Session {
     pub key_id: Uuid,
     /// Its name.
     pub key_name: String,
-    /// The key's own account.
-    pub key_account_id: Uuid,
     /// Whether it is an admin key.
     pub admin: bool,
     /// The account acted for.
@@ -25,8 +23,6 @@ pub struct Session {
     pub account_name: String,
     /// What state-changing forms must carry.
     pub csrf: String,
-    /// When it ends.
-    pub expires_at: DateTime<Utc>,
 }
 
 /// Opens a session for `key_id`, acting for its own account, until
@@ -61,8 +57,8 @@ pub async fn open(
 /// Database errors.
 pub async fn find(pool: &PgPool, token_hash: &[u8; 32]) -> Result<Option<Session>> {
     Ok(sqlx::query_as(
-        "SELECT s.key_id, k.name AS key_name, k.account_id AS key_account_id, \
-                k.is_admin AS admin, s.account_id, a.name AS account_name, s.csrf, s.expires_at \
+        "SELECT s.key_id, k.name AS key_name, k.is_admin AS admin, s.account_id, \
+                a.name AS account_name, s.csrf \
          FROM console_sessions s \
          JOIN api_keys k ON k.id = s.key_id AND k.revoked_at IS NULL \
          JOIN accounts a ON a.id = s.account_id \

@@ -13,6 +13,7 @@ use crate::api::extract::{ApiQuery, Id};
 use crate::api::view::{Execution, Log};
 use crate::api::{AppState, contact, execution, workflow};
 use crate::domain::{ALL_ERROR_CLASSES, ALL_STATUSES};
+use crate::store::log::LogFilter;
 
 /// Why an execution waits, as the API names them.
 const WAITING_REASONS: [&str; 6] = [
@@ -26,6 +27,8 @@ const WAITING_REASONS: [&str; 6] = [
 
 /// Page size of the list.
 const PAGE: i64 = 50;
+/// Attempts a timeline shows.
+const LOGS: i64 = 500;
 
 async fn list_page(
     state: &AppState,
@@ -131,19 +134,12 @@ fn rows(page: &crate::api::view::ExecutionPage, f: &Filters) -> Markup {
                         td.mono { @if let Some(c) = &e.current_step { (c.id) } }
                         td { @if let Some(r) = &e.waiting_reason { (r) @if let Some(t) = e.next_action_at { " until " (page::time(t)) } } }
                         td.num { (e.attempts) }
-                        td.wide { @if let Some(c) = &e.error_class { span.badge { (c) } " " } @if let Some(m) = &e.error { (truncate(m, 80)) } }
+                        td.wide { @if let Some(c) = &e.error_class { span.badge { (c) } " " } @if let Some(m) = &e.error { (page::clip(m, 80)) } }
                         td { (page::time(e.created_at)) }
                     }
                 }
             }
         }
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
     }
 }
 
@@ -156,23 +152,18 @@ pub async fn show(
     let e = execution::get(State(state.clone()), s.auth, Id(id))
         .await?
         .0;
-    let logs = execution::logs(
-        State(state.clone()),
-        s.auth,
-        Id(id),
-        ApiQuery(execution::LogQuery {
-            status: None,
-            action_type: None,
-            step_from: None,
-            step_to: None,
-            since: None,
-            until: None,
-            cursor: None,
-            limit: Some(500),
-        }),
-    )
-    .await?
-    .0;
+    // The store's read the logs handler makes, without its second lookup
+    // of the execution just read.
+    let rows = state
+        .reader
+        .logs(s.auth.account_id, id, &LogFilter::default(), None, LOGS + 1)
+        .await?;
+    let more = rows.len() > LOGS as usize;
+    let logs: Vec<Log> = rows
+        .into_iter()
+        .take(LOGS as usize)
+        .map(Log::from)
+        .collect();
     // An erased contact is gone (404); any other failure is the page's.
     let contact = match contact::get(State(state.clone()), s.auth, Id(e.contact_id)).await {
         Ok(c) => Some(c.0),
@@ -195,8 +186,8 @@ pub async fn show(
             }
         }
         h2 { "Timeline" }
-        (timeline(&e, &logs.items))
-        @if logs.next_cursor.is_some() { p.hint { "The first 500 attempts are shown; the API pages the rest." } }
+        (timeline(&e, &logs))
+        @if more { p.hint { "The first " (LOGS) " attempts are shown; the API pages the rest." } }
         h2 { "Contact" }
         @match &contact {
             Some(c) => dl {

@@ -101,20 +101,13 @@ pub fn svg(def: &Definition) -> Markup {
                 g {
                     title { (s.id) " (" (kind) ")" }
                     rect class=(kind) x=(X) y=(top(i)) width=(W) height=(H) rx="5" {}
-                    text.id x=(X + 10) y=(top(i) + 17) { (clip(&s.id, 34)) }
+                    text.id x=(X + 10) y=(top(i) + 17) { (super::page::clip(&s.id, 34)) }
                     text.kind x=(X + 10) y=(top(i) + 32) { (kind) }
                 }
             }
             rect.terminal x=(X + W / 2 - 30) y=(end_y) width="60" height="24" rx="12" {}
             text x=(X + W / 2 - 12) y=(end_y + 16) { "end" }
         }
-    }
-}
-
-fn clip(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
     }
 }
 

@@ -106,12 +106,30 @@ pub struct Filters(Vec<(String, String)>);
 impl Filters {
     /// From a raw query string.
     pub fn from_query(raw: Option<&str>) -> Self {
+        Self::from_form(raw.unwrap_or("").as_bytes())
+    }
+
+    /// From a urlencoded body (a posted form).
+    pub fn from_form(body: &[u8]) -> Self {
         Filters(
-            url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+            url::form_urlencoded::parse(body)
                 .filter(|(_, v)| !v.trim().is_empty())
                 .map(|(k, v)| (k.into_owned(), v.trim().to_owned()))
                 .collect(),
         )
+    }
+
+    /// Removes `key` and gives its value.
+    pub fn take(&mut self, key: &str) -> Option<String> {
+        let i = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.remove(i).1)
+    }
+
+    /// `k=v&...`, urlencoded.
+    fn encoded(&self) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&self.0)
+            .finish()
     }
 
     /// The value of `key`.
@@ -140,31 +158,30 @@ impl Filters {
     /// # Errors
     /// A 400 page naming the field.
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, PageError> {
-        let pairs: Vec<(String, String)> = self
-            .0
-            .iter()
-            .map(|(k, v)| {
-                let time = k.ends_with("_after") || k.ends_with("_before");
-                let v = time
-                    .then(|| utc_input(v))
-                    .flatten()
-                    .unwrap_or_else(|| v.clone());
-                (k.clone(), v)
-            })
-            .collect();
-        session::parse_pairs(&pairs)
+        let utc = Filters(
+            self.0
+                .iter()
+                .map(|(k, v)| {
+                    let time = k.ends_with("_after") || k.ends_with("_before");
+                    let v = time
+                        .then(|| utc_input(v))
+                        .flatten()
+                        .unwrap_or_else(|| v.clone());
+                    (k.clone(), v)
+                })
+                .collect(),
+        );
+        Ok(super::extract::parse_query(&utc.encoded())?)
     }
 }
 
 /// `?k=v&...` of `f`, or nothing.
 pub fn link(f: &Filters) -> String {
     if f.0.is_empty() {
-        return String::new();
+        String::new()
+    } else {
+        format!("?{}", f.encoded())
     }
-    let q = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(&f.0)
-        .finish();
-    format!("?{q}")
 }
 
 /// `2026-11-28T09:30` (a `datetime-local` input) as RFC 3339 UTC.

@@ -4,6 +4,7 @@
 //! which every account shares.
 
 use axum::extract::State;
+use chrono::Utc;
 use maud::{Markup, html};
 use serde_json::json;
 
@@ -101,29 +102,31 @@ pub async fn show(State(state): State<AppState>, s: Session) -> Result<Markup, P
     Ok(page::layout(&s, Nav::Overview, "Overview", body))
 }
 
+/// Of `ended` executions, the share that `failed`, in percent (0 of 0).
+fn failure_percent(ended: i64, failed: i64) -> f64 {
+    100.0 * failed as f64 / ended.max(1) as f64
+}
+
 /// The hourly chart: ended and failed (left axis), failure rate (right).
 fn chart(hours: &[execution::Hour]) -> Markup {
     if hours.is_empty() {
         return html! { p.muted { "No execution ended in this window." } };
     }
-    // Every hour of the window, those without an end as zeros, so the
-    // chart spans the window rather than the hours that had ends.
-    let last = hours.last().map_or(0, |h| h.hour.timestamp());
-    let x: Vec<i64> = (0..HOURS).rev().map(|i| last - i * 3600).collect();
+    // Every hour of the window up to this one, those without an end as
+    // zeros, so the chart spans the window rather than the hours with ends.
+    let now = Utc::now().timestamp();
+    let this_hour = now - now.rem_euclid(3600);
+    let x: Vec<i64> = (0..HOURS).rev().map(|i| this_hour - i * 3600).collect();
     let at = |t: i64| hours.iter().find(|h| h.hour.timestamp() == t);
     let ended: Vec<i64> = x.iter().map(|t| at(*t).map_or(0, |h| h.ended)).collect();
     let failed: Vec<i64> = x.iter().map(|t| at(*t).map_or(0, |h| h.failed)).collect();
-    let rate: Vec<f64> = hours
-        .iter()
-        .map(|h| 100.0 * h.failed as f64 / h.ended.max(1) as f64)
-        .collect();
-    let chart_rate: Vec<f64> = ended
+    let rate: Vec<f64> = ended
         .iter()
         .zip(&failed)
-        .map(|(e, f)| 100.0 * *f as f64 / (*e).max(1) as f64)
+        .map(|(e, f)| failure_percent(*e, *f))
         .collect();
     let data = json!({
-        "x": x, "y": [ended, failed, chart_rate],
+        "x": x, "y": [ended, failed, rate],
         "labels": ["ended", "failed", "failure %"],
         "colors": ["#1f5fbf", "#c4261d", "#9a6700"],
         "scales": ["y", "y", "%"],
@@ -136,8 +139,11 @@ fn chart(hours: &[execution::Hour]) -> Markup {
             div.table-wrap { table {
                 thead { tr { th { "Hour (UTC)" } th.num { "Ended" } th.num { "Failed" } th.num { "Failure rate" } } }
                 tbody {
-                    @for (h, r) in hours.iter().zip(&rate) {
-                        tr { td { (page::time(h.hour)) } td.num { (h.ended) } td.num { (h.failed) } td.num { (format!("{r:.1}%")) } }
+                    @for h in hours {
+                        tr {
+                            td { (page::time(h.hour)) } td.num { (h.ended) } td.num { (h.failed) }
+                            td.num { (format!("{:.1}%", failure_percent(h.ended, h.failed))) }
+                        }
                     }
                 }
             } }

@@ -178,6 +178,12 @@ impl From<ApiError> for PageError {
     }
 }
 
+impl From<crate::store::Error> for PageError {
+    fn from(e: crate::store::Error) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let body = html! {
@@ -274,6 +280,14 @@ pub fn thousands(n: i64) -> String {
         out.push(c);
     }
     out
+}
+
+/// `s` cut to `n` characters, with an ellipsis when cut.
+pub fn clip(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
 }
 
 /// The first characters of an id, the whole one in its title.

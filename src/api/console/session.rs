@@ -7,17 +7,19 @@
 //! ends it at the next request. An admin key may switch the account it acts
 //! for; the audit trail records the key, as for the API.
 
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, RawQuery, Request, State};
 use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
+use maud::Markup;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::Filters;
 use super::page::{self, PageError};
 use crate::api::AppState;
 use crate::api::extract::Auth;
@@ -59,32 +61,6 @@ impl Session {
     }
 }
 
-/// Why a request has no session: pages send the browser to sign in,
-/// fragments and forms answer 401.
-pub struct SignIn {
-    next: Option<String>,
-}
-
-impl IntoResponse for SignIn {
-    fn into_response(self) -> Response {
-        match self.next {
-            Some(next) => {
-                let to = format!("/ui/login?next={}", urlencode(&next));
-                Redirect::to(&to).into_response()
-            }
-            None => PageError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "sign in first: this session is missing or has ended",
-            )
-            .into_response(),
-        }
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(COOKIE)
@@ -107,16 +83,17 @@ impl FromRequestParts<AppState> for Session {
             && !parts.headers.contains_key("hx-request")
             && !parts.uri.path().contains("/fragment/");
         let reject = || {
-            SignIn {
-                next: page.then(|| {
-                    parts
-                        .uri
-                        .path_and_query()
-                        .map_or("/ui/", |p| p.as_str())
-                        .to_owned()
-                }),
+            if page {
+                let here = parts.uri.path_and_query().map_or("/ui/", |p| p.as_str());
+                let here: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
+                Redirect::to(&format!("/ui/login?next={here}")).into_response()
+            } else {
+                PageError::new(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    "sign in first: this session is missing or has ended",
+                )
+                .into_response()
             }
-            .into_response()
         };
         let Some(token) = cookie_token(&parts.headers) else {
             return Err(reject());
@@ -124,7 +101,7 @@ impl FromRequestParts<AppState> for Session {
         let token_hash = hash_key(&token);
         let row = store::session::find(&state.sessions.pool, &token_hash)
             .await
-            .map_err(|e| PageError::from(crate::api::error::ApiError::from(e)).into_response())?;
+            .map_err(|e| PageError::from(e).into_response())?;
         let Some(row) = row else {
             return Err(reject());
         };
@@ -183,32 +160,6 @@ fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// The pairs of a urlencoded body, empty values left out.
-fn pairs(body: &[u8]) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(body)
-        .filter(|(_, v)| !v.trim().is_empty())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-/// Reads `pairs` as `T`, naming the field at fault.
-pub fn parse_pairs<T: DeserializeOwned>(pairs: &[(String, String)]) -> Result<T, PageError> {
-    if pairs
-        .iter()
-        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
-    {
-        return Err(PageError::invalid("form", store::text::NUL_MESSAGE));
-    }
-    let encoded = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish();
-    let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(encoded.as_bytes()));
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = crate::action::field_path(&e).unwrap_or_else(|| "form".into());
-        PageError::invalid(field, e.inner().to_string())
-    })
-}
-
 impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
     type Rejection = Response;
 
@@ -219,18 +170,17 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Posted<T> {
         let body = axum::body::to_bytes(body, 64 * 1024)
             .await
             .map_err(|_| PageError::invalid("form", "larger than 64 KiB").into_response())?;
-        let mut pairs = pairs(&body);
-        let csrf = pairs
-            .iter()
-            .position(|(k, _)| k == "csrf")
-            .map(|i| pairs.remove(i).1);
-        if !csrf.is_some_and(|c| same_secret(&c, session.csrf())) {
+        let mut fields = Filters::from_form(&body);
+        if !fields
+            .take("csrf")
+            .is_some_and(|c| same_secret(&c, session.csrf()))
+        {
             return Err(PageError::forbidden(
                 "the form's CSRF token is missing or wrong; reload the page",
             )
             .into_response());
         }
-        let form = parse_pairs(&pairs).map_err(IntoResponse::into_response)?;
+        let form = fields.parse().map_err(IntoResponse::into_response)?;
         Ok(Posted { session, form })
     }
 }
@@ -248,20 +198,12 @@ fn next_path(next: Option<&str>) -> &str {
         .unwrap_or("/ui/")
 }
 
-/// `?next=` of the sign-in form.
-#[derive(Deserialize)]
-pub struct LoginQuery {
-    next: Option<String>,
-}
-
-/// The sign-in form.
-pub async fn login_form(query: axum::extract::RawQuery) -> Response {
-    let q: LoginQuery = query
-        .0
-        .as_deref()
-        .and_then(|q| serde_urlencoded::from_str(q).ok())
-        .unwrap_or(LoginQuery { next: None });
-    page::login(next_path(q.next.as_deref()), None).into_response()
+/// The sign-in form (`?next=` where to go after it).
+pub async fn login_form(RawQuery(raw): RawQuery) -> Markup {
+    page::login(
+        next_path(Filters::from_query(raw.as_deref()).get("next")),
+        None,
+    )
 }
 
 /// The sign-in form's fields.
@@ -271,15 +213,17 @@ pub struct Login {
     next: Option<String>,
 }
 
-/// Signs in with an API key: a new session and its cookie.
-pub async fn login(State(state): State<AppState>, req: Request) -> Response {
-    match sign_in(&state, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+/// The session cookie: `value` for `max_age` seconds (0 clears it).
+fn cookie(value: &str, max_age: i64, secure: bool) -> Result<HeaderValue, PageError> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE_NAME}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .map_err(|e| PageError::internal(&e))
 }
 
-async fn sign_in(state: &AppState, req: Request) -> Result<Response, PageError> {
+/// Signs in with an API key: a new session and its cookie.
+pub async fn login(State(state): State<AppState>, req: Request) -> Result<Response, PageError> {
     let secure = req
         .headers()
         .get("x-forwarded-proto")
@@ -288,14 +232,10 @@ async fn sign_in(state: &AppState, req: Request) -> Result<Response, PageError> 
     let body = axum::body::to_bytes(req.into_body(), 16 * 1024)
         .await
         .map_err(|_| PageError::invalid("key", "larger than 16 KiB"))?;
-    let form: Login = parse_pairs(&pairs(&body))?;
+    let form: Login = Filters::from_form(&body).parse()?;
     let next = next_path(form.next.as_deref()).to_owned();
     let key = form.key.trim();
-    let grant = state
-        .reader
-        .api_key(&hash_key(key))
-        .await
-        .map_err(crate::api::error::ApiError::from)?;
+    let grant = state.reader.api_key(&hash_key(key)).await?;
     let Some(grant) = grant else {
         let mut resp = page::login(&next, Some("unknown or revoked API key")).into_response();
         *resp.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
@@ -310,18 +250,10 @@ async fn sign_in(state: &AppState, req: Request) -> Result<Response, PageError> 
         &csrf,
         Utc::now() + LIFETIME,
     )
-    .await
-    .map_err(crate::api::error::ApiError::from)?;
-    let cookie = format!(
-        "{COOKIE_NAME}={token}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        LIFETIME.num_seconds(),
-        if secure { "; Secure" } else { "" }
-    );
+    .await?;
     let mut resp = Redirect::to(&next).into_response();
-    resp.headers_mut().insert(
-        SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(|e| PageError::internal(&e))?,
-    );
+    resp.headers_mut()
+        .insert(SET_COOKIE, cookie(&token, LIFETIME.num_seconds(), secure)?);
     Ok(resp)
 }
 
@@ -330,18 +262,14 @@ async fn sign_in(state: &AppState, req: Request) -> Result<Response, PageError> 
 pub struct Empty {}
 
 /// Ends the session and clears the cookie.
-pub async fn logout(State(state): State<AppState>, posted: Posted<Empty>) -> Response {
-    if let Err(e) = store::session::close(&state.sessions.pool, &posted.session.token_hash).await {
-        return PageError::from(crate::api::error::ApiError::from(e)).into_response();
-    }
+pub async fn logout(
+    State(state): State<AppState>,
+    posted: Posted<Empty>,
+) -> Result<Response, PageError> {
+    store::session::close(&state.sessions.pool, &posted.session.token_hash).await?;
     let mut resp = Redirect::to("/ui/login").into_response();
-    resp.headers_mut().insert(
-        SET_COOKIE,
-        HeaderValue::from_static(
-            "flowpilot_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
-    );
-    resp
+    resp.headers_mut().insert(SET_COOKIE, cookie("", 0, false)?);
+    Ok(resp)
 }
 
 /// The account an admin switches to.
@@ -365,8 +293,7 @@ pub async fn switch(
         &posted.session.token_hash,
         posted.form.account_id,
     )
-    .await
-    .map_err(crate::api::error::ApiError::from)?;
+    .await?;
     if !found {
         return Err(PageError::from(
             crate::api::error::ApiError::not_found("account").field("account_id"),
@@ -380,9 +307,7 @@ pub async fn switch(
 /// # Errors
 /// Database errors.
 pub async fn accounts(state: &AppState) -> Result<Vec<(Uuid, String)>, PageError> {
-    Ok(store::session::accounts(&state.sessions.pool)
-        .await
-        .map_err(crate::api::error::ApiError::from)?)
+    Ok(store::session::accounts(&state.sessions.pool).await?)
 }
 
 #[cfg(test)]

@@ -73,17 +73,14 @@ pub async fn show(
     } else {
         None
     };
-    let range = || analytics::AnalyticsQuery {
+    let range = analytics::AnalyticsQuery {
         version,
         from: None,
         to: None,
     };
-    let stats = analytics::analytics(State(state.clone()), s.auth, Id(id), ApiQuery(range()))
-        .await?
-        .0;
-    let tips = analytics::suggestions(State(state.clone()), s.auth, Id(id), ApiQuery(range()))
-        .await?
-        .0;
+    let report = analytics::Report::read(&state, s.auth, id, &range).await?;
+    let tips = report.suggestions();
+    let stats = report.analytics();
     let def = Definition::parse(&w.definition).ok();
     let sm = &w.summary;
     let body = html! {
